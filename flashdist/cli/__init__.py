@@ -1,0 +1,1 @@
+"""The ``flashdist`` command: fit | validate | plan | launch | slurm | bench."""

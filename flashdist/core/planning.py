@@ -1,0 +1,126 @@
+"""Gather a :class:`~flashdist.plan.StepPlan`'s inputs from a live Trainer, once per fit.
+
+This is the one place that reads Lightning's state for step accounting; it replaces
+``trainer.estimated_stepping_batches`` everywhere in flashdist.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from torch.utils.data import BatchSampler, DataLoader, DistributedSampler, IterableDataset
+
+from flashdist.errors import ConfigError
+from flashdist.optim.specs import SchedulerSpec
+from flashdist.plan import StepPlan, plan_steps
+
+_PLAN_ATTR = "_flashdist_plan"
+_SCHEDULE_ATTR = "_flashdist_schedule"
+
+
+@dataclass(frozen=True)
+class ResolvedSchedule:
+    """What the scheduler was really built with, for the ledger and the checkpoint identity."""
+
+    name: str
+    kwargs_repr: str
+    warmup_steps: int | None
+    total_steps_arg: str | None
+    interval: str
+    frequency: int
+
+
+def training_plan(trainer: Any) -> StepPlan:
+    """The step plan of the fit ``trainer`` is running (computed on first call, then cached).
+
+    Example (inside a LightningModule):
+        >>> plan = training_plan(self.trainer)  # doctest: +SKIP
+    """
+    cached = getattr(trainer, _PLAN_ATTR, None)
+    if cached is not None and cached[0] is trainer.fit_loop:
+        return cached[1]
+    plan = _compute(trainer)
+    setattr(trainer, _PLAN_ATTR, (trainer.fit_loop, plan))
+    return plan
+
+
+def reset_plan(trainer: Any) -> None:
+    """Forget the cached plan (a new fit on the same Trainer recomputes it)."""
+    for attr in (_PLAN_ATTR, _SCHEDULE_ATTR):
+        if hasattr(trainer, attr):
+            delattr(trainer, attr)
+
+
+def data_parallel_size(trainer: Any) -> int:
+    """Ranks that each see a different shard of the data (not the raw world size)."""
+    kwargs = getattr(trainer.strategy, "distributed_sampler_kwargs", None) or {}
+    return int(kwargs.get("num_replicas", 1))
+
+
+def _compute(trainer: Any) -> StepPlan:
+    fit_loop = trainer.fit_loop
+    fit_loop.setup_data()  # what estimated_stepping_batches does: loads and wraps the train loader
+    loader = trainer.train_dataloader
+    dp_size = data_parallel_size(trainer)
+    common = dict(
+        data_parallel_size=dp_size,
+        accumulate_grad_batches=trainer.accumulate_grad_batches,
+        max_epochs=trainer.max_epochs,
+        max_steps=trainer.max_steps,
+        limit_train_batches=trainer.limit_train_batches if trainer.limit_train_batches != 1.0 else None,
+    )
+    inputs = _loader_inputs(loader, dp_size)
+    plan = plan_steps(**inputs, **common)
+    lightning_batches = trainer.num_training_batches
+    if plan.micro_batches_per_epoch_per_rank is not None and lightning_batches != plan.micro_batches_per_epoch_per_rank:
+        raise RuntimeError(
+            f"flashdist's step plan expects {plan.micro_batches_per_epoch_per_rank} batches per rank per epoch but "
+            f"Lightning's loader yields {lightning_batches}; refusing to train on a schedule that would not land. "
+            "This is a flashdist bug: please report it with your dataloader settings."
+        )
+    return plan
+
+
+def _loader_inputs(loader: Any, dp_size: int) -> dict[str, Any]:
+    if isinstance(loader, (list, tuple, dict)) or not isinstance(loader, DataLoader):
+        raise ConfigError(
+            f"flashdist plans steps for one training DataLoader; got {type(loader).__name__}.",
+            hint="return a single torch DataLoader from train_dataloader().",
+        )
+    if isinstance(loader.dataset, IterableDataset):
+        try:
+            return {"batches_per_rank": len(loader)}
+        except TypeError:
+            return {}  # no length: plan_steps demands max_steps
+    sampler = loader.batch_sampler.sampler if isinstance(loader.batch_sampler, BatchSampler) else None
+    standard = isinstance(loader.batch_sampler, BatchSampler) and type(loader.batch_sampler) is BatchSampler
+    injected = isinstance(sampler, DistributedSampler) and not sampler.drop_last and sampler.num_replicas == dp_size
+    if standard and (injected or dp_size == 1):
+        return {
+            "dataset_size": len(loader.dataset),
+            "batch_size": loader.batch_size,
+            "drop_last": loader.drop_last,
+        }
+    return {"batches_per_rank": len(loader)}  # a custom sampler: trust its length
+
+
+def record_resolved_scheduler(trainer: Any, spec: SchedulerSpec, kwargs: dict[str, Any] | None) -> ResolvedSchedule:
+    """Remember what the scheduler was built with (warmup steps in particular)."""
+    warmup = None
+    kwargs_repr = spec.describe()
+    total_arg = None
+    if spec.entry is not None and kwargs is not None:
+        total_arg = spec.entry.total_steps_arg
+        for arg in spec.entry.duration_args:
+            if "warmup" in arg and arg in kwargs:
+                warmup = int(kwargs[arg])
+        kwargs_repr = f"{spec.name.lower()}(" + ", ".join(f"{k}={v!r}" for k, v in kwargs.items() if k != "schedulers") + ")"
+    config = spec.lightning_config
+    resolved = ResolvedSchedule(spec.name, kwargs_repr, warmup, total_arg, config["interval"], config["frequency"])
+    setattr(trainer, _SCHEDULE_ATTR, resolved)
+    return resolved
+
+
+def resolved_schedule(trainer: Any) -> ResolvedSchedule | None:
+    return getattr(trainer, _SCHEDULE_ATTR, None)

@@ -1,0 +1,5 @@
+"""Image tasks."""
+
+from flashdist.image.classification import ImageClassifier
+
+__all__ = ["ImageClassifier"]

@@ -1,0 +1,243 @@
+"""Normalize every user form of ``optimizer=`` / ``lr_scheduler=`` into one frozen spec.
+
+Accepted optimizer forms: a registered name, ``(name, kwargs)``, an optimizer class, or a
+callable / ``functools.partial`` taking the parameters. Accepted scheduler forms: a name,
+``(name, kwargs)``, ``(name, kwargs, lightning_config)``, a callable / partial taking the
+optimizer, or a registered recipe name. Normalization happens once, at Task construction;
+what the caller passed is deep-copied and never mutated.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import functools
+import inspect
+import warnings
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
+
+from flashdist.errors import ConfigError
+from flashdist.optim.entries import OptimizerEntry, SchedulerEntry
+from flashdist.optim.optimizers import OPTIMIZERS
+from flashdist.optim.schedulers import LR_SCHEDULERS
+from flashdist.registry import Registry, resolve_lazy
+
+LIGHTNING_CONFIG_DEFAULTS: Mapping[str, Any] = MappingProxyType(
+    {"interval": "epoch", "frequency": 1, "monitor": "val_loss", "strict": True, "name": None}
+)
+LIGHTNING_CONFIG_KEYS = frozenset(LIGHTNING_CONFIG_DEFAULTS) | {"scheduler"}
+INTERVALS = ("step", "epoch")
+_FROZEN_EMPTY: Mapping[str, Any] = MappingProxyType({})
+
+
+@dataclass(frozen=True)
+class OptimizerSpec:
+    """A validated optimizer request. Exactly one of ``entry`` / ``factory`` is set."""
+
+    entry: OptimizerEntry | None = None
+    factory: Callable[..., Any] | None = None
+    kwargs: Mapping[str, Any] = field(default_factory=lambda: _FROZEN_EMPTY)
+
+    @property
+    def name(self) -> str:
+        return self.entry.name if self.entry else _callable_name(self.factory)
+
+    def describe(self) -> str:
+        return _describe(self.name, self.kwargs)
+
+
+@dataclass(frozen=True)
+class SchedulerSpec:
+    """A validated LR-scheduler request. Exactly one of ``entry`` / ``factory`` is set."""
+
+    entry: SchedulerEntry | None = None
+    factory: Callable[..., Any] | None = None
+    kwargs: Mapping[str, Any] = field(default_factory=lambda: _FROZEN_EMPTY)
+    lightning_config: Mapping[str, Any] = field(default_factory=lambda: _FROZEN_EMPTY)
+
+    @property
+    def name(self) -> str:
+        return self.entry.name if self.entry else _callable_name(self.factory)
+
+    def describe(self) -> str:
+        return _describe(self.name, self.kwargs)
+
+
+def normalize_optimizer(spec: Any, registry: Registry[OptimizerEntry] = OPTIMIZERS) -> OptimizerSpec:
+    """Turn any accepted ``optimizer=`` form into an :class:`OptimizerSpec`.
+
+    Example:
+        >>> normalize_optimizer(("Adam", {"amsgrad": True})).describe()
+        'adam(amsgrad=True)'
+    """
+    if isinstance(spec, OptimizerSpec):
+        return spec
+    if isinstance(spec, str):
+        return _checked_optimizer(registry.get(spec), {})
+    if isinstance(spec, (tuple, list)):
+        name, kwargs = _split_tuple(spec, "optimizer", max_len=2)
+        return _checked_optimizer(registry.get(name), kwargs)
+    if isinstance(spec, functools.partial) and not spec.args and _registered_class(spec.func, registry):
+        # partial(Adam, amsgrad=True) is (name, kwargs): strategy routes may swap the class.
+        return _checked_optimizer(_registered_class(spec.func, registry), dict(spec.keywords))
+    if inspect.isclass(spec) and _registered_class(spec, registry):
+        return _checked_optimizer(_registered_class(spec, registry), {})
+    if callable(spec):
+        return OptimizerSpec(factory=spec)
+    raise ConfigError(
+        f"optimizer={spec!r} has type {type(spec).__name__}.",
+        accepted="a name ('adamw'), (name, kwargs), an optimizer class, or a callable taking the parameters",
+        hint="see Task.available_optimizers().",
+    )
+
+
+def normalize_scheduler(spec: Any, registry: Registry[SchedulerEntry] = LR_SCHEDULERS) -> SchedulerSpec | None:
+    """Turn any accepted ``lr_scheduler=`` form into a :class:`SchedulerSpec` (None stays None).
+
+    Example:
+        >>> normalize_scheduler(("StepLR", {"step_size": 10})).lightning_config["interval"]
+        'epoch'
+    """
+    if spec is None or isinstance(spec, SchedulerSpec):
+        return spec
+    if isinstance(spec, str):
+        return _checked_scheduler(registry.get(spec), {}, {})
+    if isinstance(spec, (tuple, list)):
+        name, kwargs, lightning_config = _split_tuple(spec, "lr_scheduler", max_len=3)
+        return _checked_scheduler(registry.get(name), kwargs, lightning_config)
+    if callable(spec):
+        return SchedulerSpec(factory=spec, lightning_config=_lightning_config({}, "epoch", requires_monitor=False))
+    raise ConfigError(
+        f"lr_scheduler={spec!r} has type {type(spec).__name__}.",
+        accepted="a name, (name, kwargs), (name, kwargs, lightning_config), a callable taking the optimizer, or a recipe name",
+        hint="see Task.available_lr_schedulers().",
+    )
+
+
+def _split_tuple(spec: tuple | list, what: str, max_len: int) -> tuple:
+    if not 1 <= len(spec) <= max_len or not isinstance(spec[0], str):
+        shape = "(name, kwargs)" if max_len == 2 else "(name, kwargs) or (name, kwargs, lightning_config)"
+        raise ConfigError(f"{what}={spec!r} is not {shape}.", hint="the first item is the registered name, a string.")
+    parts = list(spec) + [{}] * (max_len - len(spec))
+    for index, part in enumerate(parts[1:], start=1):
+        if part is None:
+            parts[index] = {}
+        elif not isinstance(part, Mapping):
+            raise ConfigError(f"{what}={spec!r}: item {index} must be a dict, got {type(part).__name__}.")
+    return (parts[0], *(_copy(p) for p in parts[1:]))
+
+
+def _copy(mapping: Mapping[str, Any]) -> dict[str, Any]:
+    try:
+        return copy.deepcopy(dict(mapping))
+    except Exception:  # uncopyable values (locks, generators): a shallow copy still protects the dict
+        return dict(mapping)
+
+
+def _registered_class(cls: Any, registry: Registry[OptimizerEntry]) -> OptimizerEntry | None:
+    if not inspect.isclass(cls) or cls.__name__ not in registry:
+        return None
+    entry = registry.get(cls.__name__)
+    return entry if entry.target is cls else None
+
+
+def _checked_optimizer(entry: OptimizerEntry, kwargs: dict[str, Any]) -> OptimizerSpec:
+    if not entry.is_recipe:
+        _check_kwargs(entry.name, "optimizer", resolve_lazy(entry.target), kwargs, skip=set(), filled=set(), first_is_params=True)
+    return OptimizerSpec(entry=entry, kwargs=MappingProxyType(kwargs))
+
+
+def _checked_scheduler(entry: SchedulerEntry, kwargs: dict[str, Any], lightning_config: dict[str, Any]) -> SchedulerSpec:
+    if entry.is_recipe and kwargs:
+        raise ConfigError(f"lr_scheduler recipe {entry.name!r} takes no kwargs, got {sorted(kwargs)}.",
+                          hint="a recipe is fn(optimizer); put its settings inside the recipe.")
+    if not entry.is_recipe:
+        filled = {entry.total_steps_arg} | {name for name, _ in entry.lr_defaults}
+        _check_kwargs(entry.name, "lr_scheduler", resolve_lazy(entry.target), kwargs, skip={"optimizer"}, filled=filled)
+    config = _lightning_config(lightning_config, entry.default_interval, entry.requires_monitor, entry.name)
+    return SchedulerSpec(entry=entry, kwargs=MappingProxyType(kwargs), lightning_config=config)
+
+
+def _check_kwargs(
+    name: str, what: str, target: Any, kwargs: dict[str, Any], skip: set[str], filled: set[str | None], first_is_params: bool = False
+) -> None:
+    """Compare kwargs with the constructor's signature: unknown names and missing required ones.
+
+    Optimizers take their parameters first, whatever that argument is called (DeepSpeed's
+    ``model_params``); schedulers take ``optimizer`` by keyword.
+    """
+    try:
+        params = inspect.signature(target).parameters
+    except (TypeError, ValueError):  # builtins without a signature: the dry build checks instead
+        return
+    if first_is_params:
+        skip = skip | {next(iter(params), "")}
+    takes_var_kwargs = any(p.kind is p.VAR_KEYWORD for p in params.values())
+    known = [p for p in params if p not in skip and params[p].kind not in (params[p].VAR_POSITIONAL, params[p].VAR_KEYWORD)]
+    unknown = [k for k in kwargs if k not in params or k in skip]
+    if unknown and not takes_var_kwargs:
+        bad = unknown[0]
+        close = difflib.get_close_matches(bad, known, n=2)
+        hint = f"did you mean {' or '.join(repr(c) for c in close)}?" if close else f"{name} takes: {', '.join(known)}."
+        raise ConfigError(f"{what} {name!r} got an unknown argument {bad!r}.", accepted=known, hint=hint)
+    missing = [
+        p
+        for p, param in params.items()
+        if param.default is param.empty
+        and param.kind in (param.POSITIONAL_OR_KEYWORD, param.KEYWORD_ONLY)
+        and p not in skip
+        and p not in kwargs
+        and p not in filled
+    ]
+    if missing:
+        raise ConfigError(
+            f"{what} {name!r} is missing required argument(s) {missing}.",
+            hint=f"pass them as ({name!r}, {{{', '.join(f'{m!r}: ...' for m in missing)}}}).",
+        )
+
+
+def _lightning_config(given: dict[str, Any], default_interval: str, requires_monitor: bool, name: str = "") -> Mapping[str, Any]:
+    unknown = set(given) - LIGHTNING_CONFIG_KEYS
+    if unknown:
+        raise ConfigError(
+            f"lr_scheduler lightning config has unknown key(s) {sorted(unknown)}.",
+            accepted=sorted(LIGHTNING_CONFIG_KEYS - {"scheduler"}),
+            hint="this is the Lightning scheduler config: interval, frequency, monitor, strict, name.",
+        )
+    if "scheduler" in given:
+        warnings.warn(
+            "the lightning config's 'scheduler' key is overridden by the scheduler flashdist builds from the spec.",
+            UserWarning,
+            stacklevel=4,
+        )
+        given = {k: v for k, v in given.items() if k != "scheduler"}
+    if requires_monitor and not given.get("monitor"):
+        raise ConfigError(
+            f"lr_scheduler {name!r} steps on a metric, but no 'monitor' was given.",
+            hint=f"pass it in the lightning config: ({name!r}, {{...}}, {{'monitor': 'val_accuracy'}}).",
+        )
+    config = {**LIGHTNING_CONFIG_DEFAULTS, "interval": default_interval, **given}
+    if config["interval"] not in INTERVALS:
+        raise ConfigError(f"lr_scheduler interval={config['interval']!r} is not valid.", accepted=INTERVALS)
+    frequency = config["frequency"]
+    if isinstance(frequency, bool) or not isinstance(frequency, int) or frequency < 1:
+        raise ConfigError(f"lr_scheduler frequency={frequency!r} must be a positive int.")
+    if not isinstance(config["strict"], bool):
+        raise ConfigError(f"lr_scheduler strict={config['strict']!r} must be True or False.")
+    if requires_monitor:
+        config["reduce_on_plateau"] = True  # tells Lightning to pass the monitored value to step()
+    return MappingProxyType(config)
+
+
+def _callable_name(factory: Any) -> str:
+    if isinstance(factory, functools.partial):
+        return _callable_name(factory.func)
+    return getattr(factory, "__name__", type(factory).__name__)
+
+
+def _describe(name: str, kwargs: Mapping[str, Any]) -> str:
+    args = ", ".join(f"{k}={v!r}" for k, v in kwargs.items())
+    return f"{name.lower()}({args})"

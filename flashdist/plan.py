@@ -1,0 +1,264 @@
+"""Step accounting: how many optimizer steps a fit will take, as pure arithmetic.
+
+One function, :func:`plan_steps`, turns what a fit is configured with (dataset length or
+per-rank batch count, batch size, data-parallel size, accumulation, epochs, limits) into a
+frozen :class:`StepPlan`. It never touches a Trainer or iterates a dataloader, so it answers
+for a 512-GPU cluster as fast as for a laptop, and the Trainer only gathers its inputs.
+
+Accumulation semantics (one for every strategy flashdist offers): an optimizer step happens
+after every ``accumulate_grad_batches`` micro-batches *and* at the end of every epoch on a
+partial window. This is what Lightning does under DDP and FSDP; under DeepSpeed flashdist
+tells the engine where each window ends, so the engine agrees (see strategies/deepspeed.py).
+``accumulation="continuous"`` models DeepSpeed left alone (windows run across epochs); it is
+kept for ``flashdist plan`` comparisons, not used by fits.
+
+Duration units (warmup and other step counts in scheduler kwargs), resolved by
+:meth:`StepPlan.resolve_steps`:
+- ``int`` / ``"500"``: optimizer steps; ``"500ba"``: the same (one batch = one optimizer step
+  of the global batch, composer's meaning).
+- ``float`` in (0, 1) / ``"0.1dur"``: a fraction of the total optimizer steps.
+- ``"2ep"``: the optimizer steps of the first two epochs (fractions allowed: ``"0.5ep"``).
+Rounding: fractions round *up* (``ceil``), as the Hugging Face Trainer's ``warmup_ratio`` does,
+so a fraction > 0 never becomes 0 steps.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import asdict, dataclass
+from typing import Literal
+
+from flashdist.errors import ConfigError
+
+Accumulation = Literal["per_epoch", "continuous"]
+_DURATION = re.compile(r"^\s*(?P<value>\d+(\.\d*)?|\.\d+)\s*(?P<unit>ep|ba|dur)?\s*$")
+
+
+@dataclass(frozen=True)
+class StepPlan:
+    """What a fit will execute. Field names match ``summary.json``."""
+
+    data_parallel_size: int
+    accumulate_grad_batches: int
+    max_epochs: int | None
+    max_steps: int
+    micro_batches_per_epoch_per_rank: int | None  # None: an iterable without a length
+    optimizer_steps_per_epoch: tuple[int, ...]  # the epochs that run; empty when unknown
+    planned_total_steps: int
+    global_batch_size: int | None  # samples per optimizer step across all ranks
+    accumulation: Accumulation = "per_epoch"
+
+    @property
+    def epochs(self) -> int:
+        return len(self.optimizer_steps_per_epoch)
+
+    def resolve_steps(self, value: int | float | str, *, what: str = "num_warmup_steps") -> int:
+        """Turn a duration (see the module docstring) into optimizer steps.
+
+        Example:
+            >>> plan = plan_steps(dataset_size=1000, batch_size=10, max_epochs=2)
+            >>> plan.resolve_steps(0.1), plan.resolve_steps("1ep"), plan.resolve_steps("50ba")
+            (20, 100, 50)
+        """
+        amount, unit = parse_duration(value, what=what)
+        total = self.planned_total_steps
+        if unit == "dur":
+            steps = math.ceil(amount * total)
+        elif unit == "ep":
+            steps = self._steps_in_epochs(amount, what)
+        else:
+            steps = int(amount)
+        return steps
+
+    def _steps_in_epochs(self, epochs: float, what: str) -> int:
+        per_epoch = self.optimizer_steps_per_epoch
+        if not per_epoch:
+            raise ConfigError(
+                f"{what}={epochs}ep needs the number of steps per epoch, which is unknown for a dataset without a length.",
+                hint="give it in steps ('500ba') or as a fraction ('0.1dur') instead.",
+            )
+        whole = int(epochs)
+        if whole > len(per_epoch) or (whole == len(per_epoch) and epochs > whole):
+            raise ConfigError(f"{what}={epochs}ep is longer than the {len(per_epoch)} epoch(s) this fit runs.")
+        steps = sum(per_epoch[:whole])
+        if epochs > whole:
+            steps += math.ceil((epochs - whole) * per_epoch[whole])
+        return steps
+
+    def to_dict(self) -> dict:
+        out = asdict(self)
+        out["optimizer_steps_per_epoch"] = list(self.optimizer_steps_per_epoch)
+        return out
+
+
+def parse_duration(value: int | float | str, *, what: str = "num_warmup_steps") -> tuple[float, Literal["ba", "ep", "dur"]]:
+    """Split a duration into (amount, unit); refuse anything negative or malformed.
+
+    Example:
+        >>> parse_duration("2ep"), parse_duration(0.1), parse_duration(500)
+        ((2.0, 'ep'), (0.1, 'dur'), (500.0, 'ba'))
+    """
+    accepted = "an int number of steps (500), a fraction in [0, 1) (0.1), or '500ba', '2ep', '0.1dur'"
+    if isinstance(value, bool):
+        raise ConfigError(f"{what}={value!r} is a bool.", accepted=accepted)
+    if isinstance(value, int):
+        if value < 0:
+            raise ConfigError(f"{what}={value} is negative.", accepted=accepted)
+        return float(value), "ba"
+    if isinstance(value, float):
+        if not 0.0 <= value < 1.0:
+            raise ConfigError(
+                f"{what}={value} is a float outside [0, 1).",
+                accepted=accepted,
+                hint="a float is a fraction of the training steps; write a step count as an int.",
+            )
+        return value, "dur"
+    if isinstance(value, str):
+        match = _DURATION.match(value)
+        if match is None:
+            raise ConfigError(f"{what}={value!r} is not a duration.", accepted=accepted)
+        amount, unit = float(match["value"]), match["unit"]
+        if unit is None:
+            if "." in match["value"]:
+                return parse_duration(amount, what=what)
+            unit = "ba"
+        if unit == "dur" and not 0.0 <= amount < 1.0:
+            raise ConfigError(f"{what}={value!r}: 'dur' takes a fraction in [0, 1).", accepted=accepted)
+        if unit == "ba" and amount != int(amount):
+            raise ConfigError(f"{what}={value!r}: 'ba' takes a whole number of steps.", accepted=accepted)
+        return amount, unit
+    raise ConfigError(f"{what}={value!r} has type {type(value).__name__}.", accepted=accepted)
+
+
+def per_rank_batches(
+    dataset_size: int, batch_size: int, data_parallel_size: int, drop_last: bool
+) -> int:
+    """Batches one rank's loader yields under Lightning's injected ``DistributedSampler``.
+
+    The sampler pads every rank to ``ceil(N / ranks)`` samples (it repeats samples rather
+    than drop any), then the loader batches that, dropping a partial last batch only when
+    the *loader* has ``drop_last``.
+
+    Example:
+        >>> per_rank_batches(1000, 9, 2, drop_last=False)
+        56
+    """
+    samples_per_rank = math.ceil(dataset_size / data_parallel_size)
+    if drop_last:
+        return samples_per_rank // batch_size
+    return math.ceil(samples_per_rank / batch_size)
+
+
+def limit_batches(batches: int, limit: int | float | None) -> int:
+    """Apply ``limit_train_batches`` exactly as Lightning does (int: a cap; float: a fraction, floored)."""
+    if limit is None:
+        return batches
+    if isinstance(limit, bool) or not isinstance(limit, (int, float)) or limit < 0:
+        raise ConfigError(f"limit_train_batches={limit!r} is not a non-negative int or float.")
+    if isinstance(limit, int):
+        return min(batches, limit)
+    if limit > 1.0:
+        raise ConfigError(f"limit_train_batches={limit} is a float above 1.0.", hint="use an int to cap batches.")
+    return int(batches * limit)
+
+
+def plan_steps(
+    *,
+    dataset_size: int | None = None,
+    batches_per_rank: int | None = None,
+    batch_size: int | None = None,
+    drop_last: bool = False,
+    data_parallel_size: int = 1,
+    accumulate_grad_batches: int = 1,
+    max_epochs: int | None = None,
+    max_steps: int = -1,
+    limit_train_batches: int | float | None = None,
+    accumulation: Accumulation = "per_epoch",
+) -> StepPlan:
+    """The optimizer steps a fit with these settings executes.
+
+    Give either ``dataset_size`` and ``batch_size`` (a map-style dataset under the sampler
+    Lightning injects), or ``batches_per_rank`` (what one rank's loader yields before
+    ``limit_train_batches``), or neither for an iterable without a length (then ``max_steps``
+    is required). ``max_epochs=None`` with ``max_steps=-1`` means Lightning's default of 1000.
+
+    Example:
+        >>> plan = plan_steps(dataset_size=1000, batch_size=9, data_parallel_size=2,
+        ...                   accumulate_grad_batches=3, max_epochs=3)
+        >>> plan.micro_batches_per_epoch_per_rank, plan.optimizer_steps_per_epoch, plan.planned_total_steps
+        (56, (19, 19, 19), 57)
+    """
+    _check_positive("data_parallel_size", data_parallel_size)
+    _check_positive("accumulate_grad_batches", accumulate_grad_batches)
+    if max_steps is None:
+        max_steps = -1
+    if max_steps < -1 or max_steps == 0:
+        raise ConfigError(f"max_steps={max_steps} must be -1 (no limit) or a positive int.")
+    if max_epochs is None or max_epochs == -1:
+        if max_steps == -1 and max_epochs is None:
+            max_epochs = 1000  # Lightning's default when neither is set
+        else:
+            max_epochs = None
+    elif max_epochs < 1:
+        raise ConfigError(f"max_epochs={max_epochs} must be a positive int, or -1/None for no limit.")
+
+    if dataset_size is not None:
+        if batch_size is None:
+            raise ConfigError("dataset_size was given without batch_size.")
+        _check_positive("batch_size", batch_size)
+        if dataset_size < 0:
+            raise ConfigError(f"dataset_size={dataset_size} is negative.")
+        batches_per_rank = per_rank_batches(dataset_size, batch_size, data_parallel_size, drop_last)
+
+    global_batch = batch_size * accumulate_grad_batches * data_parallel_size if batch_size else None
+
+    if batches_per_rank is None:
+        if max_steps == -1:
+            raise ConfigError(
+                "the training data has no length (an IterableDataset), so the number of steps is unknown.",
+                hint="set Trainer(max_steps=N); flashdist never guesses a schedule length.",
+            )
+        return StepPlan(data_parallel_size, accumulate_grad_batches, max_epochs, max_steps, None, (), max_steps, global_batch, accumulation)
+
+    micro = limit_batches(batches_per_rank, limit_train_batches)
+    if micro == 0:
+        detail = (
+            f"{dataset_size} samples over {data_parallel_size} data-parallel rank(s) with batch_size={batch_size}, drop_last={drop_last}"
+            if dataset_size is not None
+            else f"{batches_per_rank} batches per rank, limit_train_batches={limit_train_batches}"
+        )
+        raise ConfigError(
+            f"each rank would get 0 training batches ({detail}).",
+            hint="use more data, a smaller batch size, fewer ranks, drop_last=False, or a larger limit_train_batches.",
+        )
+
+    per_epoch = _steps_per_epoch(micro, accumulate_grad_batches, max_epochs, max_steps, accumulation)
+    return StepPlan(
+        data_parallel_size, accumulate_grad_batches, max_epochs, max_steps, micro, per_epoch, sum(per_epoch), global_batch, accumulation
+    )
+
+
+def _steps_per_epoch(micro: int, accumulate: int, max_epochs: int | None, max_steps: int, accumulation: Accumulation) -> tuple[int, ...]:
+    budget = max_steps if max_steps != -1 else math.inf
+    steps: list[int] = []
+    taken = 0
+    carried_micro = 0  # micro-batches waiting in an open window ("continuous" only)
+    epoch = 0
+    while (max_epochs is None or epoch < max_epochs) and taken < budget:
+        if accumulation == "per_epoch":
+            in_epoch = math.ceil(micro / accumulate)
+        else:
+            in_epoch, carried_micro = divmod(carried_micro + micro, accumulate)
+        in_epoch = int(min(in_epoch, budget - taken))
+        steps.append(in_epoch)
+        taken += in_epoch
+        epoch += 1
+        if max_epochs is None and in_epoch == 0:
+            break  # guards the 'continuous' corner; per-epoch always makes progress
+    return tuple(steps)
+
+
+def _check_positive(name: str, value: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"{name}={value!r} must be a positive int.")

@@ -1,0 +1,109 @@
+"""A small typed registry: explicit registration, case-insensitive lookup, close-match errors.
+
+Entries are frozen dataclasses with a ``name``; the registry never guesses shapes. A child
+registry (``Registry(parent=...)``) sees its parent's entries but registers only into itself,
+which is how a Task subclass gets recipes that do not leak into its parents.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+from collections.abc import Callable, Iterator
+from typing import Any, Generic, Protocol, TypeVar
+
+from flashdist.errors import ConfigError
+
+
+class _Named(Protocol):
+    @property
+    def name(self) -> str: ...
+
+
+E = TypeVar("E", bound=_Named)
+
+
+def normalize_name(name: str) -> str:
+    """The registry key of a user-facing name: lower case, surrounding blanks stripped."""
+    return name.strip().lower()
+
+
+def resolve_lazy(target: Any) -> Any:
+    """Import ``"package.module:attr"`` on first use; return anything else unchanged.
+
+    Optional dependencies (DeepSpeed) are registered as strings so that importing flashdist
+    never imports them.
+    """
+    if isinstance(target, str):
+        module_name, _, attr = target.partition(":")
+        return getattr(importlib.import_module(module_name), attr)
+    return target
+
+
+class Registry(Generic[E]):
+    """Name → entry, case-insensitive.
+
+    Example:
+        >>> from dataclasses import dataclass
+        >>> @dataclass(frozen=True)
+        ... class Entry:
+        ...     name: str
+        >>> reg = Registry("colour")
+        >>> reg.register(Entry("Red"))
+        >>> reg.get("RED").name
+        'Red'
+    """
+
+    def __init__(self, kind: str, parent: Registry[E] | None = None):
+        self.kind = kind
+        self.parent = parent
+        self._entries: dict[str, E] = {}
+
+    def register(self, entry: E, override: bool = False) -> None:
+        key = normalize_name(entry.name)
+        if not override and key in self:
+            raise ConfigError(
+                f"a {self.kind} named {entry.name!r} is already registered",
+                hint="pick another name, or pass override=True to replace it on purpose.",
+            )
+        self._entries[key] = entry
+
+    def __contains__(self, name: str) -> bool:
+        key = normalize_name(name)
+        return key in self._entries or (self.parent is not None and name in self.parent)
+
+    def get(self, name: str) -> E:
+        key = normalize_name(name)
+        if key in self._entries:
+            return self._entries[key]
+        if self.parent is not None and name in self.parent:
+            return self.parent.get(name)
+        # Closest first, names sharing the typed prefix ahead of mere anagrams ('adamm' → adam, adamw).
+        close = difflib.get_close_matches(key, self.names(), n=6, cutoff=0.6)
+        matches = sorted(close, key=lambda m: (not m.startswith(key[:3]), close.index(m)))[:3]
+        suggestion = f"did you mean {' or '.join(repr(m) for m in matches)}? " if matches else ""
+        raise ConfigError(
+            f"unknown {self.kind} {name!r}.",
+            hint=f"{suggestion}List them all with `{self._listing_call()}`.",
+        )
+
+    def names(self) -> list[str]:
+        """Every name, parents' first, in registration order."""
+        inherited = self.parent.names() if self.parent is not None else []
+        return inherited + [k for k in self._entries if k not in inherited]
+
+    def entries(self) -> Iterator[E]:
+        for name in self.names():
+            yield self.get(name)
+
+    def _listing_call(self) -> str:
+        return "Task.available_optimizers()" if self.kind == "optimizer" else "Task.available_lr_schedulers()"
+
+    def __len__(self) -> int:
+        return len(self.names())
+
+    def __repr__(self) -> str:
+        return f"Registry({self.kind!r}, {len(self)} entries)"
+
+
+Factory = Callable[..., Any]

@@ -1,0 +1,5 @@
+"""Text tasks."""
+
+from flashdist.text.classification import TextClassifier
+
+__all__ = ["TextClassifier"]

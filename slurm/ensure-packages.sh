@@ -1,0 +1,3 @@
+#!/usr/bin/env bash
+# Placeholder until the launch work lands: installs nothing yet.
+exit 0

@@ -1,0 +1,40 @@
+"""Run ``tests/scripts/fit_tiny.py`` as a real multi-process fit and read its ledger."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+SCRIPT = Path(__file__).parent / "scripts" / "fit_tiny.py"
+
+
+def run_fit(root: Path, timeout_s: float = 240, expect_ok: bool = True, **config) -> dict:
+    """Fit in a subprocess (Lightning launches the other ranks); return summary.json.
+
+    On failure the process's output is in the assertion message.
+    """
+    config = {"root": str(root), **config}
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "MASTER_PORT": str(_free_port())}
+    proc = subprocess.run(
+        [sys.executable, str(SCRIPT), json.dumps(config)], capture_output=True, text=True, timeout=timeout_s, env=env
+    )
+    if expect_ok:
+        assert proc.returncode == 0, f"fit failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-8000:]}"
+        return json.loads((root / "summary.json").read_text())
+    return {"returncode": proc.returncode, "stdout": proc.stdout, "stderr": proc.stderr}
+
+
+def read_lr_csv(root: Path) -> list[list[float]]:
+    lines = (root / "lr.csv").read_text().splitlines()[1:]
+    return [[float(v) for v in line.split(",")[1:]] for line in lines]
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]

@@ -1,19 +1,32 @@
-"""``flashdist.Trainer``: Lightning's Trainer, plus the step plan and the ledger on every fit."""
+"""``flashdist.Trainer``: Lightning's Trainer, plus the step plan and the ledger on every fit.
+
+``__init__`` only composes: the launch topology (core/topology.py), the strategy name
+(strategies/names.py), the ledger (core/ledger.py) and the run report (core/report.py)
+each live in their own module.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import lightning.pytorch as pl
 
 from flashdist.core.ledger import StepLedger
 from flashdist.core.planning import reset_plan
+from flashdist.core.report import report_callbacks
+from flashdist.core.topology import apply_launch_topology
+from flashdist.errors import ConfigError
+
+ResumePolicy = Literal["strict", "keep_schedule", "rescale"]
+RESUME_POLICIES: tuple[str, ...] = ("strict", "keep_schedule", "rescale")
 
 
 class Trainer(pl.Trainer):
     """A ``lightning.Trainer`` whose fits plan their steps and prove the plan.
 
     ``strict_ledger=False`` turns a planned-vs-taken mismatch from an error into a warning.
+    ``resume_policy`` says what a resume may do when the schedule's identity changed:
+    ``"strict"`` (default) refuses, ``"keep_schedule"`` or ``"rescale"`` adapt.
 
     Example:
         >>> trainer = Trainer(max_epochs=1, accelerator="cpu", logger=False, enable_progress_bar=False)
@@ -21,15 +34,20 @@ class Trainer(pl.Trainer):
         True
     """
 
-    def __init__(self, *args: Any, strict_ledger: bool = True, **kwargs: Any):
+    def __init__(self, *args: Any, strict_ledger: bool = True, resume_policy: ResumePolicy = "strict", **kwargs: Any):
         from flashdist.strategies.names import resolve_strategy
 
+        if resume_policy not in RESUME_POLICIES:
+            raise ConfigError(f"resume_policy={resume_policy!r} is not known.", accepted=RESUME_POLICIES)
+        self.resume_policy = resume_policy
+        kwargs = apply_launch_topology(dict(kwargs))
         strategy = kwargs.get("strategy", "auto")
         self.strategy_name = strategy if isinstance(strategy, str) else type(strategy).__name__
         kwargs["strategy"] = resolve_strategy(strategy, kwargs.get("accelerator", "auto"))
         callbacks = list(kwargs.pop("callbacks", None) or [])
         if not any(isinstance(c, StepLedger) for c in callbacks):
             callbacks.append(StepLedger(strict=strict_ledger))
+        callbacks += report_callbacks()
         super().__init__(*args, callbacks=callbacks, **kwargs)
 
     @property

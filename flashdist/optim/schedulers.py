@@ -135,3 +135,9 @@ for _entry in _TRANSFORMERS:
 if DEEPSPEED_AVAILABLE:
     for _entry in _DEEPSPEED:
         LR_SCHEDULERS.register(_entry)
+
+# The warmup families' plain names now build flashdist's closed-form fast path (same kwargs,
+# same LRs to the bit, a fraction of the cost per step); hf:<name> keeps transformers' LambdaLR.
+from flashdist.optim.fast import register_fast_schedules  # noqa: E402  (needs the entries above)
+
+register_fast_schedules(LR_SCHEDULERS)

@@ -168,6 +168,12 @@ def _plan_of_total(total_steps: int) -> StepPlan:
 
 def dry_run(optimizer_spec: OptimizerSpec, scheduler_spec: SchedulerSpec | None, learning_rate: float | None) -> None:
     """Build both on a dummy parameter, turning any failure into a ConfigError now, not at fit."""
+    required = scheduler_spec.entry.requires_optimizer if scheduler_spec is not None and scheduler_spec.entry else None
+    if required is not None and (optimizer_spec.entry is None or optimizer_spec.entry.name.lower() != required):
+        raise ConfigError(
+            f"lr_scheduler {scheduler_spec.name!r} works only with optimizer {required!r}, got {optimizer_spec.name!r}.",
+            hint=f"pass optimizer={required!r}.",
+        )
     dummy = [torch.nn.Parameter(torch.zeros(2, 2))]
     if optimizer_spec.entry is not None and optimizer_spec.entry.provider == "deepspeed":
         optimizer = torch.optim.SGD(dummy, lr=learning_rate or 1e-3, momentum=0.9)  # DeepSpeed JIT-builds its ops: not now

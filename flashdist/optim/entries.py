@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 Interval = Literal["step", "epoch"]
-OptimizerProvider = Literal["torch", "deepspeed", "recipe"]
+OptimizerProvider = Literal["torch", "transformers", "deepspeed", "recipe"]
 SchedulerProvider = Literal["torch", "transformers", "deepspeed", "flashdist", "recipe"]
 
 
@@ -53,6 +53,8 @@ class SchedulerEntry:
     # kwargs that, when the user gives them, mean the total must not be filled in
     # (wsd_schedule's num_stable_steps, OneCycleLR's epochs/steps_per_epoch).
     total_steps_alternatives: tuple[str, ...] = ()
+    # The one optimizer the schedule works with (transformers' AdafactorSchedule reads Adafactor's state).
+    requires_optimizer: str | None = None
 
     @property
     def is_recipe(self) -> bool:

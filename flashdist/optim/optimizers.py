@@ -1,4 +1,4 @@
-"""The optimizer registry: every optimizer class in ``torch.optim``, and DeepSpeed's.
+"""The optimizer registry: every optimizer class in ``torch.optim``, DeepSpeed's, and transformers' Adafactor.
 
 Registered from explicit lists (no scraping of ``dir(torch.optim)``). DeepSpeed entries are
 lazy strings, so ``import flashdist`` never imports DeepSpeed; building one imports it.
@@ -51,6 +51,9 @@ for _cls in _TORCH_OPTIMIZERS:
     OPTIMIZERS.register(
         OptimizerEntry(_cls.__name__, _cls, "torch", supports_fused="fused" in _params, supports_foreach="foreach" in _params)
     )
+
+# transformers' Adafactor (relative-step LRs), the optimizer `adafactor_schedule` is made for.
+OPTIMIZERS.register(OptimizerEntry("hf:adafactor", "transformers.optimization:Adafactor", "transformers"))
 
 if DEEPSPEED_AVAILABLE:
     for _name, _path in _DEEPSPEED_OPTIMIZERS:

@@ -102,7 +102,7 @@ _TRANSFORMERS = (
     ),
     SchedulerEntry("reduce_on_plateau_schedule", hf.get_reduce_on_plateau_schedule, "transformers", "epoch", requires_monitor=True),
     SchedulerEntry("greedy_schedule", hf.get_greedy_schedule, "transformers", "epoch", requires_monitor=True),
-    SchedulerEntry("adafactor_schedule", hf.get_adafactor_schedule, "transformers", "step"),
+    SchedulerEntry("adafactor_schedule", hf.get_adafactor_schedule, "transformers", "step", requires_optimizer="hf:adafactor"),
 )
 
 # DeepSpeed's schedules (deepspeed.runtime.lr_schedules), per optimizer step, step counts

@@ -108,6 +108,9 @@ def normalize_scheduler(spec: Any, registry: Registry[SchedulerEntry] = LR_SCHED
     if isinstance(spec, (tuple, list)):
         name, kwargs, lightning_config = _split_tuple(spec, "lr_scheduler", max_len=3)
         return _checked_scheduler(registry.get(name), kwargs, lightning_config)
+    if isinstance(spec, functools.partial) and not spec.args and _registered_scheduler(spec.func, registry):
+        # partial(CyclicLR, step_size_up=1500) is (name, kwargs): LR-relative defaults get filled.
+        return _checked_scheduler(_registered_scheduler(spec.func, registry), _copy(spec.keywords), {})
     if callable(spec):
         return SchedulerSpec(factory=spec, lightning_config=_lightning_config({}, "epoch", requires_monitor=False))
     raise ConfigError(
@@ -142,6 +145,10 @@ def _registered_class(cls: Any, registry: Registry[OptimizerEntry]) -> Optimizer
         return None
     entry = registry.get(cls.__name__)
     return entry if entry.target is cls else None
+
+
+def _registered_scheduler(cls: Any, registry: Registry[SchedulerEntry]) -> SchedulerEntry | None:
+    return _registered_class(cls, registry)  # same rule: registered under its class name, same class
 
 
 def _checked_optimizer(entry: OptimizerEntry, kwargs: dict[str, Any]) -> OptimizerSpec:

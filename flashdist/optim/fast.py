@@ -160,6 +160,8 @@ def _lr_to_tensors(optimizer: torch.optim.Optimizer) -> None:
         if isinstance(group["lr"], torch.Tensor):
             continue
         device = group["params"][0].device if group["params"] else torch.device("cpu")
+        # the base LR stays the exact float: a float32 base would shift every LR by its rounding
+        group.setdefault("initial_lr", float(group["lr"]))
         group["lr"] = torch.tensor(float(group["lr"]), dtype=torch.float32, device=device)
 
 

@@ -163,7 +163,7 @@ def test_deprecated_step_with_epoch_jumps_like_torch():
 @pytest.mark.parametrize(
     ("name", "kwargs", "match"),
     [
-        ("linear_schedule_with_warmup", {"num_warmup_steps": -1}, "num_warmup_steps=-1 is below 0"),
+        ("linear_schedule_with_warmup", {"num_warmup_steps": -1}, "num_warmup_steps=-1 is negative"),
         ("linear_schedule_with_warmup", {"num_warmup_steps": 200}, "num_warmup_steps=200 is not less than"),
         ("cosine_schedule_with_warmup", {"num_warmup_steps": 5, "num_cycles": "half"}, "num_cycles='half' is not a finite number"),
         ("cosine_with_min_lr_schedule_with_warmup", {"num_warmup_steps": 5}, "needs min_lr or min_lr_rate"),

@@ -1,0 +1,80 @@
+"""``flashdist launch [torchrun options] -- <command>``: build, print and run the torchrun command.
+
+Examples:
+    flashdist launch --nproc-per-node 2 -- flashdist fit --config configs/quickstart.yaml
+    flashdist launch --nnodes 2 --node-rank 0 --rdzv-endpoint node0:29400 -- train.py   # on node 0
+    flashdist launch --nnodes 2 --node-rank 1 --rdzv-endpoint node0:29400 -- train.py   # on node 1
+    flashdist launch --nproc-per-node 2 --dry-run -- train.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+
+from flashdist.errors import ConfigError
+
+HELP = "run a command under torchrun (one or many nodes)"
+
+
+def parser() -> argparse.ArgumentParser:
+    from flashdist.launching.torchrun import DEFAULT_RDZV_TIMEOUT_S, SINGLE_NODE_ENDPOINT
+
+    p = argparse.ArgumentParser(
+        prog="flashdist launch",
+        usage="flashdist launch [options] -- <command or script.py> [args...]",
+        description=f"{HELP}. Prints the exact torchrun command, then runs it (c10d rendezvous, bounded timeout).",
+    )
+    p.add_argument("--nproc-per-node", type=int, default=1, help="processes on this node, one per device (default 1)")
+    p.add_argument("--nnodes", type=int, default=1, help="nodes in the job (default 1)")
+    p.add_argument("--node-rank", type=int, default=0, help="this node's rank, 0..nnodes-1; node 0 hosts the rendezvous")
+    p.add_argument("--rdzv-endpoint", help=f"HOST:PORT of node 0, the same on every node (default {SINGLE_NODE_ENDPOINT} on one node)")
+    p.add_argument("--rdzv-id", default="flashdist", help="job id shared by all nodes of one run (default 'flashdist')")
+    p.add_argument("--rdzv-timeout", type=int, default=DEFAULT_RDZV_TIMEOUT_S, help="seconds to wait for all nodes before failing (default %(default)s)")
+    p.add_argument("--max-restarts", type=int, default=0, help="restarts of the whole group after a worker fails (default 0)")
+    p.add_argument("--local-addr", help="this node's address as the others see it (default 127.0.0.1 on one node)")
+    p.add_argument("--dry-run", action="store_true", help="print the command, run nothing")
+    return p
+
+
+def run(argv: list[str]) -> int:
+    if "--" in argv:
+        split = argv.index("--")
+        options, command = argv[:split], argv[split + 1 :]
+    else:
+        options, command = argv, []
+    args = parser().parse_args(options)
+    try:
+        from flashdist.launching.torchrun import TorchrunSpec, torchrun_command
+
+        spec = TorchrunSpec(
+            nproc_per_node=args.nproc_per_node,
+            nnodes=args.nnodes,
+            node_rank=args.node_rank,
+            rdzv_endpoint=args.rdzv_endpoint,
+            rdzv_id=args.rdzv_id,
+            rdzv_timeout_s=args.rdzv_timeout,
+            max_restarts=args.max_restarts,
+            local_addr=args.local_addr,
+        )
+        full = torchrun_command(spec, command)
+    except ConfigError as error:
+        print(f"flashdist launch: {error}", file=sys.stderr)
+        return 2
+    print(shlex.join(full), flush=True)
+    if args.dry_run:
+        return 0
+    from flashdist.launching.process import run_foreground
+
+    return run_foreground(full, explain=lambda seen: _explain(spec, seen))
+
+
+def _explain(spec, seen: set[str]) -> str | None:
+    if not seen:
+        return None
+    return (
+        f"flashdist launch: the rendezvous at {spec.endpoint} did not complete within {spec.rdzv_timeout_s}s "
+        f"({', '.join(sorted(seen))}): {spec.nnodes} node(s) were expected. HINT: start every node with the same "
+        "--nnodes, --rdzv-id and --rdzv-endpoint (an address of node 0 reachable from all nodes), and start node 0."
+    )

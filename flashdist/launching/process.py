@@ -1,0 +1,57 @@
+"""Run a launcher process in the foreground: forward signals, pass its output on, explain failures.
+
+The launcher's stderr goes through unchanged; flashdist only watches it for the errors that
+mean "the nodes never met" so it can say, in one line at the end, what to check.
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Callable
+
+FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2)
+
+RENDEZVOUS_FAILURES = ("RendezvousTimeoutError", "RendezvousConnectionError", "RendezvousClosedError", "RendezvousError")
+
+
+def run_foreground(argv: list[str], explain: Callable[[set[str]], str | None] | None = None) -> int:
+    """Run ``argv``; return its exit code. ``explain(markers_seen)`` may add a closing message.
+
+    Example:
+        >>> run_foreground([sys.executable, "-c", "pass"])
+        0
+    """
+    proc = subprocess.Popen(argv, stderr=subprocess.PIPE)
+    seen: set[str] = set()
+    reader = threading.Thread(target=_pump, args=(proc, seen), daemon=True)
+    reader.start()
+    previous = {sig: signal.signal(sig, lambda signum, _frame: _forward(proc, signum)) for sig in FORWARDED_SIGNALS}
+    try:
+        returncode = proc.wait()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        reader.join(timeout=5)
+    if returncode != 0 and explain is not None:
+        message = explain(seen)
+        if message:
+            print(message, file=sys.stderr, flush=True)
+    return returncode
+
+
+def _pump(proc: subprocess.Popen, seen: set[str]) -> None:
+    assert proc.stderr is not None
+    out = sys.stderr.buffer
+    for line in iter(proc.stderr.readline, b""):
+        out.write(line)
+        out.flush()
+        text = line.decode(errors="replace")
+        seen.update(marker for marker in RENDEZVOUS_FAILURES if marker in text)
+
+
+def _forward(proc: subprocess.Popen, signum: int) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signum)

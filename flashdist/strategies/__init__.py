@@ -27,3 +27,8 @@ def route_for(strategy: Any) -> StrategyRoute:
 
 
 __all__ = ["OptimizerChoice", "StrategyRoute", "register_route", "route_for"]
+
+
+# The strategy modules register their routes on import; imported last, as they use register_route.
+from flashdist.strategies import deepspeed as _deepspeed  # noqa: E402,F401
+from flashdist.strategies import fsdp as _fsdp  # noqa: E402,F401

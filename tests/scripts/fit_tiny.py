@@ -4,16 +4,21 @@ Used by the multi-process tests: ``python tests/scripts/fit_tiny.py '<json confi
 Config keys (all optional): root, dataset_size, batch_size, drop_last, devices, num_nodes,
 strategy, accumulate_grad_batches, max_epochs, max_steps, limit_train_batches, optimizer,
 lr_scheduler, learning_rate, weight_decay, hidden, seed, ckpt_path, checkpoint_every_n_steps,
-extra_trainer (dict). Writes summary.json / lr.csv into `root`.
+extra_trainer (dict), checkpoint_every_n_epochs, stop_after_epochs, shard_module_classes (fsdp
+block class names). `strategy` may also be a DeepSpeed config dict or a JSON path.
+Writes summary.json / lr.csv into `root`, and fit_extra.json (rank 0: the innermost
+optimizer, its param groups, per-batch losses, the DeepSpeed engine's own step count,
+the FSDP-sharded modules).
 """
 
 from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 
 import torch
-from lightning.pytorch import seed_everything
+from lightning.pytorch import Callback, seed_everything
 from lightning.pytorch.callbacks import ModelCheckpoint
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
@@ -24,6 +29,50 @@ from flashdist.core.classification import ClassificationTask
 
 def as_spec(value):
     return tuple(value) if isinstance(value, list) else value
+
+
+class RecordLosses(Callback):
+    """Per-batch training loss (this rank's), and an optional stop after N epochs."""
+
+    def __init__(self, stop_after_epochs: int | None = None):
+        self.losses: list[list[float]] = []
+        self.stop_after_epochs = stop_after_epochs
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        self.losses.append([trainer.current_epoch, batch_idx, float(outputs["loss"])])
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        if self.stop_after_epochs is not None and trainer.current_epoch + 1 >= self.stop_after_epochs:
+            trainer.should_stop = True
+
+
+def write_extra(trainer, recorder: RecordLosses, root: str) -> None:
+    from flashdist.core.ledger import innermost_optimizer
+
+    optimizer = innermost_optimizer(trainer.optimizers[0]) if trainer.optimizers else None
+    engine = getattr(trainer.strategy, "deepspeed_engine", None) if hasattr(trainer.strategy, "zero_stage_3") else None
+    try:
+        from torch.distributed.fsdp import FSDPModule
+        from torch.distributed.tensor import DTensor
+    except ImportError:  # pragma: no cover - old torch
+        FSDPModule = DTensor = ()
+    module = trainer.lightning_module
+    extra = {
+        "optimizer_class": type(optimizer).__name__ if optimizer is not None else None,
+        "optimizer_defaults": {k: v for k, v in (optimizer.defaults if optimizer is not None else {}).items() if isinstance(v, (bool, int, float, str, type(None), tuple, list))},
+        "param_groups": [
+            {"lr": g["lr"], "weight_decay": g.get("weight_decay"), "num_params": len(g["params"])} for g in (optimizer.param_groups if optimizer else [])
+        ],
+        "losses": recorder.losses,
+        "global_step": trainer.global_step,
+        "engine_global_steps": getattr(engine, "global_steps", None),
+        "engine_micro_steps": getattr(engine, "micro_steps", None),
+        "sharded_modules": [name for name, m in module.named_modules() if FSDPModule and isinstance(m, FSDPModule)],
+        "dtensor_params": sum(1 for p in module.parameters() if DTensor and isinstance(p, DTensor)),
+        "strategy_class": type(trainer.strategy).__name__,
+    }
+    if trainer.is_global_zero:
+        Path(root, "fit_extra.json").write_text(json.dumps(extra, indent=1, default=str))
 
 
 def main(config: dict) -> None:
@@ -42,22 +91,30 @@ def main(config: dict) -> None:
         learning_rate=config.get("learning_rate", 0.01),
         weight_decay=config.get("weight_decay"),
     )
-    callbacks = []
+    recorder = RecordLosses(config.get("stop_after_epochs"))
+    callbacks = [recorder]
+    if config.get("checkpoint_every_n_epochs"):
+        callbacks.append(ModelCheckpoint(dirpath=f"{config['root']}/checkpoints", every_n_epochs=config["checkpoint_every_n_epochs"], save_top_k=-1, save_on_train_epoch_end=True))
     if config.get("checkpoint_every_n_steps"):
         callbacks.append(ModelCheckpoint(dirpath=f"{config['root']}/checkpoints", every_n_train_steps=config["checkpoint_every_n_steps"], save_top_k=-1))
+    strategy = config.get("strategy", "ddp")
+    if config.get("shard_module_classes") is not None:
+        from flashdist.strategies.fsdp import FSDP2Strategy
+
+        strategy = FSDP2Strategy(shard_module_classes=config["shard_module_classes"])
     trainer = flashdist.Trainer(
         default_root_dir=config["root"],
         accelerator="cpu",
         devices=config.get("devices", 2),
         num_nodes=config.get("num_nodes", 1),
-        strategy=config.get("strategy", "ddp"),
+        strategy=strategy,
         accumulate_grad_batches=config.get("accumulate_grad_batches", 1),
         max_epochs=config.get("max_epochs", 2),
         max_steps=config.get("max_steps", -1),
         limit_train_batches=config.get("limit_train_batches", 1.0),
         limit_val_batches=0,
         logger=False,
-        enable_checkpointing=bool(callbacks),
+        enable_checkpointing=len(callbacks) > 1,
         enable_progress_bar=False,
         enable_model_summary=False,
         callbacks=callbacks,
@@ -65,6 +122,7 @@ def main(config: dict) -> None:
     )
     loader = DataLoader(TensorDataset(x, y), batch_size=config.get("batch_size", 8), drop_last=config.get("drop_last", False))
     trainer.fit(task, loader, ckpt_path=config.get("ckpt_path"))
+    write_extra(trainer, recorder, config["root"])
 
 
 if __name__ == "__main__":

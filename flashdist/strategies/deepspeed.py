@@ -1,0 +1,241 @@
+"""DeepSpeed under flashdist: CPU-capable strategy, per-epoch accumulation, optimizer routing.
+
+Accumulation semantics (the same as DDP and FSDP, and as :mod:`flashdist.plan`'s
+``"per_epoch"``): an optimizer update happens after every ``accumulate_grad_batches``
+micro-batches *and* at the end of every epoch on a partial window. Left alone, Lightning and
+DeepSpeed disagree with that and with each other: Lightning steps its scheduler only on full
+windows inside an epoch (54 steps for 1000 samples, batch 9, accumulation 3, 3 epochs, 2 ranks)
+while the engine counts micro-steps across epoch boundaries (56); the plan says 57. So:
+
+- the strategy tells Lightning it does *not* own accumulation, so Lightning decides the
+  boundary exactly as under DDP (epoch end included), calls ``engine.step()`` only there,
+  and steps the scheduler and ``global_step`` once per real update;
+- before every micro-batch it tells the engine whether that micro-batch closes a window
+  (``engine.set_gradient_accumulation_boundary``), from the same Lightning decision, so the
+  engine reduces gradients and updates exactly there;
+- Lightning already divides the loss by ``accumulate_grad_batches``; the engine's own division
+  is turned off (``scale_wrt_gas=False``) so gradients equal DDP's, also for SGD.
+
+On CPU, Lightning refuses DeepSpeed; :class:`CPUDeepSpeedStrategy` skips the CUDA and
+device-index checks and gives each rank a CPU root device indexed by its local rank.
+On CUDA, :class:`FlashDeepSpeedStrategy` is Lightning's strategy with only the accumulation
+change above.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import inspect
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+from lightning.pytorch.strategies import DeepSpeedStrategy
+from lightning.pytorch.strategies.ddp import DDPStrategy
+
+from flashdist.optim.specs import OptimizerSpec
+from flashdist.strategies import register_route
+from flashdist.strategies.base import StrategyRoute
+from flashdist.strategies.deepspeed_config import AutoValues, fill_auto_config, is_offloaded
+
+log = logging.getLogger(__name__)
+
+# Adam-family names the route may serve with DeepSpeed's kernels, and whether they decouple
+# weight decay (AdamW) or add it to the gradient (Adam's L2).
+_ADAM_FAMILY: dict[str, bool] = {"adam": False, "adamw": True}
+
+
+class FlashDeepSpeedStrategy(DeepSpeedStrategy):
+    """Lightning's DeepSpeed strategy with flashdist's per-epoch accumulation and "auto" config filling.
+
+    Example:
+        >>> strategy = FlashDeepSpeedStrategy(stage=2)  # doctest: +SKIP
+    """
+
+    strategy_name = "deepspeed"
+
+    @property
+    def handles_gradient_accumulation(self) -> bool:
+        # Lightning then decides every window boundary itself (epoch end included) and calls
+        # engine.step() only there; the engine is told the same boundary in training_step.
+        return False
+
+    def training_step(self, *args: Any, **kwargs: Any) -> Any:
+        trainer = self.lightning_module.trainer
+        if trainer.training and trainer.accumulate_grad_batches > 1:
+            closes_window = not trainer.fit_loop._should_accumulate()
+            self.model.set_gradient_accumulation_boundary(closes_window)
+        return super().training_step(*args, **kwargs)
+
+    @contextlib.contextmanager
+    def block_backward_sync(self) -> Iterator[None]:
+        # The engine skips the gradient reduction itself on micro-batches that do not close a
+        # window (the boundary flag set in training_step); its no_sync() refuses ZeRO-2/3.
+        yield
+
+    def backward(self, closure_loss: torch.Tensor, optimizer: Any, *args: Any, **kwargs: Any) -> torch.Tensor:
+        # Lightning's closure already divided the loss by accumulate_grad_batches.
+        kwargs.setdefault("scale_wrt_gas", False)
+        return super().backward(closure_loss, optimizer, *args, **kwargs)
+
+    def _format_batch_size_and_grad_accum_config(self) -> None:
+        from flashdist.core.planning import training_plan
+
+        from lightning.pytorch.trainer.states import TrainerFn
+
+        trainer = self.lightning_module.trainer
+        task = self.lightning_module
+        if trainer.state.fn != TrainerFn.FITTING:
+            return super()._format_batch_size_and_grad_accum_config()
+        plan = training_plan(trainer)
+        values = AutoValues.from_task(task, plan, micro_batch_size=_loader_batch_size(trainer))
+        self.config = fill_auto_config(self.config, values, task_has_scheduler=getattr(task, "scheduler_spec", None) is not None,
+                                       task_optimizer=_explicit_task_optimizer(task))
+        # Lightning refuses a config that names gradient_accumulation_steps; the filled value
+        # equals the Trainer's (fill_auto_config checked), so hand it back to Lightning to set.
+        self.config.pop("gradient_accumulation_steps", None)
+        super()._format_batch_size_and_grad_accum_config()
+
+    def _setup_model_and_optimizer(self, model: Any, optimizer: Any, lr_scheduler: Any = None) -> tuple[Any, Any]:
+        if optimizer is None and getattr(self.lightning_module, "weight_decay", None) is not None:
+            # The config's optimizer would see one flat group; keep biases/norms undecayed.
+            return self._initialize_with_groups(model, lr_scheduler)
+        return super()._setup_model_and_optimizer(model, optimizer, lr_scheduler)
+
+    def _initialize_with_groups(self, model: Any, lr_scheduler: Any) -> tuple[Any, Any]:
+        import argparse
+
+        import deepspeed
+
+        groups = route_for_strategy(self).param_groups(model, self.lightning_module.weight_decay)
+        engine, optimizer, _, _ = deepspeed.initialize(
+            args=argparse.Namespace(device_rank=self.root_device.index),
+            config=self.config,
+            model=model,
+            model_parameters=groups,
+            lr_scheduler=lr_scheduler,
+            dist_init_required=False,
+        )
+        return engine, optimizer
+
+
+class CPUDeepSpeedStrategy(FlashDeepSpeedStrategy):
+    """DeepSpeed on CPU processes (gloo), for CI and laptops; identical training logic.
+
+    Example:
+        >>> trainer = flashdist.Trainer(strategy="deepspeed_stage_2", accelerator="cpu", devices=2)  # doctest: +SKIP
+    """
+
+    def setup_environment(self) -> None:
+        # Skip DeepSpeedStrategy's "only supported on CUDA GPUs" refusal.
+        DDPStrategy.setup_environment(self)
+
+    def setup_distributed(self) -> None:
+        from lightning.fabric.utilities.seed import reset_seed
+
+        # Skip the device-index validation: CPU devices have no index to validate.
+        reset_seed()
+        self.set_world_ranks()
+        self._init_deepspeed_distributed()
+
+    @property
+    def root_device(self) -> torch.device:
+        # DeepSpeed reads the rank's device from its index.
+        return torch.device("cpu", self.local_rank)
+
+    def _get_process_group_backend(self) -> str:
+        return self._process_group_backend or "gloo"
+
+
+class DeepSpeedRoute(StrategyRoute):
+    """Which optimizer class serves the spec under DeepSpeed (see the module docstring)."""
+
+    name = "deepspeed"
+
+    def optimizer_class(self, spec: OptimizerSpec, params: list[Any]) -> tuple[Any, str]:
+        return choose_deepspeed_optimizer(
+            spec, offloaded=is_offloaded(self.strategy.config or {}), on_cuda=self.strategy.root_device.type == "cuda"
+        )
+
+    def build_optimizer(self, module: Any, spec: OptimizerSpec, learning_rate: float | None, weight_decay: float | None) -> Any:
+        optimizer = super().build_optimizer(module, spec, learning_rate, weight_decay)
+        if is_offloaded(self.strategy.config or {}) and not type(optimizer).__name__.startswith("DeepSpeedCPU"):
+            # ZeRO-Offload refuses a torch optimizer unless told otherwise; it then runs it on
+            # the CPU copy of the weights (slow, but what the user asked for).
+            self.strategy.config["zero_force_ds_cpu_optimizer"] = False
+            log.warning("flashdist: %s is not a DeepSpeed CPU optimizer; ZeRO-Offload will run it unfused.", type(optimizer).__name__)
+        assert self.choice is not None
+        log.info("flashdist: optimizer %s -> %s (%s)", self.choice.requested, self.choice.resolved_class, self.choice.reason)
+        return optimizer
+
+
+def choose_deepspeed_optimizer(spec: OptimizerSpec, *, offloaded: bool, on_cuda: bool) -> tuple[Any, str]:
+    """The class to build for ``spec`` under DeepSpeed (None: the registered one), and why.
+
+    Pure routing: adam/adamw → ``DeepSpeedCPUAdam`` when the optimizer state is offloaded,
+    ``FusedAdam`` on CUDA; otherwise torch's. torch's defaults (AdamW's weight_decay=0.01)
+    are kept, so switching strategy never changes the hyper-parameters.
+
+    Example:
+        >>> from flashdist.optim.specs import normalize_optimizer
+        >>> choose_deepspeed_optimizer(normalize_optimizer("adamw"), offloaded=False, on_cuda=False)
+        (None, "torch's AdamW: not offloaded and not on CUDA")
+    """
+    if spec.entry is None or spec.entry.provider != "torch":
+        return None, "as requested"
+    name = spec.name.lower()
+    if name not in _ADAM_FAMILY or not (offloaded or on_cuda):
+        return None, f"torch's {spec.name}: not offloaded and not on CUDA" if name in _ADAM_FAMILY else "as requested"
+    torch_class = spec.entry.target
+    kernel = "DeepSpeedCPUAdam" if offloaded else "FusedAdam"
+    unsupported = sorted(set(spec.kwargs) - _ADAM_KWARGS)
+    if unsupported:
+        return None, f"kept torch's {spec.name}: {kernel} does not take {unsupported}"
+    decoupled = _ADAM_FAMILY[name]
+    target = functools.partial(_deepspeed_adam, kernel=kernel, decoupled=decoupled, torch_defaults=_defaults(torch_class))
+    reason = "optimizer state offloaded to CPU" if offloaded else "CUDA device"
+    return target, f"{kernel} ({'AdamW' if decoupled else 'Adam'} mode): {reason}"
+
+
+_ADAM_KWARGS = frozenset({"lr", "betas", "eps", "weight_decay", "amsgrad"})
+
+
+def _deepspeed_adam(params: Any, *, kernel: str, decoupled: bool, torch_defaults: dict[str, Any], **kwargs: Any) -> Any:
+    from deepspeed.ops.adam import DeepSpeedCPUAdam, FusedAdam
+
+    kwargs = {**torch_defaults, **kwargs}
+    if kernel == "DeepSpeedCPUAdam":
+        return DeepSpeedCPUAdam(params, adamw_mode=decoupled, **kwargs)
+    kwargs.pop("amsgrad", None) if not kwargs.get("amsgrad") else None
+    return FusedAdam(params, adam_w_mode=decoupled, **kwargs)
+
+
+def _defaults(torch_class: type) -> dict[str, Any]:
+    params = inspect.signature(torch_class).parameters
+    return {k: params[k].default for k in ("betas", "eps", "weight_decay", "amsgrad") if k in params}
+
+
+def _loader_batch_size(trainer: Any) -> int | None:
+    loader = trainer.train_dataloader
+    return getattr(loader, "batch_size", None) if loader is not None else None
+
+
+def _explicit_task_optimizer(task: Any) -> OptimizerSpec | None:
+    """The Task's optimizer spec unless it is the untouched default (then a config optimizer may win)."""
+    spec = getattr(task, "optimizer_spec", None)
+    if spec is None:
+        return None
+    default = inspect.signature(type(task).__init__).parameters.get("optimizer")
+    is_default = default is not None and isinstance(default.default, str) and spec.name.lower() == default.default.lower() and not spec.kwargs
+    return None if is_default else spec
+
+
+def route_for_strategy(strategy: Any) -> StrategyRoute:
+    from flashdist.strategies import route_for
+
+    return route_for(strategy)
+
+
+register_route(DeepSpeedStrategy, DeepSpeedRoute)

@@ -1,0 +1,182 @@
+"""FSDP2 (``fully_shard``) under flashdist: sharding without user code, optimizer after sharding.
+
+:class:`FSDP2Strategy` is Lightning's ``ModelParallelStrategy`` with the two things flashdist
+needs changed:
+
+- every rank is data-parallel (``data_parallel_size`` = world size, tensor-parallel size 1).
+  ``ModelParallelStrategy()``'s defaults (data-parallel = nodes, tensor-parallel = devices)
+  shard nothing on one node and let every rank iterate the whole dataset;
+- it applies ``fully_shard`` itself: first to each module of the configured block classes
+  (``shard_module_classes``: classes or class names, e.g. ``"TransformerEncoderLayer"``;
+  by default every child of an ``nn.ModuleList``, where transformer blocks live), then to
+  each top-level child of the LightningModule that holds parameters (the root).
+
+No-weight-decay names are computed before sharding and handed to the route, which builds the
+optimizer over the sharded DTensors with the same names (FSDP2 keeps parameter names) and
+picks torch's ``fused`` or ``foreach`` kernels when the user did not choose one.
+Works on CPU (gloo, a ``"cpu"`` device mesh) and CUDA.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import torch
+from lightning.pytorch.strategies import ModelParallelStrategy
+from torch import nn
+
+from flashdist.errors import ConfigError
+from flashdist.optim.param_groups import no_decay_names, param_groups_weight_decay
+from flashdist.optim.specs import OptimizerSpec
+from flashdist.strategies import register_route
+from flashdist.strategies.base import StrategyRoute
+
+log = logging.getLogger(__name__)
+
+
+class FSDP2Strategy(ModelParallelStrategy):
+    """Fully sharded data parallel (FSDP2) over all ranks, applied by flashdist.
+
+    Example:
+        >>> strategy = FSDP2Strategy(shard_module_classes=("TransformerEncoderLayer",))
+        >>> strategy.shard_module_classes
+        ('TransformerEncoderLayer',)
+    """
+
+    strategy_name = "fsdp"
+
+    def __init__(self, shard_module_classes: Sequence[type | str] | None = None, **kwargs: Any):
+        for key in ("data_parallel_size", "tensor_parallel_size"):
+            if key in kwargs:
+                raise ConfigError(
+                    f"FSDP2Strategy got {key}={kwargs[key]!r}; flashdist's fsdp shards over every rank.",
+                    hint="use lightning's ModelParallelStrategy for 2-D (tensor) parallelism.",
+                )
+        super().__init__(**kwargs)
+        self.shard_module_classes = tuple(shard_module_classes) if shard_module_classes is not None else None
+        self.no_decay_param_names: set[str] | None = None
+        self.param_names_before_sharding: tuple[str, ...] = ()
+
+    def setup_environment(self) -> None:
+        self._data_parallel_size = self.num_nodes * self.num_processes
+        self._tensor_parallel_size = 1
+        super().setup_environment()
+
+    def setup(self, trainer: Any) -> None:
+        module = self.lightning_module
+        self.no_decay_param_names = no_decay_names(module)
+        self.param_names_before_sharding = tuple(name for name, p in module.named_parameters() if p.requires_grad)
+        module.to(self.root_device)
+        shard(module, self.device_mesh["data_parallel"], self.shard_module_classes)
+        # ModelParallelStrategy.setup insists on a user configure_model(); flashdist sharded
+        # above, so it only has to believe one exists.
+        module.configure_model = _already_sharded  # type: ignore[method-assign]
+        try:
+            super().setup(trainer)
+        finally:
+            del module.configure_model
+
+
+def _already_sharded() -> None:
+    """Marks the LightningModule as parallelized (see FSDP2Strategy.setup)."""
+
+
+def shard(module: nn.Module, mesh: Any, block_classes: Sequence[type | str] | None) -> list[str]:
+    """Apply ``fully_shard`` to each block, then to each top-level child with parameters.
+
+    Returns the names of the sharded modules (blocks first), for logs and tests.
+    """
+    from torch.distributed.fsdp import fully_shard
+
+    blocks = list(_blocks(module, block_classes))
+    for _, block in blocks:
+        fully_shard(block, mesh=mesh)
+    roots = [(name, child) for name, child in module.named_children() if any(True for _ in child.parameters())]
+    for _, child in roots:
+        fully_shard(child, mesh=mesh)
+    names = [name for name, _ in blocks] + [name for name, _ in roots]
+    log.info("flashdist fsdp: fully_shard on %s over %d data-parallel ranks", names, mesh.size())
+    return names
+
+
+def _blocks(module: nn.Module, block_classes: Sequence[type | str] | None) -> Iterable[tuple[str, nn.Module]]:
+    if block_classes is None:
+        for name, child in module.named_modules():
+            if isinstance(child, nn.ModuleList):
+                yield from ((f"{name}.{i}", block) for i, block in child.named_children() if any(True for _ in block.parameters()))
+        return
+    wanted = tuple(block_classes)
+    for name, child in module.named_modules():
+        if name and any(_matches(child, kind) for kind in wanted):
+            yield name, child
+
+
+def _matches(module: nn.Module, kind: type | str) -> bool:
+    if isinstance(kind, str):
+        return type(module).__name__ == kind
+    return isinstance(module, kind)
+
+
+class FSDPRoute(StrategyRoute):
+    """Optimizer over the sharded parameters, groups mapped by name, fused/foreach when supported."""
+
+    name = "fsdp"
+
+    def param_groups(self, module: nn.Module, weight_decay: float | None) -> list[Any]:
+        named = [(name, p) for name, p in module.named_parameters() if p.requires_grad]
+        before = getattr(self.strategy, "param_names_before_sharding", ())
+        if before and tuple(name for name, _ in named) != tuple(before):
+            raise RuntimeError(
+                "flashdist fsdp: parameter names changed under fully_shard "
+                f"({sorted(set(before) ^ {name for name, _ in named})[:5]}); cannot map the param groups. This is a flashdist bug."
+            )
+        if weight_decay is None:
+            return [{"params": [p for _, p in named]}]
+        no_decay = getattr(self.strategy, "no_decay_param_names", None)
+        return param_groups_weight_decay(named, weight_decay, no_decay if no_decay is not None else no_decay_names(module))
+
+    def optimizer_class(self, spec: OptimizerSpec, params: list[Any]) -> tuple[Any, str]:
+        return choose_kernel(spec, _device_type(params))
+
+
+def choose_kernel(spec: OptimizerSpec, device_type: str) -> tuple[Any, str]:
+    """torch's fused kernel when the optimizer and device support it, else foreach; the user's choice wins.
+
+    Example:
+        >>> from flashdist.optim.specs import normalize_optimizer
+        >>> choose_kernel(normalize_optimizer("adamw"), "cpu")[1]
+        'fused=True: AdamW has a fused cpu kernel'
+    """
+    from torch.optim.optimizer import _get_fused_kernels_supported_devices
+
+    entry = spec.entry
+    if entry is None or entry.provider != "torch":
+        return None, "as requested"
+    if "fused" in spec.kwargs or "foreach" in spec.kwargs:
+        return None, "kernel chosen by the user"
+    cls = entry.target
+    if entry.supports_fused and device_type in _get_fused_kernels_supported_devices():
+        return _with(cls, fused=True), f"fused=True: {cls.__name__} has a fused {device_type} kernel"
+    if entry.supports_foreach:
+        return _with(cls, foreach=True), f"foreach=True: no fused {cls.__name__} kernel on {device_type}"
+    return None, "as requested (no fused or foreach kernel)"
+
+
+def _with(cls: type, **flags: Any) -> Any:
+    def build(params: Any, **kwargs: Any) -> torch.optim.Optimizer:
+        return cls(params, **kwargs, **flags)
+
+    return build
+
+
+def _device_type(params: list[Any]) -> str:
+    for group in params:
+        tensors = group["params"] if isinstance(group, dict) else [group]
+        for tensor in tensors:
+            return tensor.device.type
+    return "cpu"
+
+
+register_route(ModelParallelStrategy, FSDPRoute)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
+import torch
 import torchmetrics
 from torch import nn
 
@@ -19,9 +21,17 @@ class ClassificationTask(Task):
         ['val_accuracy']
     """
 
-    def __init__(self, model: nn.Module | None = None, num_classes: int | None = None, metrics: MetricsArg = None, **kwargs: Any):
+    def __init__(
+        self,
+        model: nn.Module | None = None,
+        num_classes: int | None = None,
+        metrics: MetricsArg = None,
+        # A named default, not kwargs.setdefault: config systems (LightningCLI) pass every
+        # argument explicitly, and a setdefault never fires when loss_fn=None arrives.
+        loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = nn.functional.cross_entropy,
+        **kwargs: Any,
+    ):
         if metrics is None and num_classes is not None:
             metrics = {"accuracy": torchmetrics.Accuracy(task="multiclass", num_classes=num_classes)}
-        kwargs.setdefault("loss_fn", nn.functional.cross_entropy)
-        super().__init__(model=model, metrics=metrics, **kwargs)
+        super().__init__(model=model, metrics=metrics, loss_fn=loss_fn, **kwargs)
         self.num_classes = num_classes

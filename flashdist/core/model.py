@@ -17,6 +17,11 @@ from flashdist.optim.build import dry_run, instantiate_scheduler, resolve_schedu
 from flashdist.optim.specs import normalize_optimizer, normalize_scheduler
 
 MetricsArg = torchmetrics.Metric | Mapping[str, torchmetrics.Metric] | Sequence[torchmetrics.Metric] | None
+# The forms optimizer= / lr_scheduler= accept (flashdist.optim.specs normalizes them). Spelled as
+# unions rather than Any so jsonargparse reads a YAML/CLI list `[adam, {amsgrad: true}]` as a tuple,
+# refuses a mapping at parse time with its key path, and shows the forms in `flashdist fit --help`.
+OptimizerArg = str | tuple | list | Callable[..., Any]
+SchedulerArg = str | tuple | list | Callable[..., Any] | None
 
 
 class Task(LightningModule):
@@ -40,8 +45,8 @@ class Task(LightningModule):
         model: nn.Module | None = None,
         loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
         learning_rate: float | None = None,
-        optimizer: Any = "Adam",
-        lr_scheduler: Any = None,
+        optimizer: OptimizerArg = "Adam",
+        lr_scheduler: SchedulerArg = None,
         metrics: MetricsArg = None,
         weight_decay: float | None = None,
     ):

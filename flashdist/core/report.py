@@ -1,12 +1,214 @@
-"""What a person sees around a fit: the plan before training, a table and plots after.
+"""What a person sees around a fit: the plan before training, a table and the LR plot after.
 
-Placeholder for the CLI work: no callbacks yet.
+Rank 0 only, and nothing per step: the plan prints once at ``on_train_start`` (after the
+ledger computed it, before the progress bar opens), the table and ``lr.png`` once at
+``on_fit_end`` (after the ledger wrote ``summary.json`` and the progress bar closed).
 """
 
 from __future__ import annotations
 
+import json
+import math
+import sys
+import time
+from pathlib import Path
 from typing import Any
+
+from lightning.pytorch import Callback
+
+from flashdist.core.ledger import LR_FILE, SUMMARY_FILE
+from flashdist.core.planning import data_parallel_size, resolved_schedule, training_plan
+
+LR_PLOT_FILE = "lr.png"
+# Beyond this many points a line plot only costs time; every n-th step still shows the shape.
+_MAX_PLOTTED_STEPS = 20_000
+
+
+class RunReport(Callback):
+    """Prints the step plan before training and a summary table (with ``lr.png``) after it.
+
+    Example:
+        >>> trainer = Trainer(max_epochs=1, callbacks=[RunReport()])  # doctest: +SKIP
+    """
+
+    def __init__(self, plot: bool = True):
+        self.plot = plot
+        self._fit_started_at: float | None = None
+
+    def on_fit_start(self, trainer: Any, pl_module: Any) -> None:
+        self._fit_started_at = time.perf_counter()
+
+    def on_train_start(self, trainer: Any, pl_module: Any) -> None:
+        if trainer.is_global_zero:
+            _print_rows("flashdist plan", plan_rows(trainer, pl_module))
+
+    def on_fit_end(self, trainer: Any, pl_module: Any) -> None:
+        if not trainer.is_global_zero:
+            return
+        root = Path(trainer.default_root_dir)
+        summary = _read_summary(root)
+        plot_path = None
+        if self.plot and summary is not None:
+            ledger = getattr(trainer, "ledger", None)
+            rows = ledger.lr_rows if ledger is not None else []
+            plot_path = draw_lr_curve(rows, root / LR_PLOT_FILE, summary) if rows else None
+        wall_s = time.perf_counter() - self._fit_started_at if self._fit_started_at is not None else None
+        _print_rows("flashdist run", end_rows(trainer, summary, root, plot_path, wall_s))
 
 
 def report_callbacks() -> list[Any]:
-    return []
+    """The callbacks every ``flashdist.Trainer`` adds after its ledger."""
+    return [RunReport()]
+
+
+# ---- the rows --------------------------------------------------------------------------------
+def plan_rows(trainer: Any, pl_module: Any) -> list[tuple[str, str]]:
+    """(label, value) rows describing the plan ``trainer`` is about to execute."""
+    plan = training_plan(trainer)
+    schedule = resolved_schedule(trainer)
+    per_epoch = plan.optimizer_steps_per_epoch
+    if per_epoch and len(set(per_epoch)) == 1:
+        per_epoch_text = f"{per_epoch[0]} × {len(per_epoch)} epoch(s)"
+    else:
+        per_epoch_text = ", ".join(str(s) for s in per_epoch) or "unknown (iterable without a length)"
+    rows = [
+        ("strategy", str(getattr(trainer, "strategy_name", type(trainer.strategy).__name__))),
+        ("world size", f"{trainer.world_size} ({trainer.num_nodes} node(s) × {trainer.num_devices} device(s))"),
+        ("data-parallel size", str(data_parallel_size(trainer))),
+        ("micro-batches / rank / epoch", _or_unknown(plan.micro_batches_per_epoch_per_rank)),
+        ("gradient accumulation", str(plan.accumulate_grad_batches)),
+        ("global batch size", _or_unknown(plan.global_batch_size)),
+        ("optimizer steps / epoch", per_epoch_text),
+        ("total optimizer steps", str(plan.planned_total_steps)),
+        ("warmup steps", _or_unknown(schedule.warmup_steps if schedule else None)),
+        ("optimizer", _optimizer_text(trainer, pl_module)),
+        ("lr scheduler", f"{schedule.kwargs_repr}, every {schedule.frequency} {schedule.interval}(s)" if schedule else "none"),
+    ]
+    return rows
+
+
+def end_rows(trainer: Any, summary: dict[str, Any] | None, root: Path, plot_path: Path | None, wall_s: float | None) -> list[tuple[str, str]]:
+    """(label, value) rows for the end-of-fit table: metrics, steps, time, and where the files are."""
+    rows = [(name, _number(value)) for name, value in sorted(_final_metrics(trainer).items())]
+    if summary is not None:
+        rows.append(("optimizer steps", f"{summary['optimizer_steps']} taken / {summary['planned_total_steps']} planned"))
+        if summary.get("scheduler_steps_expected") is not None:
+            rows.append(("scheduler steps", f"{summary['scheduler_steps']} taken / {summary['scheduler_steps_expected']} expected"))
+        lr = summary.get("lr") or {}
+        rows.append(("lr first / peak / final", " / ".join(_number(lr.get(k)) for k in ("first", "peak", "final"))))
+        if summary.get("elapsed_s") is not None:
+            rows.append(("training time", f"{summary['elapsed_s']:.1f} s"))
+    if wall_s is not None:
+        rows.append(("fit time (with setup)", f"{wall_s:.1f} s"))
+    for name in (SUMMARY_FILE, LR_FILE):
+        if (root / name).exists():
+            rows.append((name, str(root / name)))
+    if plot_path is not None:
+        rows.append((LR_PLOT_FILE, str(plot_path)))
+    for logger in trainer.loggers:
+        log_dir = getattr(logger, "log_dir", None)
+        if log_dir:
+            rows.append((f"{type(logger).__name__} logs", str(log_dir)))
+    checkpoint = getattr(trainer, "checkpoint_callback", None)
+    if checkpoint is not None and getattr(checkpoint, "best_model_path", ""):
+        rows.append(("checkpoint", str(checkpoint.best_model_path)))
+    return rows
+
+
+def _optimizer_text(trainer: Any, pl_module: Any) -> str:
+    from flashdist.strategies import route_for
+
+    choice = route_for(trainer.strategy).choice
+    spec = getattr(pl_module, "optimizer_spec", None)
+    requested = spec.describe() if spec is not None else None
+    lr = getattr(pl_module, "learning_rate", None)
+    lr_text = f", lr={lr:g}" if isinstance(lr, (int, float)) else ""
+    if choice is None:
+        return (requested or "?") + lr_text
+    resolved = f"{choice.resolved_class}{lr_text}"
+    return f"{resolved} (from {requested}; {choice.reason})" if requested else resolved
+
+
+def _final_metrics(trainer: Any) -> dict[str, float]:
+    metrics = {}
+    for name, value in trainer.callback_metrics.items():
+        try:
+            metrics[name] = float(value)
+        except (TypeError, ValueError):  # non-scalar metrics are for loggers, not the table
+            continue
+    return metrics
+
+
+def _read_summary(root: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads((root / SUMMARY_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _or_unknown(value: Any) -> str:
+    return "unknown" if value is None else str(value)
+
+
+def _number(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float) and (value == 0 or math.isfinite(value) and 1e-3 <= abs(value) < 1e4):
+        return f"{value:.4f}".rstrip("0").rstrip(".") if value else "0"
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def _print_rows(title: str, rows: list[tuple[str, str]]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title, title_justify="left", show_header=False, box=None, pad_edge=False)
+    table.add_column(style="bold")
+    table.add_column(overflow="fold")
+    for label, value in rows:
+        table.add_row(label, value)
+    # Not a terminal (CI logs, pytest): a fixed width, or rich wraps paths at 80 columns.
+    Console(width=None if sys.stdout.isatty() else 140, highlight=False).print(table)
+
+
+# ---- the plot --------------------------------------------------------------------------------
+def draw_lr_curve(lr_rows: list[list[float]], path: Path, summary: dict[str, Any] | None = None) -> Path:
+    """Draw the LR each optimizer step really used (the ledger's rows) to ``path`` (PNG).
+
+    Uses matplotlib's object API with the Agg canvas: no pyplot, no global backend switch.
+
+    Example:
+        >>> draw_lr_curve([[0.1], [0.05]], Path("/tmp/lr.png"))  # doctest: +SKIP
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    stride = max(1, math.ceil(len(lr_rows) / _MAX_PLOTTED_STEPS))
+    steps = list(range(1, len(lr_rows) + 1, stride))
+    figure = Figure(figsize=(7, 3.5), dpi=100)
+    FigureCanvasAgg(figure)
+    axes = figure.add_subplot()
+    groups = max(len(row) for row in lr_rows)
+    # Decay / no-decay groups usually share one LR: draw it once rather than lines on top of each other.
+    distinct = groups if any(len(set(row)) > 1 for row in lr_rows) else 1
+    for group in range(distinct):
+        values = [lr_rows[s - 1][group] if group < len(lr_rows[s - 1]) else math.nan for s in steps]
+        label = f"param group {group}" if distinct > 1 else ("lr" if groups == 1 else f"lr (all {groups} param groups)")
+        axes.plot(steps, values, label=label, linewidth=1.5)
+    summary = summary or {}
+    warmup = summary.get("planned_warmup_steps")
+    if warmup:
+        axes.axvline(warmup, color="grey", linestyle="--", linewidth=1, label=f"warmup end ({warmup})")
+    planned = summary.get("planned_total_steps")
+    scheduler = summary.get("lr_scheduler_spec") or summary.get("lr_scheduler") or "no scheduler"
+    axes.set_title(f"LR per optimizer step: {len(lr_rows)} taken of {planned if planned is not None else '?'} planned\n{scheduler}",
+                   fontsize=9)
+    axes.set_xlabel("optimizer step")
+    axes.set_ylabel("learning rate")
+    axes.set_xlim(0, max(len(lr_rows), planned or 0) + 1)
+    axes.grid(alpha=0.3)
+    axes.legend(fontsize=8)
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path)
+    return path

@@ -1,0 +1,136 @@
+"""Turn jsonargparse's parse errors into ``ConfigError``s that name the key path and the accepted values.
+
+jsonargparse reports a bad ``model.init_args.backbonee`` as a nested union dump
+("Parser key "model": Does not validate against any of the Union subtypes ... Option
+'backbonee' is not accepted ... Given value: {...}"). The facts are all there; this module
+pulls out the key path, what was given, and what is accepted, and keeps the raw text only
+when it recognizes nothing.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from functools import cache
+from typing import Any
+
+from flashdist.errors import ConfigError
+
+_PARSER_KEY = re.compile(r'Parser key "([^"]+)"')
+_CLASS_PATH = re.compile(r"Problem with given class_path '([^']+)'")
+_OPTION = re.compile(r"Option '([^']+)' is not accepted")
+_GROUP_OPTION = re.compile(r"Group '([^']+)' does not accept option '([^']+)'")
+_KEY_NOT_EXPECTED = re.compile(r"Key '([^']+)' is not expected")
+_GIVEN = re.compile(r"(?:Given value|Got value): (.*)")
+_EXPECTED = re.compile(r"Expected a (<class '[^']+'>|[\w.\[\], ]+)")
+_SUBTYPES = re.compile(r"Subtypes: \[(.*)\]")
+_CLASS_NAME = re.compile(r"<class '([^']+)'>")
+
+SECTION_CLASSES = {"trainer": "flashdist.core.trainer.Trainer"}
+
+
+def config_error_from_parse(message: str, top_level_keys: list[str], config_files: list[str]) -> ConfigError:
+    """A ``ConfigError`` for one jsonargparse error message.
+
+    Example:
+        >>> str(config_error_from_parse("Group 'trainer' does not accept option 'max_epoch'", [], []))[:46]
+        "unknown key 'trainer.max_epoch' in the config."
+    """
+    where = f" (from {', '.join(config_files)})" if config_files else ""
+    if message.startswith("Problems parsing config"):
+        detail = message.split(":", 1)[1].strip()
+        return ConfigError(f"the config is not valid YAML{where}: {detail}", hint="check the indentation and brackets at that line.")
+    top = _PARSER_KEY.search(message)
+    class_path = _CLASS_PATH.search(message)
+    if class_path:
+        section = top.group(1) if top else "model"
+        return _class_error(section, class_path.group(1), message[class_path.end():], where)
+    group = _GROUP_OPTION.search(message)
+    if group:
+        section, key = group.groups()
+        return _unknown_key(f"{section}.{key}", key, accepted_keys(SECTION_CLASSES.get(section)), where)
+    option = _OPTION.search(message) or _KEY_NOT_EXPECTED.search(message)
+    if option:
+        path = option.group(1)
+        return _unknown_key(path, path.split(".")[0], top_level_keys, where, what="section" if "." in path else "key")
+    if top:
+        return _wrong_type(top.group(1), message, where)
+    return ConfigError(f"the config was refused{where}: {_short(message)}", hint="run with --help to see the accepted keys.")
+
+
+def _class_error(section: str, class_path: str, rest: str, where: str) -> ConfigError:
+    option = _OPTION.search(rest) or _KEY_NOT_EXPECTED.search(rest)
+    nested = _PARSER_KEY.search(rest)
+    if option and (not nested or option.start() < nested.start()):
+        key = option.group(1).removeprefix("init_args.")
+        return _unknown_key(f"{section}.init_args.{key}", key, accepted_keys(class_path), where, owner=class_path)
+    if nested:
+        return _wrong_type(f"{section}.init_args.{nested.group(1)}", rest[nested.start():], where)
+    first_line = rest.strip().splitlines()[0] if rest.strip() else "cannot be imported"
+    return ConfigError(
+        f"{section}.class_path={class_path!r} is not usable{where}: {first_line.strip()}",
+        hint="give the full import path of the class, e.g. flashdist.image.ImageClassifier or flashdist.data.SyntheticImageDataModule.",
+    )
+
+
+def _unknown_key(path: str, key: str, accepted: list[str], where: str, owner: str | None = None, what: str = "key") -> ConfigError:
+    close = difflib.get_close_matches(key, accepted, n=2)
+    if close:
+        hint = f"did you mean {' or '.join(repr(c) for c in close)}?"
+    else:
+        hint = f"see `flashdist fit --help`{f' or --model.help {owner}' if owner else ''} for every key."
+    return ConfigError(f"unknown {what} {path!r} in the config{where}.", accepted=accepted or None, hint=hint)
+
+
+def _wrong_type(path: str, message: str, where: str) -> ConfigError:
+    givens = _GIVEN.findall(message)
+    given = givens[-1].strip() if givens else "?"
+    subtypes = _SUBTYPES.search(message)
+    if subtypes:
+        accepted = _type_names(subtypes.group(1))
+    else:
+        accepted = _type_names(" ".join(m for m in _EXPECTED.findall(message)))
+    hint = None
+    if "float" in accepted and re.fullmatch(r"['\"]?[-+]?\d[\d.]*e[-+]?\d+['\"]?", given, re.IGNORECASE):
+        hint = "write the number with a dot and unquoted, e.g. 1.0e-3."
+    return ConfigError(
+        f"{path}: {given!r} is not a valid value{where}.",
+        accepted=" | ".join(accepted) if accepted else None,
+        hint=hint or f"fix {path} in the YAML, or override it: --{path}=<value>.",
+    )
+
+
+def _type_names(text: str) -> list[str]:
+    names = []
+    for part in re.split(r",\s*(?![^\[]*\])", text):
+        part = part.strip()
+        if not part:
+            continue
+        match = _CLASS_NAME.fullmatch(part)
+        name = match.group(1) if match else part
+        name = {"NoneType": "null"}.get(name, name).replace("typing.", "").replace("collections.abc.", "")
+        if name not in names:
+            names.append(name)
+    return names
+
+
+@cache
+def accepted_keys(class_path: str | None) -> list[str]:
+    """The init keys jsonargparse accepts for ``class_path`` (its ``**kwargs`` chain followed)."""
+    if class_path is None:
+        return []
+    from jsonargparse import ArgumentParser
+    from jsonargparse._util import import_object  # noqa: PLC2701 - jsonargparse's own resolver, same rules
+
+    try:
+        cls: Any = import_object(class_path)
+        parser = ArgumentParser(exit_on_error=False)
+        parser.add_class_arguments(cls, fail_untyped=False)
+    except Exception:  # an unimportable class is reported by the caller; no list is better than a crash
+        return []
+    return list(vars(parser.get_defaults()))
+
+
+def _short(message: str, max_lines: int = 8) -> str:
+    lines = [line for line in message.splitlines() if not line.strip().startswith("Given value")]
+    return "\n".join(lines[:max_lines])

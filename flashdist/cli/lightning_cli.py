@@ -1,0 +1,104 @@
+"""``FlashdistCLI``: LightningCLI with flashdist's Trainer, its Task and DataModules, and early errors.
+
+The parse → check → instantiate → run order is LightningCLI's; flashdist hooks in at each
+step so that every refusal happens in the launching process and reads as a ``ConfigError``
+with the key path: parse errors (``parse_arguments``), optimizer/scheduler specs
+(``before_instantiate_classes``), constructor refusals (``instantiate_classes``) and
+model/data mismatches (``after_instantiate_classes``).
+"""
+
+from __future__ import annotations
+
+from argparse import ArgumentError
+from typing import Any
+
+from lightning.pytorch import LightningDataModule
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+
+from flashdist.cli.checks import check_model_matches_data, check_task_specs, section_of_failure
+from flashdist.cli.config_errors import config_error_from_parse
+from flashdist.core.model import Task
+from flashdist.core.trainer import Trainer
+from flashdist.errors import ConfigError
+
+# Raise instead of exit, so errors become ConfigErrors; no abbreviations, so a misspelt
+# --trainer.max_epoch is an error rather than silently --trainer.max_epochs.
+_PARSER_KWARGS: dict[str, Any] = {"exit_on_error": False, "allow_abbrev": False}
+SUBCOMMANDS = ("fit", "validate")
+
+
+class FlashdistCLI(LightningCLI):
+    """``flashdist fit|validate --config run.yaml``; see ``flashdist.cli.fit``.
+
+    Example:
+        >>> cli = FlashdistCLI(args=["--config", "configs/quickstart.yaml"], run=False)  # doctest: +SKIP
+    """
+
+    def __init__(self, args: list[str], run: bool = True):
+        self._args = list(args)
+        super().__init__(
+            model_class=Task,
+            datamodule_class=LightningDataModule,
+            subclass_mode_model=True,
+            subclass_mode_data=True,
+            trainer_class=Trainer,
+            # One config.yaml per log dir, replaced on a re-run rather than refusing to start.
+            save_config_kwargs={"overwrite": True},
+            parser_kwargs={**_PARSER_KWARGS, **{name: dict(_PARSER_KWARGS) for name in SUBCOMMANDS}},
+            # The Task builds its own optimizer and scheduler from model.init_args.
+            auto_configure_optimizers=False,
+            args=args,
+            run=run,
+        )
+
+    @staticmethod
+    def subcommands() -> dict[str, set[str]]:
+        return {name: keys for name, keys in LightningCLI.subcommands().items() if name in SUBCOMMANDS}
+
+    def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
+        # LightningCLI's own version warns whenever args= is given and sys.argv is not empty,
+        # which is always true for a console script; the parse itself is the same.
+        try:
+            self.config = parser.parse_args(args)
+        except ArgumentError as err:
+            raise config_error_from_parse(err.message, self._top_level_keys(), _config_files(self._args)) from None
+
+    def before_instantiate_classes(self) -> None:
+        config = self._section_config()
+        if config.get("model") is not None:
+            check_task_specs(config["model"])
+
+    def instantiate_classes(self) -> None:
+        try:
+            super().instantiate_classes()
+        except ConfigError as err:
+            section = section_of_failure(err.__traceback__)
+            class_path = self._section_config().get(f"{section}.class_path") if section in ("model", "data") else None
+            where = f"{section}.init_args ({class_path})" if class_path else section
+            raise ConfigError(f"{where}: {err}") from None
+
+    def after_instantiate_classes(self) -> None:
+        check_model_matches_data(self.model, self.datamodule)
+
+    # ---- helpers ---------------------------------------------------------------------------
+    def _section_config(self) -> Any:
+        return self.config[self.subcommand] if self.subcommand else self.config
+
+    def _top_level_keys(self) -> list[str]:
+        subcommand = self._args[0] if self._args and self._args[0] in SUBCOMMANDS else None
+        parsers = getattr(self, "_subcommand_parsers", {})
+        parser = parsers.get(subcommand, self.parser) if subcommand else self.parser
+        return sorted({action.dest.split(".")[0] for action in parser._actions if action.dest not in ("help", "config")})
+
+
+def _config_files(args: list[str]) -> list[str]:
+    files = []
+    for index, arg in enumerate(args):
+        if arg in ("-c", "--config") and index + 1 < len(args):
+            files.append(args[index + 1])
+        elif arg.startswith("--config="):
+            files.append(arg.split("=", 1)[1])
+    return files
+
+
+__all__ = ["FlashdistCLI", "SUBCOMMANDS"]

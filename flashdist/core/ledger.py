@@ -5,6 +5,12 @@ optimizer (under DeepSpeed, the optimizer inside the engine's ZeRO wrapper, so a
 engine skips is not counted). Each fit writes ``summary.json`` and ``lr.csv`` into
 ``default_root_dir`` (rank 0) and, when the fit ran to its end, fails loudly if the planned
 total differs from the updates taken.
+
+Across resumes: the checkpoint holds the counters (updates and scheduler steps taken, first
+and peak LR), not the LR trace. ``lr.csv`` is appended to as the run goes (flushed whenever a
+checkpoint is saved), and a resume first cuts it back to the rows of the updates the
+checkpoint holds, so the file covers the whole run with one row per optimizer update and no
+update twice, however many times the run was interrupted.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ import json
 import math
 import os
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +28,7 @@ import torch
 from lightning.pytorch import Callback
 
 from flashdist.core.planning import data_parallel_size, resolved_schedule, training_plan
+from flashdist.core.resume import ResumeGuard, planned_updates
 from flashdist.strategies import route_for
 
 SUMMARY_FILE = "summary.json"
@@ -42,56 +50,134 @@ def innermost_optimizer(optimizer: Any) -> torch.optim.Optimizer:
     return optimizer
 
 
+class LrLog:
+    """``lr.csv`` as an append-only log: one row per optimizer update, cut back on resume.
+
+    Example:
+        >>> import tempfile; path = Path(tempfile.mkdtemp()) / "lr.csv"
+        >>> log = LrLog(path, groups=1, keep_rows=0); log.append([0.1]); log.append([0.2]); log.flush()
+        >>> LrLog(path, groups=1, keep_rows=1).flush(); path.read_text().splitlines()
+        ['step,lr', '1,0.1']
+    """
+
+    def __init__(self, path: Path, groups: int, keep_rows: int):
+        self.path = path
+        self.rows_on_disk = 0
+        self._pending: list[list[float]] = []
+        kept = _read_rows(path)[:keep_rows] if keep_rows else []
+        header = ["step", "lr"] + [f"lr_group{i}" for i in range(1, groups)]
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp")
+        with tmp.open("w", newline="") as handle:
+            csv.writer(handle).writerow(header)
+            handle.writelines(line + "\n" for line in kept)
+        os.replace(tmp, path)
+        self.rows_on_disk = len(kept)
+        self.missing_rows = keep_rows - len(kept)  # resumed in a directory without the earlier trace
+
+    def append(self, lrs: list[float]) -> None:
+        self._pending.append(lrs)
+
+    def flush(self) -> None:
+        if not self._pending:
+            return
+        with self.path.open("a", newline="") as handle:
+            writer = csv.writer(handle)
+            for row in self._pending:
+                self.rows_on_disk += 1
+                writer.writerow([self.rows_on_disk + self.missing_rows, *(repr(v) for v in row)])
+            handle.flush()
+            os.fsync(handle.fileno())
+        self._pending.clear()
+
+
+def _read_rows(path: Path) -> list[str]:
+    if not path.exists():
+        return []
+    return path.read_text().splitlines()[1:]
+
+
 class StepLedger(Callback):
     """Counts and checks; added to every ``flashdist.Trainer``."""
 
     def __init__(self, strict: bool = True):
         self.strict = strict
         self.optimizer_steps = 0
-        self.lr_rows: list[list[float]] = []
         self.resumed_from: str | None = None
-        self._scheduler_start = 0
-        self._scheduler_steps_before = 0
+        self.lr_first: float | None = None
+        self.lr_peak: float | None = None
+        self._restored: dict[str, Any] = {}
+        self._scheduler_base = 0  # scheduler.last_epoch - scheduler steps of the whole run
+        self._log: LrLog | None = None
         self._hook: Any = None
+        self._trainer: Any = None
         self._started_at = 0.0
 
     # ---- counting ----------------------------------------------------------------------
+    def setup(self, trainer: Any, pl_module: Any, stage: str) -> None:
+        self._restored, self._trainer = {}, trainer
+        self.optimizer_steps, self.lr_first, self.lr_peak = 0, None, None
+
     def on_train_start(self, trainer: Any, pl_module: Any) -> None:
         training_plan(trainer)  # fails here, before any step, if the plan is invalid
         self.resumed_from = trainer.ckpt_path
-        if trainer.optimizers:
-            self._hook = innermost_optimizer(trainer.optimizers[0]).register_step_pre_hook(self._count)
+        restored = self._restored
+        self.optimizer_steps = restored.get("optimizer_steps", 0)
+        self.lr_first, self.lr_peak = restored.get("lr_first"), restored.get("lr_peak")
         scheduler = _scheduler(trainer)
-        self._scheduler_start = getattr(scheduler, "last_epoch", 0) if scheduler is not None else 0
+        last_epoch = getattr(scheduler, "last_epoch", 0) if scheduler is not None else 0
+        self._scheduler_base = last_epoch - restored.get("scheduler_steps", 0)
+        if trainer.optimizers:
+            optimizer = innermost_optimizer(trainer.optimizers[0])
+            self._hook = optimizer.register_step_pre_hook(self._count)
+            if trainer.is_global_zero:
+                path = Path(trainer.default_root_dir) / LR_FILE
+                self._log = LrLog(path, groups=len(optimizer.param_groups), keep_rows=self.optimizer_steps)
         self._started_at = time.perf_counter()
+        if trainer.is_global_zero:  # a crash from here on leaves completed=false, never a stale true
+            write_summary(Path(trainer.default_root_dir), self.summary(trainer, pl_module, completed=False))
 
     def _count(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
         self.optimizer_steps += 1
-        self.lr_rows.append([float(group["lr"]) for group in optimizer.param_groups])
+        lrs = [float(group["lr"]) for group in optimizer.param_groups]
+        if self.lr_first is None:
+            self.lr_first = lrs[0]
+        self.lr_peak = lrs[0] if self.lr_peak is None else max(self.lr_peak, lrs[0])
+        if self._log is not None:
+            self._log.append(lrs)
+
+    @property
+    def lr_rows(self) -> list[list[float]]:
+        """The whole run's LR trace (every param group, one row per update), read back from ``lr.csv``."""
+        if self._log is None:
+            return []
+        self._log.flush()
+        return [[float(v) for v in line.split(",")[1:]] for line in _read_rows(self._log.path)]
 
     def scheduler_steps(self, trainer: Any) -> int:
         scheduler = _scheduler(trainer)
         if scheduler is None or not hasattr(scheduler, "last_epoch"):
             return 0
-        return self._scheduler_steps_before + scheduler.last_epoch - self._scheduler_start
+        return scheduler.last_epoch - self._scheduler_base
 
     # ---- resume --------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
-        return {"optimizer_steps": self.optimizer_steps, "lr_rows": self.lr_rows, "scheduler_steps": self._scheduler_steps_so_far}
+        if self._log is not None:
+            self._log.flush()  # the rows this checkpoint covers are on disk before it is
+        trainer = self._trainer
+        return {
+            "optimizer_steps": self.optimizer_steps,
+            "scheduler_steps": self.scheduler_steps(trainer) if trainer is not None else 0,
+            "lr_first": self.lr_first,
+            "lr_peak": self.lr_peak,
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.optimizer_steps = state["optimizer_steps"]
-        self.lr_rows = [list(row) for row in state["lr_rows"]]
-        self._scheduler_steps_before = state["scheduler_steps"]
-
-    def on_save_checkpoint(self, trainer: Any, pl_module: Any, checkpoint: dict[str, Any]) -> None:
-        self._scheduler_steps_so_far = self.scheduler_steps(trainer)
-
-    _scheduler_steps_so_far = 0
+        self._restored = dict(state)
 
     # ---- reporting -----------------------------------------------------------------------
     def on_train_end(self, trainer: Any, pl_module: Any) -> None:
-        self._finish(trainer, pl_module, completed=True)
+        self._finish(trainer, pl_module, completed=not _preempted(trainer))
 
     def on_exception(self, trainer: Any, pl_module: Any, exception: BaseException) -> None:
         if self._hook is not None:
@@ -101,11 +187,13 @@ class StepLedger(Callback):
         if self._hook is not None:
             self._hook.remove()
             self._hook = None
+        if self._log is not None:
+            self._log.flush()
         summary = self.summary(trainer, pl_module, completed)
         if trainer.is_global_zero:
-            write_summary(Path(trainer.default_root_dir), summary, self.lr_rows)
+            write_summary(Path(trainer.default_root_dir), summary)
         stopped_early = trainer.should_stop and self.optimizer_steps < summary["planned_total_steps"]
-        if check and not stopped_early:
+        if check and completed and not stopped_early:
             self._check(summary)
 
     def _check(self, summary: dict[str, Any]) -> None:
@@ -119,8 +207,6 @@ class StepLedger(Callback):
         message = "step ledger mismatch: " + "; ".join(problems) + f" (see {SUMMARY_FILE})."
         if self.strict:
             raise LedgerMismatchError(message)
-        import warnings
-
         warnings.warn(message, RuntimeWarning, stacklevel=2)
 
     def summary(self, trainer: Any, pl_module: Any, completed: bool) -> dict[str, Any]:
@@ -128,11 +214,12 @@ class StepLedger(Callback):
         schedule = resolved_schedule(trainer)
         scheduler = _scheduler(trainer)
         route = route_for(trainer.strategy)
-        lrs = [row[0] for row in self.lr_rows]
         final_lr = float(innermost_optimizer(trainer.optimizers[0]).param_groups[0]["lr"]) if trainer.optimizers else None
         expected_sched = None
         if schedule is not None and schedule.interval == "step" and schedule.frequency == 1:
             expected_sched = self.optimizer_steps
+        adapted_total = planned_updates(trainer)
+        guard = next((c for c in trainer.callbacks if isinstance(c, ResumeGuard)), None)
         return {
             "strategy": getattr(trainer, "strategy_name", type(trainer.strategy).__name__),
             "world_size": trainer.world_size,
@@ -146,16 +233,12 @@ class StepLedger(Callback):
             "micro_batches_per_epoch_per_rank": plan.micro_batches_per_epoch_per_rank,
             "optimizer_steps_per_epoch": list(plan.optimizer_steps_per_epoch),
             "global_batch_size": plan.global_batch_size,
-            "planned_total_steps": plan.planned_total_steps,
+            "planned_total_steps": adapted_total if adapted_total is not None else plan.planned_total_steps,
             "planned_warmup_steps": schedule.warmup_steps if schedule else None,
             "optimizer_steps": self.optimizer_steps,
             "scheduler_steps": self.scheduler_steps(trainer),
             "scheduler_steps_expected": expected_sched,
-            "lr": {
-                "first": lrs[0] if lrs else None,
-                "peak": max(lrs) if lrs else None,
-                "final": final_lr,
-            },
+            "lr": {"first": self.lr_first, "peak": self.lr_peak, "final": final_lr},
             "optimizer": route.choice.resolved_class if route.choice else type(innermost_optimizer(trainer.optimizers[0])).__name__,
             "optimizer_requested": route.choice.requested if route.choice else None,
             "optimizer_reason": route.choice.reason if route.choice else None,
@@ -163,8 +246,14 @@ class StepLedger(Callback):
             "lr_scheduler_spec": schedule.kwargs_repr if schedule else None,
             "completed": completed,
             "resumed_from": self.resumed_from,
+            **(guard.summary() if guard is not None else {}),
+            "preempted": _preempted(trainer),
             "elapsed_s": round(time.perf_counter() - self._started_at, 3) if self._started_at else None,
         }
+
+
+def _preempted(trainer: Any) -> bool:
+    return bool(getattr(trainer, "_flashdist_preempted", False))
 
 
 def _scheduler(trainer: Any) -> Any:
@@ -172,24 +261,12 @@ def _scheduler(trainer: Any) -> Any:
     return configs[0].scheduler if configs else None
 
 
-def write_summary(directory: Path, summary: dict[str, Any], lr_rows: list[list[float]]) -> None:
-    """Write ``summary.json`` and ``lr.csv`` atomically (temporary name, then rename)."""
+def write_summary(directory: Path, summary: dict[str, Any]) -> None:
+    """Write ``summary.json`` atomically (temporary name, then rename)."""
     directory.mkdir(parents=True, exist_ok=True)
-    _atomic_write(directory / SUMMARY_FILE, json.dumps(summary, indent=2, default=_json_default) + "\n")
-    groups = max((len(row) for row in lr_rows), default=1)
-    header = ["step", "lr"] + [f"lr_group{i}" for i in range(1, groups)]
-    tmp = directory / f".{LR_FILE}.tmp"
-    with tmp.open("w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(header)
-        for step, row in enumerate(lr_rows, start=1):
-            writer.writerow([step, *(repr(v) for v in row)])
-    os.replace(tmp, directory / LR_FILE)
-
-
-def _atomic_write(path: Path, text: str) -> None:
+    path = directory / SUMMARY_FILE
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
+    tmp.write_text(json.dumps(summary, indent=2, default=_json_default) + "\n")
     os.replace(tmp, path)
 
 

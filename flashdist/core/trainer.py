@@ -7,18 +7,20 @@ each live in their own module.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
 import lightning.pytorch as pl
 
+from flashdist.core.checkpoint import install_atomic_checkpoints, resolve_ckpt_path
 from flashdist.core.ledger import StepLedger
 from flashdist.core.planning import reset_plan
+from flashdist.core.preemption import Preemption, finish_preempted_fit
 from flashdist.core.report import report_callbacks
 from flashdist.core.topology import apply_launch_topology
+from flashdist.core.resume import RESUME_POLICIES, ResumeGuard, ResumePolicy
 from flashdist.errors import ConfigError
 
-ResumePolicy = Literal["strict", "keep_schedule", "rescale"]
-RESUME_POLICIES: tuple[str, ...] = ("strict", "keep_schedule", "rescale")
+__all__ = ["RESUME_POLICIES", "ResumePolicy", "Trainer"]
 
 
 class Trainer(pl.Trainer):
@@ -45,15 +47,28 @@ class Trainer(pl.Trainer):
         self.strategy_name = strategy if isinstance(strategy, str) else type(strategy).__name__
         kwargs["strategy"] = resolve_strategy(strategy, kwargs.get("accelerator", "auto"))
         callbacks = list(kwargs.pop("callbacks", None) or [])
+        # Resume guard before the ledger: the ledger must see the scheduler the guard decides on.
+        callbacks.append(ResumeGuard(resume_policy))
         if not any(isinstance(c, StepLedger) for c in callbacks):
             callbacks.append(StepLedger(strict=strict_ledger))
+        callbacks.append(Preemption())
         callbacks += report_callbacks()
         super().__init__(*args, callbacks=callbacks, **kwargs)
+        install_atomic_checkpoints(self)
 
     @property
     def ledger(self) -> StepLedger:
         return next(c for c in self.callbacks if isinstance(c, StepLedger))
 
     def fit(self, *args: Any, **kwargs: Any) -> None:
+        """Lightning's fit, plus ``ckpt_path="auto"`` (core/checkpoint.py) and preemption's exit.
+
+        A preempted fit raises ``SystemExit(75)`` after its checkpoint (core/preemption.py).
+        """
         reset_plan(self)
+        if len(args) >= 5:
+            args = (*args[:4], resolve_ckpt_path(self, args[4]), *args[5:])
+        else:
+            kwargs["ckpt_path"] = resolve_ckpt_path(self, kwargs.get("ckpt_path"))
         super().fit(*args, **kwargs)
+        finish_preempted_fit(self)

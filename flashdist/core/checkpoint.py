@@ -1,0 +1,181 @@
+"""Checkpoints that are complete or absent, and which checkpoint a run resumes from.
+
+Atomic writes: every checkpoint is written under a temporary name (``.<name>.partial``) and
+renamed onto its real name only once complete: a file after ``fsync``; a sharded directory
+(DeepSpeed) after every rank has written its shard (a barrier), renamed by rank 0. A
+``kill -9`` during a write therefore leaves the previous checkpoints untouched and a
+``.partial`` that nothing loads (Lightning's "last" lookup and :func:`find_resume_checkpoint`
+only consider names ending in ``.ckpt``); the next atomic save in that directory removes it.
+A ``last.ckpt`` is written the same way, so "last" only ever names a complete checkpoint.
+
+Auto-resume (``fit(ckpt_path="auto")``, and the default when torchrun or SLURM restarted
+the process, i.e. ``TORCHELASTIC_RESTART_COUNT`` or ``SLURM_RESTART_COUNT`` > 0): the newest
+complete checkpoint in the run's checkpoint directories (its ``ModelCheckpoint`` dirpaths
+and ``<default_root_dir>/checkpoints``); none → start fresh. A run whose ``summary.json``
+says it completed is not resumed (``"auto"`` refuses; a restart starts nothing new).
+Preemption checkpoints are deleted when a run completes, so they can never be stale.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
+from lightning.pytorch.callbacks import ModelCheckpoint
+
+from flashdist.errors import ConfigError
+
+PARTIAL_SUFFIX = ".partial"
+PREEMPT_PREFIX = "preempted-"
+RESTART_ENV = ("TORCHELASTIC_RESTART_COUNT", "SLURM_RESTART_COUNT")
+
+
+def _partial_name(path: Path) -> Path:
+    return path.with_name(f".{path.name}{PARTIAL_SUFFIX}")
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def remove_partials(directory: Path) -> None:
+    """Delete what interrupted writes left behind (``.*.partial`` files and directories)."""
+    if not directory.is_dir():
+        return
+    for leftover in directory.glob(f".*{PARTIAL_SUFFIX}"):
+        shutil.rmtree(leftover, ignore_errors=True) if leftover.is_dir() else leftover.unlink(missing_ok=True)
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """``torch.save`` to ``.<name>.partial``, ``fsync``, then rename: a checkpoint is whole or absent.
+
+    Example:
+        >>> import tempfile; target = Path(tempfile.mkdtemp()) / "step=1.ckpt"
+        >>> AtomicCheckpointIO().save_checkpoint({"global_step": 1}, target)
+        >>> sorted(p.name for p in target.parent.iterdir())
+        ['step=1.ckpt']
+    """
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any = None) -> None:
+        import torch
+
+        if storage_options is not None:
+            raise TypeError(f"{type(self).__name__} takes no storage_options.")
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        remove_partials(path.parent)
+        partial = _partial_name(path)
+        with partial.open("wb") as handle:
+            torch.save(checkpoint, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(partial, path)
+        _fsync_dir(path.parent)
+
+
+def make_sharded_saves_atomic(strategy: Any) -> None:
+    """Wrap a strategy whose checkpoints are directories written by every rank (DeepSpeed).
+
+    All ranks write into ``.<name>.partial/``; after a barrier, rank 0 renames it to ``<name>``
+    (replacing an older one of that name only then).
+    """
+    if getattr(strategy, "_flashdist_atomic", False) or not hasattr(type(strategy), "zero_stage_3"):
+        return
+    original = strategy.save_checkpoint
+
+    def save_checkpoint(checkpoint: dict, filepath: Any, storage_options: Any = None) -> None:
+        target = Path(strategy.broadcast(str(filepath)))
+        partial = _partial_name(target)
+        if strategy.is_global_zero:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            remove_partials(target.parent)
+        strategy.barrier("flashdist_checkpoint_begin")
+        original(checkpoint, partial, storage_options)
+        strategy.barrier("flashdist_checkpoint_written")  # every shard is on disk
+        if strategy.is_global_zero:
+            if target.exists():
+                shutil.rmtree(target) if target.is_dir() else target.unlink()
+            os.replace(partial, target)
+            _fsync_dir(target.parent)
+        strategy.barrier("flashdist_checkpoint_renamed")
+
+    strategy.save_checkpoint = save_checkpoint
+    strategy._flashdist_atomic = True
+
+
+def install_atomic_checkpoints(trainer: Any) -> None:
+    """Make every checkpoint this Trainer writes atomic (see the module docstring)."""
+    strategy = trainer.strategy
+    if hasattr(type(strategy), "zero_stage_3"):
+        make_sharded_saves_atomic(strategy)
+    elif type(strategy.checkpoint_io) is TorchCheckpointIO:
+        strategy.checkpoint_io = AtomicCheckpointIO()
+
+
+# ---- which checkpoint to resume from ---------------------------------------------------------
+def checkpoint_dirs(trainer: Any) -> list[Path]:
+    """Where this run's checkpoints live: its ModelCheckpoint dirpaths, then root/checkpoints."""
+    dirs = [Path(cb.dirpath) for cb in trainer.callbacks if isinstance(cb, ModelCheckpoint) and cb.dirpath]
+    dirs.append(Path(trainer.default_root_dir) / "checkpoints")
+    return list(dict.fromkeys(dirs))
+
+
+def find_resume_checkpoint(directories: list[Path]) -> Path | None:
+    """The newest complete checkpoint (file or DeepSpeed directory named ``*.ckpt``), or None.
+
+    Example:
+        >>> find_resume_checkpoint([Path("/nonexistent")]) is None
+        True
+    """
+    candidates = [
+        p for d in directories if d.is_dir() for p in d.glob("*.ckpt") if not p.name.startswith(".")
+    ]
+    if not candidates:
+        return None
+    return max(candidates, key=lambda p: (p.stat().st_mtime_ns, p.name))
+
+
+def run_completed(root: Path) -> bool:
+    try:
+        return bool(json.loads((root / "summary.json").read_text()).get("completed"))
+    except (OSError, ValueError):
+        return False
+
+
+def is_restart(environ: Any = None) -> bool:
+    """Did torchrun (``--max-restarts``) or SLURM (requeue) start this process again?"""
+    environ = os.environ if environ is None else environ
+    return any(int(environ.get(name, "0") or 0) > 0 for name in RESTART_ENV)
+
+
+def resolve_ckpt_path(trainer: Any, ckpt_path: Any) -> Any:
+    """Turn ``"auto"`` (or ``None`` on a restart) into a checkpoint path; anything else unchanged."""
+    restarted = ckpt_path is None and is_restart()
+    if ckpt_path != "auto" and not restarted:
+        return ckpt_path
+    root = Path(trainer.default_root_dir)
+    found = find_resume_checkpoint(checkpoint_dirs(trainer))
+    if run_completed(root):
+        if restarted:
+            return None
+        raise ConfigError(
+            f"ckpt_path='auto': the run in {root} already completed (summary.json), there is nothing to resume.",
+            hint="use a new default_root_dir for a new run, or pass an explicit ckpt_path to train on from a checkpoint.",
+        )
+    return str(found) if found is not None else None
+
+
+def remove_preemption_checkpoints(trainer: Any) -> None:
+    """Called when a run completes: its preemption checkpoints must never be resumed later."""
+    for directory in checkpoint_dirs(trainer):
+        if directory.is_dir():
+            for path in directory.glob(f"{PREEMPT_PREFIX}*.ckpt"):
+                shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)

@@ -1,0 +1,154 @@
+"""Preemption: stop at an optimizer-step boundary, all ranks together, with one checkpoint.
+
+On SIGUSR1 or SIGTERM the handler only sets a flag (no I/O, no collectives in a signal
+handler). After each optimizer step, the ranks agree with one collective (any rank
+signalled → all stop), so a signal delivered to a single rank stops every rank at the same
+step. Then, outside the handler:
+
+1. one checkpoint, ``<checkpoint dir>/preempted-step=<global_step>.ckpt`` (atomic);
+2. the fit ends (``summary.json``: ``completed: false``, ``preempted: true``);
+3. under SLURM, rank 0 requeues the job once (``scontrol requeue``); a failed requeue raises
+   :class:`RequeueError`;
+4. every rank exits with :data:`EXIT_PREEMPTED` (75, ``EX_TEMPFAIL``: "try again"), distinct
+   from success (0) and from a crash, so ``torchrun --max-restarts`` and schedulers restart
+   it, and flashdist's auto-resume continues from that checkpoint.
+
+This replaces Lightning's SLURM handler, which saves inside the signal handler, can save
+on one rank only, and only warns when the requeue fails. When the run later completes, its
+preemption checkpoints are deleted, so a re-run can never resume from a stale one.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+from typing import Any
+
+from lightning.pytorch import Callback
+from lightning.pytorch.callbacks import ModelCheckpoint
+
+from flashdist.core.checkpoint import PREEMPT_PREFIX, checkpoint_dirs, remove_preemption_checkpoints
+
+EXIT_PREEMPTED = 75
+PREEMPT_SIGNALS = (signal.SIGUSR1, signal.SIGTERM)
+
+
+class RequeueError(RuntimeError):
+    """``scontrol requeue`` failed: the preempted job would not come back."""
+
+
+class Preemption(Callback):
+    """Turns SIGUSR1/SIGTERM into an agreed stop with one checkpoint; added to every Trainer."""
+
+    def __init__(self, signals: tuple[int, ...] = PREEMPT_SIGNALS):
+        self.signals = signals
+        self.received: int | None = None
+        self.checkpoint_path: str | None = None
+        self._previous: dict[int, Any] = {}
+        self._last_step = -1
+
+    # ---- signals: set a flag, nothing else ------------------------------------------------
+    def _handle(self, signum: int, frame: Any) -> None:
+        self.received = signum
+
+    def on_train_start(self, trainer: Any, pl_module: Any) -> None:
+        # After Lightning registered its own handlers (just before training): ours replace them.
+        self.received, self.checkpoint_path = None, None
+        self._last_step = trainer.global_step
+        for signum in self.signals:
+            self._previous[signum] = signal.signal(signum, self._handle)
+
+    def _restore_signals(self) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
+        self._previous = {}
+
+    # ---- the agreed stop --------------------------------------------------------------------
+    def on_train_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
+        if trainer.global_step == self._last_step:
+            return  # inside an accumulation window: the optimizer step is not finished
+        self._last_step = trainer.global_step
+        if not trainer.strategy.reduce_boolean_decision(self.received is not None, all=False):
+            return
+        trainer._flashdist_preempted = True
+        directory = checkpoint_dirs(trainer)[0]
+        path = directory / f"{PREEMPT_PREFIX}step={trainer.global_step}.ckpt"
+        trainer.save_checkpoint(path)
+        self.checkpoint_path = str(path)
+        for callback in trainer.callbacks:
+            if isinstance(callback, ModelCheckpoint):
+                callback._last_global_step_saved = trainer.global_step  # no second save of this step at epoch end
+        trainer.should_stop = True
+        print(
+            f"flashdist: rank {trainer.global_rank}: preempted (signal {self.received or 'of another rank'}); "
+            f"saved {path} at step {trainer.global_step}",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    def on_train_end(self, trainer: Any, pl_module: Any) -> None:
+        self._restore_signals()
+        if not getattr(trainer, "_flashdist_preempted", False) and trainer.is_global_zero:
+            remove_preemption_checkpoints(trainer)
+
+    def on_exception(self, trainer: Any, pl_module: Any, exception: BaseException) -> None:
+        self._restore_signals()
+        print(
+            f"flashdist: rank {trainer.global_rank} of {trainer.world_size} stopped: {type(exception).__name__}: {exception}",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    def teardown(self, trainer: Any, pl_module: Any, stage: str) -> None:
+        self._restore_signals()
+
+
+def finish_preempted_fit(trainer: Any) -> None:
+    """After a preempted fit: requeue once under SLURM (rank 0), then exit with EXIT_PREEMPTED."""
+    if not getattr(trainer, "_flashdist_preempted", False):
+        return
+    if trainer.is_global_zero and _under_slurm() and not getattr(trainer, "_flashdist_requeued", False):
+        trainer._flashdist_requeued = True
+        requeue_slurm_job()
+    raise SystemExit(EXIT_PREEMPTED)
+
+
+def _under_slurm() -> bool:
+    from lightning.fabric.plugins.environments import SLURMEnvironment
+
+    return SLURMEnvironment.detect()
+
+
+def slurm_job_id(environ: Any = None) -> str:
+    """The id ``scontrol requeue`` takes (``<array job>_<task>`` for array jobs).
+
+    Example:
+        >>> slurm_job_id({"SLURM_JOB_ID": "42"}), slurm_job_id({"SLURM_ARRAY_JOB_ID": "7", "SLURM_ARRAY_TASK_ID": "3"})
+        ('42', '7_3')
+    """
+    environ = os.environ if environ is None else environ
+    if environ.get("SLURM_ARRAY_JOB_ID"):
+        job_id = f"{environ['SLURM_ARRAY_JOB_ID']}_{environ['SLURM_ARRAY_TASK_ID']}"
+    else:
+        job_id = environ["SLURM_JOB_ID"]
+    if not re.fullmatch(r"[0-9_]+", job_id):
+        raise RequeueError(f"SLURM job id {job_id!r} is not a job id; cannot requeue.")
+    return job_id
+
+
+def requeue_slurm_job() -> None:
+    """``scontrol requeue <job>``; a failure is an error (the job would silently not come back)."""
+    job_id = slurm_job_id()
+    try:
+        result = subprocess.run(["scontrol", "requeue", job_id], capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired) as error:
+        raise RequeueError(f"scontrol requeue {job_id} could not run: {error}") from error
+    if result.returncode != 0:
+        raise RequeueError(
+            f"scontrol requeue {job_id} failed (exit {result.returncode}): {result.stderr.strip() or result.stdout.strip()}. "
+            "The checkpoint is saved; resubmit the job to resume from it (ckpt_path='auto')."
+        )
+    print(f"flashdist: requeued SLURM job {job_id}", file=sys.stderr, flush=True)

@@ -1,0 +1,330 @@
+"""Resume without silently changing the schedule: identity, policy, and the sampler position.
+
+Every checkpoint carries the schedule's *identity* (what the step plan was computed from and
+what it came to) and the *executing schedule* (the length and step-valued scheduler kwargs
+the run follows, in optimizer steps). On resume flashdist recomputes the plan for the new
+launch and compares identities, as pure arithmetic (:func:`decide`):
+
+- equal: continue; the scheduler restores its step counter and every LR equals the
+  uninterrupted run's.
+- different, ``resume_policy="strict"`` (default): :class:`~flashdist.ConfigError` listing
+  each change, before any step.
+- ``"keep_schedule"``: keep the saved total and step-valued kwargs (warmup...) in optimizer
+  steps; the run ends when that total is reached, however many epochs it takes.
+- ``"rescale"``: keep the budget in samples. With ``r = saved global batch / new global
+  batch``, the total, the step-valued kwargs and the current position are multiplied by ``r``
+  and rounded to the nearest step, so the LR as a function of samples seen is unchanged
+  (exactly so when the products are whole numbers).
+
+A changed optimizer, scheduler spec or learning rate is refused under every policy: no
+policy can say what the curve should then be. Adapting rebuilds the scheduler from the
+registry with the chosen kwargs and replays its step counter (the checkpoint holds the
+counter, not derived state); this needs a registry scheduler stepped per optimizer step.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import asdict, dataclass, fields, replace
+from types import SimpleNamespace
+from typing import Any, Literal
+
+from lightning.pytorch import Callback
+
+from flashdist.core.planning import data_parallel_size, training_plan
+from flashdist.data.sampler import ResumableDistributedSampler, install_resumable_sampler
+from flashdist.errors import ConfigError
+from flashdist.plan import StepPlan
+
+ResumePolicy = Literal["strict", "keep_schedule", "rescale"]
+RESUME_POLICIES: tuple[str, ...] = ("strict", "keep_schedule", "rescale")
+_SPEC_FIELDS = ("optimizer", "lr_scheduler", "learning_rate")
+
+
+@dataclass(frozen=True)
+class ScheduleIdentity:
+    """What the step plan was computed from and came to, as configured on this launch."""
+
+    planned_total_steps: int
+    warmup_steps: int | None
+    global_batch_size: int | None
+    data_parallel_size: int
+    accumulate_grad_batches: int
+    optimizer: str
+    lr_scheduler: str | None
+    learning_rate: float | None
+
+
+@dataclass(frozen=True)
+class ExecutingSchedule:
+    """The schedule a run follows, in optimizer steps of its current topology.
+
+    ``update_offset`` = real optimizer updates taken − schedule position; it is non-zero
+    only after a rescale (e.g. 8 updates at batch 16 = position 16 at batch 8: offset -8).
+    """
+
+    total_steps: int
+    step_args: tuple[tuple[str, int], ...]
+    global_batch_size: int | None
+    update_offset: int = 0
+    policy: str | None = None  # how it was adapted on the last topology change; None: as configured
+
+    @property
+    def planned_updates(self) -> int:
+        return self.total_steps + self.update_offset
+
+
+@dataclass(frozen=True)
+class ResumeDecision:
+    schedule: ExecutingSchedule
+    position: int  # optimizer steps into ``schedule`` (Lightning's global_step after resume)
+    changes: tuple[str, ...]
+    rebuild: bool  # the scheduler built from the config is not the one to follow
+
+
+def diff_identity(saved: ScheduleIdentity, current: ScheduleIdentity) -> list[str]:
+    """Each field that changed, as ``"name: saved → current"``.
+
+    Example:
+        >>> a = ScheduleIdentity(16, 2, 16, 2, 1, "adamw()", "linear()", 0.01)
+        >>> diff_identity(a, replace(a, data_parallel_size=1, global_batch_size=8, planned_total_steps=32))
+        ['planned_total_steps: 16 → 32', 'global_batch_size: 16 → 8', 'data_parallel_size: 2 → 1']
+    """
+    return [
+        f"{f.name}: {getattr(saved, f.name)!r} → {getattr(current, f.name)!r}"
+        for f in fields(ScheduleIdentity)
+        if getattr(saved, f.name) != getattr(current, f.name)
+    ]
+
+
+def decide(
+    saved: ScheduleIdentity,
+    saved_schedule: ExecutingSchedule,
+    current: ScheduleIdentity,
+    built: ExecutingSchedule,
+    policy: ResumePolicy,
+    position: int,
+) -> ResumeDecision:
+    """What a resume at ``position`` (saved global_step) does; raises ConfigError to refuse.
+
+    Example (a 2-rank run resumed on 1 rank after 8 of its 16 steps):
+        >>> saved = ScheduleIdentity(16, 2, 16, 2, 1, "adamw()", "linear()", 0.01)
+        >>> now = replace(saved, planned_total_steps=32, warmup_steps=4, global_batch_size=8, data_parallel_size=1)
+        >>> old = ExecutingSchedule(16, (("num_training_steps", 16), ("num_warmup_steps", 2)), 16)
+        >>> new = ExecutingSchedule(32, (("num_training_steps", 32), ("num_warmup_steps", 4)), 8)
+        >>> d = decide(saved, old, now, new, "rescale", position=8)
+        >>> d.schedule.total_steps, d.schedule.step_args, d.position, d.schedule.planned_updates
+        (32, (('num_training_steps', 32), ('num_warmup_steps', 4)), 16, 24)
+    """
+    changes = tuple(diff_identity(saved, current))
+    if not changes:
+        rebuild = saved_schedule.step_args != built.step_args or saved_schedule.total_steps != built.total_steps
+        return ResumeDecision(saved_schedule, position, changes, rebuild)
+    listing = "; ".join(changes)
+    spec_changes = [c for c in changes if c.split(":")[0] in _SPEC_FIELDS]
+    if spec_changes:
+        raise ConfigError(
+            f"the checkpoint was trained with a different optimizer or schedule ({'; '.join(spec_changes)}).",
+            hint="resume with the optimizer, lr_scheduler and learning_rate it was saved with; "
+            "resume_policy adapts a schedule to a new topology or length, not to a new schedule.",
+        )
+    if policy == "strict":
+        raise ConfigError(
+            f"resuming would change the LR schedule: {listing}.",
+            accepted=RESUME_POLICIES,
+            hint="resume on the topology and settings the checkpoint was saved with, or choose "
+            "Trainer(resume_policy='keep_schedule') (same steps, same warmup) or "
+            "resume_policy='rescale' (same samples, same LR curve over samples).",
+        )
+    if policy == "keep_schedule":
+        schedule = replace(saved_schedule, global_batch_size=current.global_batch_size, policy=policy)
+        return ResumeDecision(schedule, position, changes, rebuild=True)
+    if saved_schedule.global_batch_size is None or current.global_batch_size is None:
+        raise ConfigError(
+            "resume_policy='rescale' needs the global batch size, unknown for this loader.",
+            hint="use resume_policy='keep_schedule', or a DataLoader with a batch_size.",
+        )
+    ratio = saved_schedule.global_batch_size / current.global_batch_size
+    new_position = round(position * ratio)
+    schedule = ExecutingSchedule(
+        total_steps=round(saved_schedule.total_steps * ratio),
+        step_args=tuple((name, round(value * ratio)) for name, value in saved_schedule.step_args),
+        global_batch_size=current.global_batch_size,
+        update_offset=saved_schedule.update_offset + position - new_position,
+        policy=policy,
+    )
+    return ResumeDecision(schedule, new_position, changes, rebuild=True)
+
+
+# ---- reading the live fit ---------------------------------------------------------------
+def current_identity(trainer: Any, plan: StepPlan, step_args: dict[str, int]) -> ScheduleIdentity:
+    module = trainer.lightning_module
+    optimizer_spec = getattr(module, "optimizer_spec", None)
+    scheduler_spec = getattr(module, "scheduler_spec", None)
+    warmup = next((v for k, v in step_args.items() if "warmup" in k), None)
+    return ScheduleIdentity(
+        planned_total_steps=plan.planned_total_steps,
+        warmup_steps=warmup,
+        global_batch_size=plan.global_batch_size,
+        data_parallel_size=data_parallel_size(trainer),
+        accumulate_grad_batches=trainer.accumulate_grad_batches,
+        optimizer=optimizer_spec.describe() if optimizer_spec else type(trainer.optimizers[0]).__name__,
+        lr_scheduler=scheduler_spec.describe() if scheduler_spec else None,
+        learning_rate=getattr(module, "learning_rate", None),
+    )
+
+
+def _scheduler_config(trainer: Any) -> Any:
+    configs = trainer.lr_scheduler_configs
+    return configs[0] if configs else None
+
+
+def _registry_spec(trainer: Any) -> Any:
+    spec = getattr(trainer.lightning_module, "scheduler_spec", None)
+    if spec is None or spec.entry is None or spec.entry.is_recipe or "schedulers" in spec.kwargs:
+        return None
+    return spec
+
+
+def _base_lr_view(optimizer: Any) -> Any:
+    """The optimizer as the scheduler first saw it: LR-relative defaults come from the base LR."""
+    groups = [{**g, "lr": g.get("initial_lr", g["lr"])} for g in optimizer.param_groups]
+    return SimpleNamespace(param_groups=groups)
+
+
+def resolved_step_args(trainer: Any, plan: StepPlan) -> dict[str, int]:
+    """The scheduler kwargs measured in optimizer steps (its total, warmup, ...), as configured."""
+    from flashdist.optim.build import resolve_scheduler_kwargs
+
+    spec, config = _registry_spec(trainer), _scheduler_config(trainer)
+    if spec is None or config is None:
+        return {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        kwargs = resolve_scheduler_kwargs(spec, _base_lr_view(config.scheduler.optimizer), plan)
+    names = [spec.entry.total_steps_arg, *spec.entry.duration_args]
+    return {n: int(kwargs[n]) for n in names if n and isinstance(kwargs.get(n), int) and not isinstance(kwargs[n], bool)}
+
+
+def rebuild_scheduler(trainer: Any, plan: StepPlan, step_args: dict[str, int], position: int) -> None:
+    """Replace the fit's scheduler by one built with ``step_args``, stepped ``position`` times."""
+    from flashdist.optim.build import instantiate_scheduler, resolve_scheduler_kwargs
+
+    config = _scheduler_config(trainer)
+    if config is None:
+        return
+    spec = _registry_spec(trainer)
+    if spec is None or config.interval != "step" or config.frequency != 1:
+        raise ConfigError(
+            f"resume_policy={trainer.resume_policy!r} must rebuild the LR scheduler, which needs a registry "
+            "scheduler stepped once per optimizer step; this fit's is not.",
+            hint="resume on the topology the checkpoint was saved with (resume_policy='strict').",
+        )
+    optimizer = config.scheduler.optimizer
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # LR-default notices, and step() before optimizer.step()
+        kwargs = {**resolve_scheduler_kwargs(spec, _base_lr_view(optimizer), plan), **step_args}
+        for group in optimizer.param_groups:
+            group["lr"] = group.get("initial_lr", group["lr"])
+        scheduler, _ = instantiate_scheduler(optimizer, spec, kwargs)
+        for _ in range(position):
+            scheduler.step()
+    config.scheduler = scheduler
+    engine = getattr(trainer.strategy, "deepspeed_engine", None)
+    if engine is not None and getattr(engine, "lr_scheduler", None) is not None:
+        engine.lr_scheduler = scheduler
+
+
+def _set_global_step(trainer: Any, step: int) -> None:
+    progress = trainer.fit_loop.epoch_loop.automatic_optimization.optim_progress.optimizer.step.total
+    progress.ready = progress.completed = step
+
+
+# ---- the callback -------------------------------------------------------------------------
+class ResumeGuard(Callback):
+    """Saves the schedule identity and the epoch position; on resume, checks and applies the policy.
+
+    Added to every ``flashdist.Trainer`` before the ledger, so the ledger sees the scheduler
+    this decides on.
+    """
+
+    def __init__(self, policy: ResumePolicy = "strict"):
+        if policy not in RESUME_POLICIES:
+            raise ConfigError(f"resume_policy={policy!r} is not known.", accepted=RESUME_POLICIES)
+        self.policy = policy
+        self.identity: ScheduleIdentity | None = None
+        self.schedule: ExecutingSchedule | None = None
+        self.decision: ResumeDecision | None = None
+        self._loaded: dict[str, Any] | None = None
+        self._sampler: ResumableDistributedSampler | None = None
+        self._trainer: Any = None
+
+    def setup(self, trainer: Any, pl_module: Any, stage: str) -> None:
+        self._loaded, self.decision, self._trainer = None, None, trainer
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self._loaded = state
+
+    def state_dict(self) -> dict[str, Any]:
+        if self.identity is None or self.schedule is None:
+            return {}
+        return {"identity": asdict(self.identity), "schedule": asdict(self.schedule), "position": self._epoch_position()}
+
+    def on_train_start(self, trainer: Any, pl_module: Any) -> None:
+        plan = training_plan(trainer)
+        step_args = resolved_step_args(trainer, plan)
+        self.identity = current_identity(trainer, plan, step_args)
+        built = ExecutingSchedule(plan.planned_total_steps, tuple(step_args.items()), plan.global_batch_size)
+        self.schedule = built
+        self._sampler = install_resumable_sampler(trainer.train_dataloader)
+        if not self._loaded or "identity" not in self._loaded:
+            return
+        saved = ScheduleIdentity(**self._loaded["identity"])
+        saved_schedule = _schedule_from(self._loaded["schedule"])
+        decision = decide(saved, saved_schedule, self.identity, built, self.policy, trainer.global_step)
+        self.decision, self.schedule = decision, decision.schedule
+        if decision.rebuild:
+            if decision.position != trainer.global_step:
+                _set_global_step(trainer, decision.position)
+            rebuild_scheduler(trainer, plan, dict(decision.schedule.step_args), decision.position)
+            trainer.fit_loop.epoch_loop.max_steps = decision.schedule.total_steps
+            trainer.fit_loop.max_epochs = -1  # the schedule's total ends the run, not the epoch count
+        self._resume_position(trainer, self._loaded.get("position"))
+
+    # ---- the position inside an epoch --------------------------------------------------
+    def _epoch_position(self) -> dict[str, int] | None:
+        trainer, sampler = self._trainer, self._sampler
+        if trainer is None or sampler is None:
+            return None
+        batches = trainer.fit_loop.epoch_loop.batch_progress.current.processed
+        batch_size = trainer.train_dataloader.batch_size
+        return {"epoch": trainer.current_epoch, "samples_done": batches * batch_size * sampler.num_replicas}
+
+    def _resume_position(self, trainer: Any, position: dict[str, int] | None) -> None:
+        if self._sampler is None or not position or position["epoch"] != trainer.current_epoch:
+            return
+        if 0 < position["samples_done"] < len(self._sampler.dataset):
+            self._sampler.resume_at(position["epoch"], position["samples_done"])
+
+    def summary(self) -> dict[str, Any]:
+        """The resume facts for ``summary.json``."""
+        out: dict[str, Any] = {"resume_policy": self.policy}
+        if self.decision is not None:
+            out["resume_changes"] = list(self.decision.changes)
+            out["resume_adapted_by"] = self.schedule.policy if self.schedule else None
+            out["schedule_total_steps"] = self.schedule.total_steps if self.schedule else None
+        return out
+
+
+def _schedule_from(saved: dict[str, Any]) -> ExecutingSchedule:
+    saved = dict(saved)
+    saved["step_args"] = tuple((str(k), int(v)) for k, v in saved["step_args"])
+    return ExecutingSchedule(**saved)
+
+
+def planned_updates(trainer: Any) -> int | None:
+    """Real optimizer updates the whole run will take when a resume adapted the schedule, else None."""
+    guard = next((c for c in trainer.callbacks if isinstance(c, ResumeGuard)), None)
+    if guard is None or guard.decision is None or guard.schedule is None:
+        return None
+    return guard.schedule.planned_updates

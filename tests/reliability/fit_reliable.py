@@ -1,0 +1,140 @@
+"""A small real fit with the hooks the reliability tests need (crashes, hangs, sample ids).
+
+``python tests/reliability/fit_reliable.py '<json config>'``; under torchrun the same line after
+``torchrun --nproc-per-node 2 ...``. Config keys (all optional):
+  root, dataset_size (128), batch_size (8), drop_last, devices (2), strategy ("ddp"),
+  accumulate_grad_batches, max_epochs (2), max_steps, optimizer, lr_scheduler, learning_rate,
+  resume_policy, ckpt_path, checkpoint_every_n_steps, checkpoint_every_n_epochs, monitor,
+  iterable (an IterableDataset without length), collective_timeout_s (DDP process-group timeout),
+  step_sleep_s (slow each step down so a test can signal mid-epoch),
+  record_samples (write the sample ids of every trained batch to samples-rank<r>.jsonl),
+  kill_at_step {"step", "rank"}: SIGKILL that rank after that optimizer step (first attempt only),
+  kill_in_save_at_step {"step", "rank"}: SIGKILL that rank while it writes that step's checkpoint,
+  hang_at_step {"step", "rank"}: that rank stops participating (sleeps) after that step.
+"Attempt" = TORCHELASTIC_RESTART_COUNT, or FIT_ATTEMPT from the test; hooks fire on attempt 0.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import time
+from datetime import timedelta
+from pathlib import Path
+
+import torch
+from lightning.pytorch import Callback, seed_everything
+from lightning.pytorch.callbacks import ModelCheckpoint
+from torch import nn
+from torch.utils.data import DataLoader, IterableDataset, TensorDataset
+
+import flashdist
+from flashdist.core.classification import ClassificationTask
+
+
+def attempt() -> int:
+    return int(os.environ.get("TORCHELASTIC_RESTART_COUNT") or os.environ.get("FIT_ATTEMPT") or 0)
+
+
+class DropIds(nn.Module):
+    """The last input column is the sample id: recorded, never learned from."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x[:, :-1]
+
+
+class KillWhilePickled:
+    def __reduce__(self):
+        os.kill(os.getpid(), signal.SIGKILL)
+        time.sleep(60)
+
+
+class Hooks(Callback):
+    def __init__(self, config: dict):
+        self.config = config
+        self.root = Path(config["root"])
+
+    def _hits(self, key: str, trainer) -> bool:
+        spec = self.config.get(key)
+        return bool(spec) and attempt() == 0 and trainer.global_step == spec["step"] and trainer.global_rank == spec.get("rank", 0)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if self.config.get("record_samples"):
+            ids = batch[0][:, -1].long().tolist()
+            line = {"attempt": attempt(), "epoch": trainer.current_epoch, "step": trainer.global_step, "ids": ids}
+            with (self.root / f"samples-rank{trainer.global_rank}.jsonl").open("a") as handle:
+                handle.write(json.dumps(line) + "\n")
+        if self.config.get("step_sleep_s"):
+            time.sleep(self.config["step_sleep_s"])
+        if self._hits("kill_at_step", trainer):
+            os.kill(os.getpid(), signal.SIGKILL)
+        if self._hits("hang_at_step", trainer):
+            print(f"rank {trainer.global_rank} hangs at step {trainer.global_step}", file=sys.stderr, flush=True)
+            time.sleep(3600)
+
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint):
+        if self._hits("kill_in_save_at_step", trainer):
+            checkpoint["kill_while_pickled"] = KillWhilePickled()
+
+
+class Stream(IterableDataset):
+    def __init__(self, x, y):
+        self.x, self.y = x, y
+
+    def __iter__(self):
+        return iter(zip(self.x, self.y))
+
+
+def main(config: dict) -> None:
+    seed_everything(config.get("seed", 0), workers=True)
+    n = config.get("dataset_size", 128)
+    generator = torch.Generator().manual_seed(1234)
+    x = torch.randn(n, 16, generator=generator)
+    y = (x[:, :4].sum(dim=1) > 0).long()
+    x = torch.cat([x, torch.arange(n, dtype=torch.float32)[:, None]], dim=1)
+    model = nn.Sequential(DropIds(), nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 2))
+    task = ClassificationTask(
+        model,
+        num_classes=2,
+        optimizer=config.get("optimizer", "adamw"),
+        lr_scheduler=tuple(config.get("lr_scheduler", ["linear_schedule_with_warmup", {"num_warmup_steps": 0.1}])),
+        learning_rate=config.get("learning_rate", 0.01),
+    )
+    root = config["root"]
+    callbacks: list = [Hooks(config)]
+    if config.get("checkpoint_every_n_steps"):
+        callbacks.append(ModelCheckpoint(dirpath=f"{root}/checkpoints", every_n_train_steps=config["checkpoint_every_n_steps"], save_top_k=-1, save_last=True))
+    if config.get("checkpoint_every_n_epochs"):
+        callbacks.append(ModelCheckpoint(dirpath=f"{root}/checkpoints", every_n_epochs=config["checkpoint_every_n_epochs"], save_top_k=-1, save_on_train_epoch_end=True))
+    if config.get("monitor"):
+        callbacks.append(ModelCheckpoint(dirpath=f"{root}/checkpoints", monitor=config["monitor"]))
+    strategy = config.get("strategy", "ddp")
+    if config.get("collective_timeout_s") and strategy == "ddp":
+        from lightning.pytorch.strategies import DDPStrategy
+
+        strategy = DDPStrategy(timeout=timedelta(seconds=config["collective_timeout_s"]))
+    trainer = flashdist.Trainer(
+        default_root_dir=root,
+        accelerator="cpu",
+        devices=config.get("devices", 2),
+        strategy=strategy,
+        accumulate_grad_batches=config.get("accumulate_grad_batches", 1),
+        max_epochs=config.get("max_epochs", 2),
+        max_steps=config.get("max_steps", -1),
+        limit_val_batches=0,
+        logger=False,
+        enable_checkpointing=len(callbacks) > 1,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=callbacks,
+        resume_policy=config.get("resume_policy", "strict"),
+    )
+    dataset = Stream(x, y) if config.get("iterable") else TensorDataset(x, y)
+    loader = DataLoader(dataset, batch_size=config.get("batch_size", 8), drop_last=config.get("drop_last", False))
+    trainer.fit(task, loader, ckpt_path=config.get("ckpt_path"))
+
+
+if __name__ == "__main__":
+    main(json.loads(sys.argv[1]))

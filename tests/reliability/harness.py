@@ -1,0 +1,110 @@
+"""Run ``fit_reliable.py`` as real processes (Lightning's launcher or torchrun) and read what it wrote."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+SCRIPT = Path(__file__).parent / "fit_reliable.py"
+REPO = Path(__file__).resolve().parents[2]
+TORCHRUN = Path(sys.executable).with_name("torchrun")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _env(attempt: int = 0) -> dict[str, str]:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "MASTER_PORT": str(free_port()), "FIT_ATTEMPT": str(attempt)}
+    env["PYTHONPATH"] = f"{REPO}{os.pathsep}{env.get('PYTHONPATH', '')}"
+    for name in ("TORCHELASTIC_RESTART_COUNT", "SLURM_RESTART_COUNT", "SLURM_JOB_ID", "SLURM_NTASKS"):
+        env.pop(name, None)
+    return env
+
+
+def command(root: Path, config: dict) -> list[str]:
+    return [sys.executable, str(SCRIPT), json.dumps({"root": str(root), **config})]
+
+
+def fit(root: Path, attempt: int = 0, timeout_s: float = 180, **config) -> subprocess.CompletedProcess:
+    """One fit to its end (or failure); output captured."""
+    return subprocess.run(command(root, config), capture_output=True, text=True, timeout=timeout_s, env=_env(attempt), cwd=REPO)
+
+
+def fit_ok(root: Path, **config) -> dict:
+    proc = fit(root, **config)
+    assert proc.returncode == 0, f"fit failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}"
+    return summary(root)
+
+
+def start(root: Path, attempt: int = 0, **config) -> subprocess.Popen:
+    return subprocess.Popen(command(root, config), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=_env(attempt), cwd=REPO)
+
+
+def torchrun(root: Path, nproc: int, max_restarts: int, timeout_s: float = 240, **config) -> subprocess.CompletedProcess:
+    cmd = [
+        str(TORCHRUN), "--nproc-per-node", str(nproc), "--max-restarts", str(max_restarts),
+        "--rdzv-backend", "c10d", "--rdzv-endpoint", f"127.0.0.1:{free_port()}", "--monitor-interval", "0.5",
+        *command(root, config)[1:],
+    ]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, env=_env(), cwd=REPO)
+
+
+def wait_for(predicate: Callable[[], bool], timeout_s: float, proc: subprocess.Popen | None = None) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        if proc is not None and proc.poll() is not None:
+            raise AssertionError(f"the fit ended ({proc.returncode}) before the condition held:\n{proc.stdout.read()[-6000:]}")
+        time.sleep(0.05)
+    raise AssertionError("timed out waiting for the fit")
+
+
+def summary(root: Path) -> dict:
+    return json.loads((root / "summary.json").read_text())
+
+
+def lr_rows(root: Path) -> list[tuple[int, float]]:
+    lines = (root / "lr.csv").read_text().splitlines()
+    assert lines[0].startswith("step,lr")
+    return [(int(line.split(",")[0]), float(line.split(",")[1])) for line in lines[1:]]
+
+
+def lrs(root: Path) -> list[float]:
+    rows = lr_rows(root)
+    assert [step for step, _ in rows] == list(range(1, len(rows) + 1)), "lr.csv must hold each step once, in order"
+    return [lr for _, lr in rows]
+
+
+def samples(root: Path) -> list[dict]:
+    out = []
+    for path in sorted(root.glob("samples-rank*.jsonl")):
+        out += [json.loads(line) for line in path.read_text().splitlines()]
+    return out
+
+
+def copy_run(source: Path, target: Path) -> Path:
+    """A copy of a run directory (its checkpoints, lr.csv, summary) to resume elsewhere."""
+    shutil.copytree(source, target, ignore=shutil.ignore_patterns("samples-rank*.jsonl"))
+    return target
+
+
+def ckpt(root: Path, pattern: str) -> Path:
+    found = sorted((root / "checkpoints").glob(pattern))
+    assert len(found) == 1, f"{pattern}: {[p.name for p in (root / 'checkpoints').iterdir()]}"
+    return found[0]
+
+
+def send(proc: subprocess.Popen, signum: int = signal.SIGUSR1) -> None:
+    os.kill(proc.pid, signum)

@@ -1,0 +1,245 @@
+"""``flashdist bench schedulers``: the cost of one ``scheduler.step()``, for every registered scheduler.
+
+Method (also written into the JSON): for each param-group count, every scheduler that builds
+with the kwargs in :data:`BENCH_KWARGS` gets its own SGD optimizer with that many groups
+(base LRs differ per group) and is built through :func:`flashdist.optim.build_lr_scheduler`,
+exactly as a Task builds it. Each is stepped ``warmup_steps`` times untimed, then ``repeats``
+rounds follow; in each round every candidate, in a freshly shuffled order, is timed over
+``steps`` back-to-back ``step()`` calls with the garbage collector off. A candidate's figure
+is the median of its per-round µs/step, its spread the interquartile range across rounds.
+The baseline, timed in the same rounds, is direct assignment: a plain function computing a
+linear warmup/decay LR, written into each group (``for g, b in zip(groups, base_lrs):
+g["lr"] = b * f(step)``), called the same way; every ratio is against it.
+"""
+
+from __future__ import annotations
+
+import random
+import warnings
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from flashdist.bench.stats import environment, iqr, median, time_calls_us
+
+Implementation = str  # "flashdist" | "transformers" | "torch" | "deepspeed"
+
+
+def _unit_factor(step: int) -> float:
+    """A schedule that keeps the LR (for LambdaLR / MultiplicativeLR: their cost is the machinery)."""
+    return 1.0
+
+
+# Sensible kwargs for names that need some; the plan fills totals and resolves durations.
+BENCH_KWARGS: dict[str, dict[str, Any]] = {
+    "lambdalr": {"lr_lambda": _unit_factor},
+    "multiplicativelr": {"lr_lambda": _unit_factor},
+    "steplr": {"step_size": 1000},
+    "multisteplr": {"milestones": [1000, 2000]},
+    "exponentiallr": {"gamma": 0.9999},
+    "cosineannealinglr": {"T_max": 1000},
+    "cosineannealingwarmrestarts": {"T_0": 1000},
+    "sequentiallr": {"schedulers": [("linearlr", {}), ("exponentiallr", {"gamma": 0.9999})], "milestones": [5]},
+    "chainedscheduler": {"schedulers": [("steplr", {"step_size": 1000}), ("exponentiallr", {"gamma": 0.9999})]},
+    "constant_schedule_with_warmup": {"num_warmup_steps": 0.1},
+    "linear_schedule_with_warmup": {"num_warmup_steps": 0.1},
+    "cosine_schedule_with_warmup": {"num_warmup_steps": 0.1},
+    "cosine_with_hard_restarts_schedule_with_warmup": {"num_warmup_steps": 0.1, "num_cycles": 3},
+    "polynomial_decay_schedule_with_warmup": {"num_warmup_steps": 0.1, "power": 2.0},
+    "inverse_sqrt_schedule": {"num_warmup_steps": 0.1},
+    "cosine_with_min_lr_schedule_with_warmup": {"num_warmup_steps": 0.1, "min_lr_rate": 0.1},
+    "cosine_with_min_lr_schedule_with_warmup_lr_rate": {"num_warmup_steps": 0.1, "min_lr_rate": 0.1},
+    "wsd_schedule": {"num_warmup_steps": 0.1, "num_decay_steps": 0.2},
+    "warmupdecaylr": {"warmup_num_steps": 0.1},
+    "warmupcosinelr": {"warmup_num_steps": 0.1},
+    "warmuplr": {"warmup_num_steps": 0.1},
+}
+
+# Names not timed, and why (a reason a reader can check).
+SKIP_REASONS: dict[str, str] = {
+    "reducelronplateau": "steps on a monitored metric once per validation, not per optimizer step",
+    "reduce_on_plateau_schedule": "steps on a monitored metric once per validation, not per optimizer step",
+    "greedy_schedule": "steps on a monitored metric once per validation, not per optimizer step",
+    "adafactor_schedule": "a read-out of transformers' Adafactor's internal LR; meaningless without that optimizer",
+}
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One thing timed: a registry name, who implements it, and its zero-argument step."""
+
+    scheduler: str
+    implementation: Implementation
+    step: Callable[[], Any]
+
+
+def bench_kwargs(name: str) -> dict[str, Any]:
+    """The kwargs the bench builds ``name`` with (``hf:<name>`` shares its plain name's)."""
+    key = name.lower().removeprefix("hf:")
+    return dict(BENCH_KWARGS.get(key, {}))
+
+
+def make_optimizer(groups: int, momentum: float = 0.9) -> torch.optim.Optimizer:
+    """SGD over ``groups`` one-element groups with distinct base LRs (momentum: CyclicLR/OneCycle need it)."""
+    params = [{"params": [torch.nn.Parameter(torch.zeros(1))], "lr": 0.1 * (1 + index / max(1, groups))} for index in range(groups)]
+    return torch.optim.SGD(params, lr=0.1, momentum=momentum)
+
+
+def direct_assignment(optimizer: torch.optim.Optimizer, total_steps: int, warmup_steps: int) -> Callable[[], None]:
+    """The baseline: a hand-written linear warmup/decay, assigned group by group."""
+    groups = optimizer.param_groups
+    base_lrs = [group["lr"] for group in groups]
+    counter = [0]
+    decay_steps = max(1, total_steps - warmup_steps)
+
+    def lr_factor(step: int) -> float:
+        if step < warmup_steps:
+            return step / warmup_steps
+        return max(0.0, (total_steps - step) / decay_steps)
+
+    def direct_step() -> None:
+        step = counter[0] + 1
+        counter[0] = step
+        for group, base_lr in zip(groups, base_lrs):
+            group["lr"] = base_lr * lr_factor(step)
+
+    return direct_step
+
+
+def scheduler_names(include: Iterable[str] | None = None) -> list[tuple[str, Any]]:
+    """(name, entry) for every registered scheduler: the global registry, then recipes on Task classes."""
+    from flashdist.optim import LR_SCHEDULERS
+
+    found = [(name, LR_SCHEDULERS.get(name)) for name in LR_SCHEDULERS.names()]
+    for registry in _recipe_registries():
+        found += [(name, registry.get(name)) for name in registry.names() if registry.get(name).is_recipe]
+    if include is not None:
+        wanted = {name.lower() for name in include}
+        found = [(name, entry) for name, entry in found if name.lower() in wanted]
+    seen: set[str] = set()
+    return [(n, e) for n, e in found if not (n in seen or seen.add(n))]
+
+
+def _recipe_registries() -> list[Any]:
+    """The recipe registries of every Task subclass imported so far (recipes live per class)."""
+    try:
+        from flashdist.core.model import Task
+    except Exception:  # the core (Lightning) unavailable: no recipes to time
+        return []
+    classes, stack = [], [Task]
+    while stack:
+        cls = stack.pop()
+        classes.append(cls)
+        stack.extend(cls.__subclasses__())
+    return [cls.lr_schedulers for cls in classes]
+
+
+def build_candidate(name: str, entry: Any, groups: int, total_steps: int) -> Candidate:
+    """Build ``name`` on a fresh optimizer through the same builder a Task uses."""
+    from flashdist.optim.build import build_lr_scheduler
+
+    optimizer = make_optimizer(groups)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if entry.is_recipe:
+            scheduler = entry.target(optimizer)
+        else:
+            scheduler, _ = build_lr_scheduler(optimizer, (name, bench_kwargs(name)), total_steps)
+    optimizer.step()  # once, so torch's "step() before optimizer.step()" warning path is not what we time
+    return Candidate(name, implementation_of(entry, scheduler), scheduler.step)
+
+
+def implementation_of(entry: Any, scheduler: Any) -> Implementation:
+    if entry.provider in ("flashdist", "transformers", "torch", "deepspeed"):
+        return entry.provider
+    module = type(scheduler).__module__.split(".")[0]  # a recipe: who implements what it returned
+    return {"flashdist": "flashdist", "transformers": "transformers", "deepspeed": "deepspeed"}.get(module, "torch")
+
+
+def run(
+    groups: Iterable[int] = (1, 4, 64),
+    steps: int = 2000,
+    repeats: int = 15,
+    warmup_steps: int = 500,
+    include: Iterable[str] | None = None,
+    seed: int = 0,
+    clock: str = "wall",
+    progress: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Time every buildable scheduler; return the JSON-ready result (see the module docstring).
+
+    Example:
+        >>> result = run(groups=(1,), steps=10, repeats=2, warmup_steps=2, include=["steplr"])
+        >>> sorted(result)
+        ['baseline_us_per_step', 'environment', 'method', 'results', 'skipped']
+    """
+    groups = tuple(int(g) for g in groups)
+    env_before = environment()
+    # Long enough that no schedule runs past its end (OneCycleLR refuses to), with a 10% warmup.
+    total_steps = warmup_steps + steps * repeats + 10
+    warmup_for_baseline = max(1, total_steps // 10)
+    names = scheduler_names(include)
+    skipped: dict[str, str] = {}
+    baseline: dict[str, float] = {}
+    results: list[dict[str, Any]] = []
+    rng = random.Random(seed)
+    for group_count in groups:
+        candidates: list[Candidate] = []
+        for name, entry in names:
+            reason = SKIP_REASONS.get(name.lower().removeprefix("hf:"))
+            if reason is not None:
+                skipped[name] = reason
+                continue
+            try:
+                candidates.append(build_candidate(name, entry, group_count, total_steps))
+            except Exception as error:  # a scheduler that cannot be built here is reported, not fatal
+                skipped[name] = f"failed to build: {type(error).__name__}: {str(error).splitlines()[0][:160]}"
+        direct = Candidate("direct assignment", "baseline", direct_assignment(make_optimizer(group_count), total_steps, warmup_for_baseline))
+        timed = [direct, *candidates]
+        for candidate in timed:
+            time_calls_us(candidate.step, warmup_steps, clock)
+        samples: dict[int, list[float]] = {id(c): [] for c in timed}
+        for round_index in range(repeats):
+            order = list(timed)
+            rng.shuffle(order)
+            for candidate in order:
+                samples[id(candidate)].append(time_calls_us(candidate.step, steps, clock))
+            if progress:
+                progress(f"groups={group_count}: round {round_index + 1}/{repeats} done")
+        baseline_us = median(samples[id(direct)])
+        baseline[str(group_count)] = baseline_us
+        for candidate in candidates:
+            us = median(samples[id(candidate)])
+            results.append(
+                {
+                    "scheduler": candidate.scheduler,
+                    "implementation": candidate.implementation,
+                    "groups": group_count,
+                    "us_per_step": us,
+                    "spread": iqr(samples[id(candidate)]),
+                    "ratio_to_direct": us / baseline_us,
+                }
+            )
+    env = {**env_before, "load_average_after": environment()["load_average_1_5_15min"]}
+    return {
+        "method": method_text(steps, repeats, warmup_steps, clock),
+        "environment": env,
+        "baseline_us_per_step": baseline,
+        "results": results,
+        "skipped": [{"scheduler": name, "reason": reason} for name, reason in skipped.items()],
+    }
+
+
+def method_text(steps: int, repeats: int, warmup_steps: int, clock: str) -> str:
+    clock_text = "time.perf_counter_ns (wall)" if clock == "wall" else "time.thread_time_ns (this thread's CPU time)"
+    return (
+        f"Per param-group count: each scheduler built via build_lr_scheduler on its own SGD optimizer "
+        f"(distinct base LRs per group), {warmup_steps} untimed warm-up steps, then {repeats} rounds; in each "
+        f"round every candidate, in a shuffled order, is timed over {steps} back-to-back step() calls with "
+        f"gc disabled, clock {clock_text}. us_per_step = median over rounds; spread = interquartile range "
+        f"over rounds (us). Baseline 'direct assignment' is timed in the same rounds the same way: a plain "
+        f"linear warmup/decay function f, then `for g, b in zip(groups, base_lrs): g['lr'] = b * f(step)`; "
+        f"ratio_to_direct = us_per_step / baseline at the same group count."
+    )

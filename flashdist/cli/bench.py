@@ -1,0 +1,113 @@
+"""``flashdist bench schedulers | fit``: measure what LR scheduling (and flashdist) cost per step.
+
+    flashdist bench schedulers [--groups 1,4,64] [--steps N] [--repeats R] [--json out.json] [--plot out.png]
+    flashdist bench fit [--devices 1,2] [--strategy ddp] [--steps N] [--repeats R] [--json out.json] [--plot out.png]
+
+Both print a table with ratios against a baseline measured in the same run, and the method.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+HELP = "measure scheduler step overhead: bench schedulers | bench fit"
+
+DEFAULT_SCHEDULERS_PLOT = "flashdist/bench/results/schedulers.png"
+DEFAULT_FIT_PLOT = "flashdist/bench/results/fit.png"
+
+
+def _int_list(text: str) -> list[int]:
+    try:
+        values = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of ints (e.g. 1,4,64)") from None
+    if not values or any(v < 1 for v in values):
+        raise argparse.ArgumentTypeError(f"{text!r}: give positive ints, e.g. 1,4,64")
+    return values
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text} must be >= 1")
+    return value
+
+
+def parser() -> argparse.ArgumentParser:
+    root = argparse.ArgumentParser(prog="flashdist bench", description=HELP)
+    commands = root.add_subparsers(dest="what", required=True)
+
+    sched = commands.add_parser("schedulers", help="cost of one scheduler.step(), every registered scheduler")
+    sched.add_argument("--groups", type=_int_list, default=[1, 4, 64], help="param-group counts (default 1,4,64)")
+    sched.add_argument("--steps", type=_positive, default=2000, help="step() calls per timed block (default 2000)")
+    sched.add_argument("--repeats", type=_positive, default=15, help="interleaved rounds (default 15)")
+    sched.add_argument("--warmup-steps", type=int, default=500, help="untimed steps per scheduler first (default 500)")
+    sched.add_argument("--only", type=lambda t: [n.strip() for n in t.split(",") if n.strip()], default=None,
+                       help="comma-separated registry names to time (default: all)")
+    sched.add_argument("--clock", choices=("wall", "cpu"), default="wall",
+                       help="wall: perf_counter; cpu: this thread's CPU time, for a machine others are loading")
+    sched.add_argument("--json", dest="json_path", default=None, help="write the results here")
+    sched.add_argument("--plot", default=DEFAULT_SCHEDULERS_PLOT, help=f"bar chart PNG (default {DEFAULT_SCHEDULERS_PLOT}); 'none' for none")
+
+    fit = commands.add_parser("fit", help="per-step overhead of the scheduler and of flashdist inside real fits")
+    fit.add_argument("--devices", type=_int_list, default=[1, 2], help="process counts, CPU (default 1,2)")
+    fit.add_argument("--strategy", default=None, help="default: auto for 1 process, ddp for more")
+    fit.add_argument("--steps", type=_positive, default=400, help="timed steps per fit (default 400)")
+    fit.add_argument("--warmup-steps", type=int, default=50, help="steps dropped at the start of each fit (default 50)")
+    fit.add_argument("--repeats", type=_positive, default=8, help="interleaved rounds of all variants (default 8)")
+    fit.add_argument("--warmup-rounds", type=int, default=1, help="untimed rounds first (default 1)")
+    fit.add_argument("--batch-size", type=_positive, default=8)
+    fit.add_argument("--hidden", type=_positive, default=32)
+    fit.add_argument("--json", dest="json_path", default=None, help="write the results here")
+    fit.add_argument("--plot", default=DEFAULT_FIT_PLOT, help=f"bar chart PNG (default {DEFAULT_FIT_PLOT}); 'none' for none")
+    return root
+
+
+def run(argv: list[str]) -> int:
+    args = parser().parse_args(argv)
+    from rich.console import Console
+
+    from flashdist.bench import report
+
+    console = Console(width=None if sys.stdout.isatty() else 150)  # a log file gets the whole table
+    progress = lambda message: console.print(f"[dim]{message}[/dim]")  # noqa: E731
+    if args.what == "schedulers":
+        from flashdist.bench import schedulers
+
+        result = schedulers.run(
+            groups=args.groups,
+            steps=args.steps,
+            repeats=args.repeats,
+            warmup_steps=args.warmup_steps,
+            include=args.only,
+            clock=args.clock,
+            progress=progress,
+        )
+        report.print_scheduler_table(result, console)
+        if args.plot != "none" and result["results"]:
+            console.print(f"plot: {report.plot_schedulers(result, args.plot)}")
+    else:
+        from flashdist.bench import fit
+
+        result = fit.run(
+            devices=args.devices,
+            strategy=args.strategy,
+            steps=args.steps,
+            warmup_steps=args.warmup_steps,
+            repeats=args.repeats,
+            warmup_rounds=args.warmup_rounds,
+            batch_size=args.batch_size,
+            hidden=args.hidden,
+            progress=progress,
+        )
+        report.print_fit_table(result, console)
+        if args.plot != "none":
+            console.print(f"plot: {report.plot_fit(result, args.plot)}")
+    if args.json_path:
+        console.print(f"json: {report.write_json(result, args.json_path)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run(sys.argv[1:]))

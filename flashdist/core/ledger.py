@@ -129,7 +129,7 @@ class StepLedger(Callback):
         self._scheduler_base = last_epoch - restored.get("scheduler_steps", 0)
         if trainer.optimizers:
             optimizer = innermost_optimizer(trainer.optimizers[0])
-            self._hook = optimizer.register_step_pre_hook(self._count)
+            self._hook = route_for(trainer.strategy).register_step_counter(trainer.optimizers[0], self._count)
             if trainer.is_global_zero:
                 path = Path(trainer.default_root_dir) / LR_FILE
                 self._log = LrLog(path, groups=len(optimizer.param_groups), keep_rows=self.optimizer_steps)

@@ -8,6 +8,7 @@ only ever calls :meth:`StrategyRoute.build_optimizer`; no ``if strategy == ...``
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -54,3 +55,25 @@ class StrategyRoute:
     def optimizer_class(self, spec: OptimizerSpec, params: list[Any]) -> tuple[Any, str]:
         """The class to build instead of the registered one (None: keep it), and why."""
         return None, "as requested"
+
+    def register_step_counter(self, optimizer: Any, count: StepCounter) -> Any:
+        """Call ``count(torch_optimizer, args, kwargs)`` once per real parameter update; returns a handle with ``remove()``.
+
+        The default hooks the innermost torch optimizer's ``step`` (under Lightning's
+        wrapper). Routes whose wrappers step the torch optimizer several times per update
+        (DeepSpeed's ZeRO: once per param group or sub-group) override this.
+        """
+        return unwrap_optimizer(optimizer).register_step_pre_hook(count)
+
+
+StepCounter = Callable[[torch.optim.Optimizer, Any, Any], None]
+
+
+def unwrap_optimizer(optimizer: Any) -> torch.optim.Optimizer:
+    """LightningOptimizer / DeepSpeed's ZeRO wrappers down to the torch optimizer that updates."""
+    for _ in range(8):
+        inner = getattr(optimizer, "_optimizer", None) or getattr(optimizer, "optimizer", None)
+        if inner is None or inner is optimizer or not hasattr(inner, "param_groups"):
+            break
+        optimizer = inner
+    return optimizer

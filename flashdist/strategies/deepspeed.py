@@ -37,7 +37,7 @@ from lightning.pytorch.strategies.ddp import DDPStrategy
 
 from flashdist.optim.specs import OptimizerSpec
 from flashdist.strategies import register_route
-from flashdist.strategies.base import StrategyRoute
+from flashdist.strategies.base import StepCounter, StrategyRoute, unwrap_optimizer
 from flashdist.strategies.deepspeed_config import AutoValues, fill_auto_config, is_offloaded
 
 log = logging.getLogger(__name__)
@@ -169,6 +169,37 @@ class DeepSpeedRoute(StrategyRoute):
         assert self.choice is not None
         log.info("flashdist: optimizer %s -> %s (%s)", self.choice.requested, self.choice.resolved_class, self.choice.reason)
         return optimizer
+
+
+    def register_step_counter(self, optimizer: Any, count: StepCounter) -> Any:
+        # ZeRO's wrapper steps the torch optimizer once per param group (stages 1-2) or per
+        # sub-group (stage 3); the wrapper's own step() is the one real update (unless fp16
+        # overflowed, which the wrapper reports in .overflow).
+        return _WrapperStepCounter(unwrap_lightning(optimizer), count)
+
+
+class _WrapperStepCounter:
+    """Counts calls of one ZeRO wrapper's ``step`` that applied an update; ``remove()`` undoes it."""
+
+    def __init__(self, wrapper: Any, count: StepCounter):
+        self.wrapper = wrapper
+        original = wrapper.step
+
+        @functools.wraps(original)
+        def step(*args: Any, **kwargs: Any) -> Any:
+            result = original(*args, **kwargs)
+            if not getattr(wrapper, "overflow", False):
+                count(unwrap_optimizer(wrapper), args, kwargs)
+            return result
+
+        wrapper.step = step
+
+    def remove(self) -> None:
+        self.wrapper.__dict__.pop("step", None)
+
+
+def unwrap_lightning(optimizer: Any) -> Any:
+    return getattr(optimizer, "_optimizer", optimizer)
 
 
 def choose_deepspeed_optimizer(spec: OptimizerSpec, *, offloaded: bool, on_cuda: bool) -> tuple[Any, str]:

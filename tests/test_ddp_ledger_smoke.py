@@ -12,3 +12,15 @@ def test_ddp_two_processes_plan_equals_taken_and_linear_schedule_ends_at_zero(tm
     assert summary["planned_total_steps"] == summary["optimizer_steps"] == summary["scheduler_steps"] == 57
     assert summary["lr"]["final"] == 0.0
     assert len(read_lr_csv(tmp_path)) == 57
+
+
+@pytest.mark.multiprocess
+def test_flashdist_plan_agrees_with_a_real_fit(tmp_path):
+    from flashdist.cli.plan import plan_report
+
+    settings = dict(dataset_size=203, batch_size=5, accumulate_grad_batches=4, max_epochs=2, limit_train_batches=0.9)
+    summary = run_fit(tmp_path, devices=2, strategy="ddp", lr_scheduler=["linear_schedule_with_warmup", {"num_warmup_steps": "1ep"}], **settings)
+    report = plan_report(devices=2, warmup="1ep", **settings)
+    for key in ("world_size", "data_parallel_size", "micro_batches_per_epoch_per_rank", "optimizer_steps_per_epoch", "planned_total_steps", "planned_warmup_steps"):
+        assert summary[key] == report[key], key
+    assert summary["optimizer_steps"] == report["planned_total_steps"]

@@ -1,0 +1,250 @@
+"""``flashdist plan``: the step plan of a hypothetical cluster, without launching anything.
+
+Same arithmetic as a real fit (:func:`flashdist.plan.plan_steps`); imports neither torch nor
+Lightning unless ``--plot`` asks for an LR curve, so it answers in milliseconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from flashdist.errors import ConfigError
+from flashdist.plan import plan_steps
+
+HELP = "print the step plan for a hypothetical cluster, without launching anything"
+
+STRATEGIES = (
+    "ddp",
+    "deepspeed_stage_1",
+    "deepspeed_stage_2",
+    "deepspeed_stage_2_offload",
+    "deepspeed_stage_3",
+    "deepspeed_stage_3_offload",
+    "fsdp",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="flashdist plan",
+        description="Print the optimizer steps a fit with these settings takes, with the same semantics as a real fit: "
+        "Lightning's DistributedSampler padding, an optimizer step every accumulate-grad-batches micro-batches and at "
+        "each epoch end, on every strategy.",
+    )
+    parser.add_argument("--config", help="a flashdist fit YAML; its trainer/data/model values are the defaults here")
+    parser.add_argument("--dataset-size", type=int, help="training samples")
+    parser.add_argument("--batch-size", type=int, help="samples per micro-batch per rank")
+    parser.add_argument("--num-nodes", type=int, default=None)
+    parser.add_argument("--devices", type=int, default=None, help="processes (GPUs) per node")
+    parser.add_argument("--model-parallel-size", type=int, default=1, help="ranks that share one data shard (tensor/pipeline)")
+    parser.add_argument("--accumulate-grad-batches", type=int, default=None)
+    parser.add_argument("--max-epochs", type=int, default=None)
+    parser.add_argument("--max-steps", type=int, default=None)
+    parser.add_argument("--limit-train-batches", type=_number, default=None, help="int: a cap on batches; float: a fraction")
+    parser.add_argument("--drop-last", action="store_true", default=None)
+    parser.add_argument("--warmup", default=None, help="0.05 (fraction), 500 (steps), '500ba', '2ep', '0.1dur'")
+    parser.add_argument("--strategy", default=None, choices=STRATEGIES)
+    parser.add_argument("--lr-scheduler", default=None, help="for --plot: a name, or JSON [name, kwargs]")
+    parser.add_argument("--learning-rate", type=float, default=None, help="for --plot: the peak LR")
+    parser.add_argument("--json", action="store_true", help="print one JSON object (summary.json's field names)")
+    parser.add_argument("--plot", metavar="PNG", help="draw the LR curve (needs --lr-scheduler)")
+    return parser
+
+
+def run(argv: list[str]) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = _settings(args)
+        report = plan_report(**settings)
+        if args.plot:
+            _plot(args.plot, report, settings)
+    except ConfigError as error:
+        print(f"flashdist plan: {error}", file=sys.stderr)
+        return 2
+    print(json.dumps(report, indent=2) if args.json else _text(report))
+    return 0
+
+
+def plan_report(
+    *,
+    dataset_size: int,
+    batch_size: int,
+    num_nodes: int = 1,
+    devices: int = 1,
+    model_parallel_size: int = 1,
+    accumulate_grad_batches: int = 1,
+    max_epochs: int | None = None,
+    max_steps: int = -1,
+    limit_train_batches: int | float | None = None,
+    drop_last: bool = False,
+    warmup: Any = None,
+    strategy: str = "ddp",
+    lr_scheduler: Any = None,
+    learning_rate: float | None = None,
+) -> dict[str, Any]:
+    """The plan as summary.json's fields.
+
+    Example:
+        >>> plan_report(dataset_size=1000, batch_size=9, devices=2, accumulate_grad_batches=3, max_epochs=3)["planned_total_steps"]
+        57
+    """
+    world_size = num_nodes * devices
+    if world_size % model_parallel_size:
+        raise ConfigError(f"world size {world_size} is not divisible by model_parallel_size={model_parallel_size}.")
+    plan = plan_steps(
+        dataset_size=dataset_size,
+        batch_size=batch_size,
+        drop_last=drop_last,
+        data_parallel_size=world_size // model_parallel_size,
+        accumulate_grad_batches=accumulate_grad_batches,
+        max_epochs=max_epochs,
+        max_steps=max_steps,
+        limit_train_batches=limit_train_batches,
+    )
+    warmup_steps = plan.resolve_steps(_duration(warmup), what="--warmup") if warmup is not None else None
+    if warmup_steps is not None and warmup_steps >= plan.planned_total_steps:
+        raise ConfigError(f"--warmup={warmup} is {warmup_steps} steps, not less than the {plan.planned_total_steps} planned.")
+    return {
+        "strategy": strategy,
+        "world_size": world_size,
+        "data_parallel_size": plan.data_parallel_size,
+        "num_nodes": num_nodes,
+        "devices": devices,
+        "accumulate_grad_batches": accumulate_grad_batches,
+        "max_epochs": plan.max_epochs,
+        "max_steps": plan.max_steps,
+        "limit_train_batches": limit_train_batches,
+        "micro_batches_per_epoch_per_rank": plan.micro_batches_per_epoch_per_rank,
+        "optimizer_steps_per_epoch": list(plan.optimizer_steps_per_epoch),
+        "global_batch_size": plan.global_batch_size,
+        "planned_total_steps": plan.planned_total_steps,
+        "planned_warmup_steps": warmup_steps,
+    }
+
+
+def _settings(args: argparse.Namespace) -> dict[str, Any]:
+    settings: dict[str, Any] = _from_config(args.config) if args.config else {}
+    for key in (
+        "dataset_size", "batch_size", "num_nodes", "devices", "model_parallel_size", "accumulate_grad_batches",
+        "max_epochs", "max_steps", "limit_train_batches", "drop_last", "warmup", "strategy", "lr_scheduler", "learning_rate",
+    ):  # fmt: skip
+        value = getattr(args, key)
+        if value is not None:
+            settings[key] = value
+    for required in ("dataset_size", "batch_size"):
+        if settings.get(required) is None:
+            raise ConfigError(f"--{required.replace('_', '-')} is required (or a --config whose data section gives it).")
+    if isinstance(settings.get("lr_scheduler"), str) and settings["lr_scheduler"].lstrip().startswith("["):
+        settings["lr_scheduler"] = json.loads(settings["lr_scheduler"])
+    return settings
+
+
+def _from_config(path: str) -> dict[str, Any]:
+    """Plan inputs from a ``flashdist fit`` YAML: trainer.*, data.init_args.*, model.init_args.*."""
+    import yaml
+
+    try:
+        with open(path) as handle:
+            config = yaml.safe_load(handle) or {}
+    except OSError as error:
+        raise ConfigError(f"--config {path!r} cannot be read: {error}.") from error
+    trainer = config.get("trainer") or {}
+    data = (config.get("data") or {}).get("init_args", config.get("data") or {})
+    model = (config.get("model") or {}).get("init_args", {})
+    out: dict[str, Any] = {}
+    for key in ("num_nodes", "devices", "accumulate_grad_batches", "max_epochs", "max_steps", "limit_train_batches", "strategy"):
+        if trainer.get(key) not in (None, "auto"):
+            out[key] = trainer[key]
+    for key, names in (("dataset_size", ("dataset_size", "num_samples", "train_size")), ("batch_size", ("batch_size",)), ("drop_last", ("drop_last",))):
+        for name in names:
+            if data.get(name) is not None:
+                out[key] = data[name]
+    if model.get("lr_scheduler") is not None:
+        out["lr_scheduler"] = model["lr_scheduler"]
+        scheduler = model["lr_scheduler"]
+        if isinstance(scheduler, list) and len(scheduler) > 1 and isinstance(scheduler[1], dict):
+            for name in ("num_warmup_steps", "warmup_num_steps"):
+                if name in scheduler[1]:
+                    out["warmup"] = scheduler[1][name]
+    if model.get("learning_rate") is not None:
+        out["learning_rate"] = model["learning_rate"]
+    return out
+
+
+def _duration(value: Any) -> Any:
+    """'0.05' → 0.05, '500' → 500, '2ep' stays a string (plan.parse_duration reads all three)."""
+    if isinstance(value, str):
+        try:
+            return int(value)
+        except ValueError:
+            try:
+                return float(value)
+            except ValueError:
+                return value
+    return value
+
+
+def _number(text: str) -> int | float:
+    return float(text) if any(c in text for c in ".eE") else int(text)
+
+
+def _text(report: dict[str, Any]) -> str:
+    per_epoch = report["optimizer_steps_per_epoch"]
+    shown = ", ".join(map(str, per_epoch[:6])) + (f", … ({len(per_epoch)} epochs)" if len(per_epoch) > 6 else "")
+    rows = [
+        ("strategy", report["strategy"]),
+        ("world size", f"{report['world_size']} = {report['num_nodes']} node(s) × {report['devices']} device(s)"),
+        ("data-parallel size", report["data_parallel_size"]),
+        ("global batch", f"{report['global_batch_size']} samples per optimizer step"),
+        ("micro-batches / epoch / rank", report["micro_batches_per_epoch_per_rank"]),
+        ("accumulate_grad_batches", report["accumulate_grad_batches"]),
+        ("optimizer steps / epoch", shown),
+        ("total optimizer steps", report["planned_total_steps"]),
+        ("warmup steps", report["planned_warmup_steps"] if report["planned_warmup_steps"] is not None else "-"),
+    ]
+    width = max(len(label) for label, _ in rows)
+    return "\n".join(f"{label:<{width}}  {value}" for label, value in rows)
+
+
+def _plot(path: str, report: dict[str, Any], settings: dict[str, Any]) -> None:
+    if settings.get("lr_scheduler") is None:
+        raise ConfigError("--plot needs --lr-scheduler (a name or JSON [name, kwargs]).")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import torch
+
+    from flashdist.optim import build_lr_scheduler
+    from flashdist.plan import StepPlan
+
+    from flashdist.optim import LR_SCHEDULERS
+
+    spec = settings["lr_scheduler"]
+    parts = [spec] if isinstance(spec, str) else list(spec)
+    name, kwargs, rest = parts[0], dict(parts[1] if len(parts) > 1 else {}), parts[2:]
+    warmup_arg = next((a for a in LR_SCHEDULERS.get(name).duration_args if "warmup" in a), None)
+    if warmup_arg and report["planned_warmup_steps"] is not None:
+        kwargs.setdefault(warmup_arg, report["planned_warmup_steps"])  # --warmup feeds the schedule's warmup
+    spec = (name, kwargs, *rest)
+    learning_rate = settings.get("learning_rate") or 1e-3
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=learning_rate)
+    plan = StepPlan(
+        report["data_parallel_size"], report["accumulate_grad_batches"], report["max_epochs"], report["max_steps"],
+        report["micro_batches_per_epoch_per_rank"], tuple(report["optimizer_steps_per_epoch"]), report["planned_total_steps"],
+        report["global_batch_size"],
+    )  # fmt: skip
+    scheduler, _ = build_lr_scheduler(optimizer, spec, plan=plan)
+    lrs = []
+    for _ in range(report["planned_total_steps"]):
+        lrs.append(optimizer.param_groups[0]["lr"])
+        scheduler.step()
+    figure, axes = plt.subplots(figsize=(7, 3.5))
+    axes.plot(range(1, len(lrs) + 1), lrs)
+    axes.set(xlabel="optimizer step", ylabel="learning rate", title=f"planned LR: {name}")
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)

@@ -1,0 +1,118 @@
+"""StepPlan arithmetic, as arithmetic: each row's expectation is derived by hand in its comment."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from flashdist import ConfigError
+from flashdist.plan import plan_steps
+
+CASES = [
+    # 500 samples per rank → ceil(500/9)=56 batches → ceil(56/3)=19 steps per epoch (the issue's measured run)
+    pytest.param(dict(dataset_size=1000, batch_size=9, data_parallel_size=2, accumulate_grad_batches=3, max_epochs=3), 56, (19, 19, 19), id="issue-run"),
+    # 56 batches, windows of 5 → 11 full + 1 partial flushed at epoch end = 12
+    pytest.param(dict(dataset_size=1000, batch_size=9, data_parallel_size=2, accumulate_grad_batches=5, max_epochs=3), 56, (12, 12, 12), id="partial-window"),
+    # drop_last: 500 // 9 = 55 batches → ceil(55/5) = 11
+    pytest.param(dict(dataset_size=1000, batch_size=9, data_parallel_size=2, accumulate_grad_batches=5, max_epochs=3, drop_last=True), 55, (11, 11, 11), id="drop-last"),
+    # the sampler pads 10 samples to 4 ranks × 3; 3 batches of 1 → ceil(3/2) = 2
+    pytest.param(dict(dataset_size=10, batch_size=1, data_parallel_size=4, accumulate_grad_batches=2, max_epochs=2), 3, (2, 2), id="sampler-padding"),
+    # 10 batches capped at 7 → ceil(7/2) = 4
+    pytest.param(dict(dataset_size=100, batch_size=10, accumulate_grad_batches=2, max_epochs=2, limit_train_batches=7), 7, (4, 4), id="limit-int"),
+    # int(10 × 0.55) = 5 batches (Lightning floors) → ceil(5/2) = 3
+    pytest.param(dict(dataset_size=100, batch_size=10, accumulate_grad_batches=2, max_epochs=2, limit_train_batches=0.55), 5, (3, 3), id="limit-float"),
+    # 10 steps per epoch, max_steps=23 cuts the third epoch at 3
+    pytest.param(dict(dataset_size=100, batch_size=10, max_epochs=5, max_steps=23), 10, (10, 10, 3), id="max-steps-mid-epoch"),
+    # no max_epochs: max_steps alone decides
+    pytest.param(dict(dataset_size=100, batch_size=10, max_epochs=-1, max_steps=25), 10, (10, 10, 5), id="max-steps-only"),
+    # 64 nodes × 8: ceil(1e7/512) = 19532 samples per rank → ceil(19532/32) = 611 batches → ceil(611/4) = 153
+    pytest.param(dict(dataset_size=10_000_000, batch_size=32, data_parallel_size=512, accumulate_grad_batches=4, max_epochs=3), 611, (153, 153, 153), id="multi-node"),
+    # a per-rank batch count (custom sampler) instead of a dataset size
+    pytest.param(dict(batches_per_rank=17, accumulate_grad_batches=4, max_epochs=2), 17, (5, 5), id="batches-per-rank"),
+    # DeepSpeed left alone: windows run across epochs: 56 → 18 r2; 2+56=58 → 19 r1; 1+56=57 → 19 (the engine's measured 56)
+    pytest.param(dict(dataset_size=1000, batch_size=9, data_parallel_size=2, accumulate_grad_batches=3, max_epochs=3, accumulation="continuous"), 56, (18, 19, 19), id="continuous"),
+]
+
+
+@pytest.mark.parametrize(("inputs", "micro_batches", "steps_per_epoch"), CASES)
+def test_plan_table(inputs, micro_batches, steps_per_epoch):
+    plan = plan_steps(**inputs)
+    assert plan.micro_batches_per_epoch_per_rank == micro_batches
+    assert plan.optimizer_steps_per_epoch == steps_per_epoch
+    assert plan.planned_total_steps == sum(steps_per_epoch)
+
+
+def test_iterable_without_length_needs_max_steps():
+    assert plan_steps(max_steps=50).planned_total_steps == 50
+    with pytest.raises(ConfigError, match=r"no length.*HINT: set Trainer\(max_steps=N\)"):
+        plan_steps(max_epochs=3)
+
+
+@pytest.mark.parametrize(
+    ("inputs", "match"),
+    [
+        # 3 samples over 2 ranks → 2 per rank, batch 4 with drop_last → 0 batches
+        (dict(dataset_size=3, batch_size=4, data_parallel_size=2, drop_last=True, max_epochs=1), r"each rank would get 0 training batches \(3 samples over 2"),
+        (dict(dataset_size=0, batch_size=4, max_epochs=1), r"0 training batches"),
+        (dict(dataset_size=100, batch_size=10, limit_train_batches=0.05, max_epochs=1), r"0 training batches"),
+        (dict(dataset_size=100, batch_size=0, max_epochs=1), r"batch_size=0 must be a positive int"),
+        (dict(dataset_size=100, batch_size=10, accumulate_grad_batches=0, max_epochs=1), r"accumulate_grad_batches=0"),
+        (dict(dataset_size=100, batch_size=10, max_steps=0), r"max_steps=0"),
+        (dict(dataset_size=100, batch_size=10, limit_train_batches=1.5), r"limit_train_batches=1.5 is a float above 1.0"),
+    ],
+)
+def test_invalid_plans_are_refused(inputs, match):
+    with pytest.raises(ConfigError, match=match):
+        plan_steps(**inputs)
+
+
+WARMUP = [
+    (0.1, 20),  # 10 % of 200
+    (0.001, 1),  # ceil(0.2): a fraction > 0 never rounds to 0
+    (0.0, 0),
+    (7, 7),
+    ("7", 7),
+    ("500ba", 500),  # steps; whether it fits the total is the scheduler's check
+    ("0.25dur", 50),
+    ("1ep", 100),
+    ("0.5ep", 50),
+    ("1.5ep", 150),
+]
+
+
+@pytest.mark.parametrize(("value", "steps"), WARMUP)
+def test_duration_units(value, steps):
+    plan = plan_steps(dataset_size=1000, batch_size=10, max_epochs=2)  # 100 steps per epoch, 200 in all
+    assert plan.resolve_steps(value) == steps
+
+
+@pytest.mark.parametrize(("value", "match"), [("3ep", "longer than the 2 epoch"), ("1.5", r"float outside|not a duration"), (-1, "negative"), ("1.5dur", "fraction"), ("2.5ba", "whole number"), (True, "bool")])
+def test_bad_durations(value, match):
+    plan = plan_steps(dataset_size=1000, batch_size=10, max_epochs=2)
+    with pytest.raises(ConfigError, match=match):
+        plan.resolve_steps(value)
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "flashdist.cli.main", "plan", *args], capture_output=True, text=True, timeout=60)
+
+
+def test_flashdist_plan_prints_the_plan_for_a_large_cluster_without_importing_torch():
+    args = ["--dataset-size", "10000000", "--batch-size", "32", "--num-nodes", "64", "--devices", "8", "--accumulate-grad-batches", "4", "--max-epochs", "3", "--warmup", "0.05", "--json"]
+    proc = _cli(*args)
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    assert (report["world_size"], report["data_parallel_size"], report["planned_total_steps"], report["planned_warmup_steps"]) == (512, 512, 459, 23)
+    probe = subprocess.run([sys.executable, "-c", "import sys, flashdist.cli.plan; print('torch' in sys.modules, 'lightning' in sys.modules)"], capture_output=True, text=True)
+    assert probe.stdout.split() == ["False", "False"]
+
+
+def test_flashdist_plan_refuses_warmup_over_total_and_draws_the_curve(tmp_path):
+    assert "not less than the" in _cli("--dataset-size", "10", "--batch-size", "5", "--max-epochs", "1", "--warmup", "5").stderr
+    png = tmp_path / "lr.png"
+    proc = _cli("--dataset-size", "100", "--batch-size", "10", "--max-epochs", "1", "--warmup", "0.2", "--plot", str(png), "--lr-scheduler", "linear_schedule_with_warmup", "--learning-rate", "0.1")
+    assert proc.returncode == 0, proc.stderr
+    assert png.read_bytes()[:4] == b"\x89PNG"

@@ -23,6 +23,7 @@ from typing import Any, Literal
 from flashdist.errors import ConfigError
 
 _AUTO = (None, "auto", -1, "-1")
+_DEVICES_HINT = "under a launcher, devices: auto takes the count the launcher started."
 
 
 @dataclass(frozen=True)
@@ -161,7 +162,7 @@ def _resolve_num_nodes(num_nodes: Any, topology: LaunchTopology) -> int:
 
 def _count_devices(devices: Any) -> int:
     if isinstance(devices, bool):
-        raise ConfigError(f"devices={devices!r} is not a device count.", accepted="an int, a list of indices, or 'auto'")
+        raise ConfigError(f"devices={devices!r} is not a device count.", accepted="an int, a list of indices, or 'auto'", hint=_DEVICES_HINT)
     if isinstance(devices, int):
         return devices
     if isinstance(devices, (list, tuple)):
@@ -170,7 +171,7 @@ def _count_devices(devices: Any) -> int:
         return int(devices)
     if isinstance(devices, str) and re.fullmatch(r"[\d,\s]+", devices):
         return len([d for d in devices.split(",") if d.strip()])
-    raise ConfigError(f"devices={devices!r} is not a device count.", accepted="an int, a list of indices, or 'auto'")
+    raise ConfigError(f"devices={devices!r} is not a device count.", accepted="an int, a list of indices, or 'auto'", hint=_DEVICES_HINT)
 
 
 def _with_torchelastic_environment(plugins: Any) -> list[Any]:

@@ -1,0 +1,87 @@
+"""`flashdist launch` under real torchrun: one node, two nodes on one host, a failed rendezvous,
+and a config that disagrees with the launcher."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+
+import pytest
+
+from tests.launch.launchers import PLANNED_STEPS, REPO, describe, fit_command, flashdist_cli, free_port, read_lr, read_summary, run_cli
+
+pytestmark = pytest.mark.multiprocess
+
+
+def test_launch_two_processes_world_size_two(reference_run):
+    summary = read_summary(reference_run)
+    assert summary["world_size"] == 2 and summary["data_parallel_size"] == 2 and summary["num_nodes"] == 1
+    assert summary["planned_total_steps"] == summary["optimizer_steps"] == PLANNED_STEPS
+    assert len(read_lr(reference_run)) == PLANNED_STEPS + 1  # header + one row per step
+
+
+def test_two_nodes_on_one_host_divide_the_data(tmp_path, reference_run):
+    endpoint = f"127.0.0.1:{free_port()}"
+    nodes = []
+    for node_rank in (0, 1):
+        args = ["launch", "--nnodes", "2", "--nproc-per-node", "1", "--node-rank", str(node_rank), "--rdzv-endpoint", endpoint,
+                "--rdzv-id", f"two-nodes-{tmp_path.name}", "--rdzv-timeout", "90", "--local-addr", "127.0.0.1", "--"]  # fmt: skip
+        nodes.append(subprocess.Popen([*flashdist_cli(), *args, *fit_command(tmp_path)], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+    outputs = [node.communicate(timeout=240)[0] for node in nodes]
+    for node, output in zip(nodes, outputs):
+        assert node.returncode == 0, output[-6000:]
+    summary = read_summary(tmp_path)
+    assert summary["num_nodes"] == 2 and summary["devices"] == 1
+    assert summary["world_size"] == summary["data_parallel_size"] == 2
+    # 400 samples over 2 ranks on 2 nodes: 200 each, 25 batches of 8 per epoch, as on one node with 2 processes
+    assert summary["micro_batches_per_epoch_per_rank"] == 25
+    assert summary["planned_total_steps"] == summary["optimizer_steps"] == PLANNED_STEPS
+    assert summary["planned_total_steps"] == read_summary(reference_run)["planned_total_steps"]
+
+
+def test_unreachable_rendezvous_fails_within_the_timeout_with_a_message(tmp_path):
+    # node 1 of 2, pointed at a port where no node 0 listens: it must give up, not wait
+    started = time.monotonic()
+    proc = run_cli(["launch", "--nnodes", "2", "--node-rank", "1", "--rdzv-endpoint", f"127.0.0.1:{free_port()}", "--rdzv-timeout", "5", "--",
+                    *fit_command(tmp_path)], timeout_s=120)  # fmt: skip
+    elapsed = time.monotonic() - started
+    assert proc.returncode != 0, describe(proc)
+    assert "flashdist launch: the rendezvous at 127.0.0.1:" in proc.stderr and "HINT:" in proc.stderr, describe(proc)
+    assert elapsed < 90, f"took {elapsed:.0f}s to fail"
+    assert not (tmp_path / "summary.json").exists()
+
+
+def test_config_that_disagrees_with_torchrun_is_a_config_error_before_training(tmp_path):
+    proc = run_cli(["launch", "--nproc-per-node", "2", "--rdzv-timeout", "60", "--", *fit_command(tmp_path, devices=1)], timeout_s=180)
+    assert proc.returncode != 0
+    assert "ConfigError" in proc.stderr and "Trainer(devices=1) asks for 1 process(es) per node, but torchrun started 2" in proc.stderr, describe(proc)
+    assert "Initializing distributed" not in proc.stdout + proc.stderr  # refused before any process group
+    assert not (tmp_path / "summary.json").exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--nnodes", "2", "--", "x.py"], "--nnodes 2 needs --rdzv-endpoint"),
+        (["--nnodes", "2", "--node-rank", "2", "--rdzv-endpoint", "h:1", "--", "x.py"], "--node-rank 2 is outside --nnodes 2"),
+        (["--nproc-per-node", "0", "--", "x.py"], "--nproc-per-node 0 must be a positive integer"),
+        (["--rdzv-endpoint", "nohostport", "--", "x.py"], "is not HOST:PORT"),
+        (["--max-restarts", "-1", "--", "x.py"], "--max-restarts -1 is negative"),
+        (["--nproc-per-node", "2"], "no command to launch"),
+    ],
+)
+def test_launch_refuses_bad_options_before_running_anything(args, message):
+    proc = run_cli(["launch", *args], timeout_s=60)
+    assert proc.returncode == 2 and message in proc.stderr and "torchrun" not in proc.stdout, describe(proc)
+
+
+def test_dry_run_prints_the_exact_torchrun_command():
+    proc = run_cli(["launch", "--nnodes", "2", "--node-rank", "1", "--rdzv-endpoint", "node0:29400", "--max-restarts", "3", "--dry-run",
+                    "--", "flashdist", "fit", "--config", "c.yaml"], timeout_s=60)  # fmt: skip
+    assert proc.returncode == 0, describe(proc)
+    line = proc.stdout.strip().splitlines()[-1]
+    assert line.split()[0].endswith("torchrun")
+    for part in ("--nproc-per-node 1", "--nnodes 2", "--node-rank 1", "--rdzv-backend c10d", "--rdzv-endpoint node0:29400", "--max-restarts 3",
+                 "join_timeout=300", "--no-python"):  # fmt: skip
+        assert part in line, line
+    assert line.endswith("fit --config c.yaml")

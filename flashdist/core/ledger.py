@@ -125,8 +125,7 @@ class StepLedger(Callback):
         self.optimizer_steps = restored.get("optimizer_steps", 0)
         self.lr_first, self.lr_peak = restored.get("lr_first"), restored.get("lr_peak")
         scheduler = _scheduler(trainer)
-        last_epoch = getattr(scheduler, "last_epoch", 0) if scheduler is not None else 0
-        self._scheduler_base = last_epoch - restored.get("scheduler_steps", 0)
+        self._scheduler_base = (_scheduler_position(scheduler) or 0) - restored.get("scheduler_steps", 0)
         if trainer.optimizers:
             optimizer = innermost_optimizer(trainer.optimizers[0])
             self._hook = route_for(trainer.strategy).register_step_counter(trainer.optimizers[0], self._count)
@@ -156,9 +155,10 @@ class StepLedger(Callback):
 
     def scheduler_steps(self, trainer: Any) -> int:
         scheduler = _scheduler(trainer)
-        if scheduler is None or not hasattr(scheduler, "last_epoch"):
+        position = _scheduler_position(scheduler)
+        if position is None:
             return 0
-        return scheduler.last_epoch - self._scheduler_base
+        return position - self._scheduler_base
 
     # ---- resume --------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
@@ -254,6 +254,17 @@ class StepLedger(Callback):
 
 def _preempted(trainer: Any) -> bool:
     return bool(getattr(trainer, "_flashdist_preempted", False))
+
+
+def _scheduler_position(scheduler: Any) -> int | None:
+    """Steps a scheduler has taken: torch's ``last_epoch``; DeepSpeed's schedules count from -1."""
+    if scheduler is None:
+        return None
+    if hasattr(scheduler, "last_epoch"):
+        return scheduler.last_epoch
+    if hasattr(scheduler, "last_batch_iteration"):
+        return scheduler.last_batch_iteration + 1
+    return None
 
 
 def _scheduler(trainer: Any) -> Any:

@@ -8,6 +8,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 import flashdist
+from lightning.pytorch.core.optimizer import LightningOptimizer
 from flashdist import ConfigError
 from flashdist.core.classification import ClassificationTask
 from flashdist.image import ImageClassifier
@@ -79,18 +80,19 @@ class ManualTask(ClassificationTask):
         self.manual_backward(loss)
         optimizer.step()
         scheduler.step()
-        self.seen.append((type(optimizer).__name__, type(scheduler).__name__))
+        self.seen.append((isinstance(optimizer, LightningOptimizer), type(scheduler).__name__))
         return loss
 
 
 def test_manual_optimization_still_gets_lightnings_methods(tmp_path):
     model = ManualTask(optimizer="sgd", learning_rate=0.1, lr_scheduler=("steplr", {"step_size": 1}))
     trainer(tmp_path, max_epochs=1).fit(model, loader())
-    assert model.seen == [("LightningOptimizer", "StepLR")] * 4
+    assert model.seen == [(True, "StepLR")] * 4
 
 
 def test_plateau_scheduler_really_steps_on_the_monitored_metric(tmp_path):
-    # Constant inputs: val_accuracy never improves, so with patience=0 the LR halves every epoch after the first.
+    # Constant inputs: val_accuracy is 0.5 every epoch. Epoch 1 sets best=0.5; epochs 2 and 3 do not
+    # improve on it, so with patience=0 the LR halves after each of them (seen from epoch 3 on).
     data = DataLoader(TensorDataset(torch.zeros(4, 4), torch.tensor([0, 1, 0, 1])), batch_size=2)
     model = ClassificationTask(nn.Linear(4, 2), num_classes=2, optimizer="sgd", learning_rate=0.1,
                                lr_scheduler=("reducelronplateau", {"mode": "max", "patience": 0, "factor": 0.5}, {"monitor": "val_accuracy"}))
@@ -98,7 +100,8 @@ def test_plateau_scheduler_really_steps_on_the_monitored_metric(tmp_path):
     fit.fit(model, data, data)
     scheduler = fit.lr_scheduler_configs[0].scheduler
     assert scheduler.best == pytest.approx(0.5)  # val_accuracy, not val_loss
-    assert [row[0] for row in read_lr_csv(tmp_path)] == pytest.approx([0.1, 0.1, 0.05, 0.05, 0.025, 0.025])
+    assert [row[0] for row in read_lr_csv(tmp_path)] == pytest.approx([0.1, 0.1, 0.1, 0.1, 0.05, 0.05])
+    assert fit.optimizers[0].param_groups[0]["lr"] == pytest.approx(0.025)  # and reduced again after epoch 3
 
 
 def test_a_never_logged_monitor_fails_loudly(tmp_path):

@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -170,6 +171,14 @@ def resolve_ckpt_path(trainer: Any, ckpt_path: Any) -> Any:
             f"ckpt_path='auto': the run in {root} already completed (summary.json), there is nothing to resume.",
             hint="use a new default_root_dir for a new run, or pass an explicit ckpt_path to train on from a checkpoint.",
         )
+    partials = sorted(p.name for d in checkpoint_dirs(trainer) if d.is_dir() for p in d.glob(f".*{PARTIAL_SUFFIX}"))
+    how = "restart" if restarted else "ckpt_path='auto'"
+    print(
+        f"flashdist: {how}: " + (f"resuming from {found}" if found else "no complete checkpoint, starting fresh")
+        + (f" (ignoring incomplete: {', '.join(partials)})" if partials else ""),
+        file=sys.stderr,
+        flush=True,
+    )
     return str(found) if found is not None else None
 
 
@@ -179,3 +188,56 @@ def remove_preemption_checkpoints(trainer: Any) -> None:
         if directory.is_dir():
             for path in directory.glob(f"{PREEMPT_PREFIX}*.ckpt"):
                 shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
+
+
+# ---- monitored metrics -----------------------------------------------------------------------
+_LOGGING_HOOKS = (
+    "training_step", "validation_step", "on_train_batch_end", "on_train_epoch_end",
+    "on_validation_batch_end", "on_validation_epoch_end", "on_train_epoch_start", "on_validation_epoch_start",
+)
+
+
+def metrics_a_fit_logs(trainer: Any) -> set[str] | None:
+    """Every metric name this fit can log, when that is knowable before training, else None.
+
+    Knowable for a flashdist ``Task`` whose logging hooks are flashdist's own, with no user
+    callback that could log: ``train_loss``, plus ``val_loss`` and ``val_<metric>`` when
+    validation runs at all.
+    """
+    from flashdist.core.model import Task
+
+    module = trainer.lightning_module
+    if not isinstance(module, Task) or any(getattr(type(module), h) is not getattr(Task, h) for h in _LOGGING_HOOKS):
+        return None
+    for callback in trainer.callbacks:
+        owner = type(callback).__module__
+        if not owner.startswith(("lightning.", "flashdist.")):
+            if any(getattr(type(callback), h, None) is not None for h in _LOGGING_HOOKS if h.startswith("on_")):
+                return None
+    names = {"train_loss", "epoch", "step"}
+    val_loop = trainer.fit_loop.epoch_loop.val_loop
+    validates = trainer.limit_val_batches != 0 and val_loop._data_source.is_defined()
+    if validates and trainer.check_val_every_n_epoch is not None and trainer.max_epochs not in (None, -1):
+        validates = trainer.check_val_every_n_epoch <= trainer.max_epochs
+    if validates:
+        names |= {"val_loss", *module.val_metrics.keys()}
+    return names
+
+
+def check_monitored_metrics(trainer: Any) -> None:
+    """Refuse, before training, a ModelCheckpoint/EarlyStopping monitor the fit never logs.
+
+    Lightning only notices at the first save, after an epoch of work (or never, for a
+    ModelCheckpoint that then silently keeps only the last).
+    """
+    logged = metrics_a_fit_logs(trainer)
+    if logged is None:
+        return
+    for callback in trainer.callbacks:
+        monitor = getattr(callback, "monitor", None)
+        if isinstance(monitor, str) and monitor not in logged:
+            raise ConfigError(
+                f"{type(callback).__name__}(monitor={monitor!r}): this fit never logs {monitor!r}.",
+                accepted=sorted(logged),
+                hint="monitor one of the accepted names; val_* metrics need a validation loader and limit_val_batches > 0.",
+            )

@@ -69,7 +69,7 @@ class LrLog:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.tmp")
         with tmp.open("w", newline="") as handle:
-            csv.writer(handle).writerow(header)
+            csv.writer(handle, lineterminator="\n").writerow(header)
             handle.writelines(line + "\n" for line in kept)
         os.replace(tmp, path)
         self.rows_on_disk = len(kept)
@@ -82,7 +82,7 @@ class LrLog:
         if not self._pending:
             return
         with self.path.open("a", newline="") as handle:
-            writer = csv.writer(handle)
+            writer = csv.writer(handle, lineterminator="\n")
             for row in self._pending:
                 self.rows_on_disk += 1
                 writer.writerow([self.rows_on_disk + self.missing_rows, *(repr(v) for v in row)])

@@ -271,12 +271,17 @@ class ResumeGuard(Callback):
         return {"identity": asdict(self.identity), "schedule": asdict(self.schedule), "position": self._epoch_position()}
 
     def on_train_start(self, trainer: Any, pl_module: Any) -> None:
+        from flashdist.core.checkpoint import check_monitored_metrics
+
+        check_monitored_metrics(trainer)
         plan = training_plan(trainer)
         step_args = resolved_step_args(trainer, plan)
         self.identity = current_identity(trainer, plan, step_args)
         built = ExecutingSchedule(plan.planned_total_steps, tuple(step_args.items()), plan.global_batch_size)
         self.schedule = built
         self._sampler = install_resumable_sampler(trainer.train_dataloader)
+        if self._sampler is not None:  # Lightning's "dataloader is not resumable" warning is then wrong
+            warnings.filterwarnings("ignore", message="You're resuming from a checkpoint that ended before the epoch ended")
         if not self._loaded or "identity" not in self._loaded:
             return
         saved = ScheduleIdentity(**self._loaded["identity"])

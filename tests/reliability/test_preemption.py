@@ -1,0 +1,84 @@
+"""SIGUSR1 / SIGTERM to a running 2-process fit: agreed stop, one checkpoint, exit 75, exact resume."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from flashdist.core.preemption import EXIT_PREEMPTED
+from tests.reliability import harness
+
+pytestmark = pytest.mark.multiprocess
+
+
+def _steps_recorded(root: Path, rank: int = 0) -> int:
+    path = root / f"samples-rank{rank}.jsonl"
+    return len(path.read_text().splitlines()) if path.exists() else 0
+
+
+def _child_pid(pid: int) -> int:
+    children = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout.split()
+    assert len(children) == 1, children
+    return int(children[0])
+
+
+def assert_each_sample_once_per_epoch(records: list[dict], resumed_at_step: int, dataset_size: int = 128) -> None:
+    """Updates that survive: the first attempt's up to the resumed checkpoint, then the resumed run's."""
+    kept = [r for r in records if r["attempt"] > 0 or r["step"] <= resumed_at_step]
+    for epoch in (0, 1):
+        counts = Counter(i for r in kept if r["epoch"] == epoch for i in r["ids"])
+        assert sorted(counts) == list(range(dataset_size)), f"epoch {epoch}: samples missing"
+        assert set(counts.values()) == {1}, f"epoch {epoch}: {[i for i, c in counts.items() if c > 1]} seen twice"
+
+
+def test_sigusr1_to_rank0_stops_both_ranks_at_one_step_then_auto_resume_is_exact(uninterrupted_2ranks, tmp_path):
+    root = tmp_path / "run"
+    config = dict(record_samples=True, checkpoint_every_n_epochs=1)
+    proc = harness.start(root, step_sleep_s=0.25, **config)
+    harness.wait_for(lambda: _steps_recorded(root) >= 3, timeout_s=120, proc=proc)
+    proc.send_signal(signal.SIGUSR1)  # rank 0 only: rank 1 learns it through the agreement
+    output = proc.communicate(timeout=120)[0]
+    assert proc.returncode == EXIT_PREEMPTED, output[-4000:]
+
+    preempted = harness.ckpt(root, "preempted-step=*.ckpt")
+    step = int(preempted.stem.split("=")[1])
+    assert 3 <= step < 8, "stopped mid-epoch 0"
+    assert f"rank 0: preempted (signal {int(signal.SIGUSR1)}); saved {preempted} at step {step}" in output
+    assert f"rank 1: preempted (signal of another rank); saved {preempted} at step {step}" in output
+    summary = harness.summary(root)
+    assert summary["preempted"] and not summary["completed"] and summary["optimizer_steps"] == step
+    assert _steps_recorded(root, 0) == _steps_recorded(root, 1) == step  # both finished the same step, no more
+
+    proc = harness.fit(root, attempt=1, ckpt_path="auto", **config)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert f"ckpt_path='auto': resuming from {preempted}" in proc.stderr
+    summary = harness.summary(root)
+    assert summary["completed"] and summary["resumed_from"] == str(preempted)
+    assert summary["optimizer_steps"] == summary["planned_total_steps"] == summary["scheduler_steps"] == 16
+    assert harness.lrs(root) == uninterrupted_2ranks.lrs  # same identity: every LR as uninterrupted
+    assert_each_sample_once_per_epoch(harness.samples(root), resumed_at_step=step)
+    assert not list((root / "checkpoints").glob("preempted-*")), "a completed run keeps no preemption checkpoint"
+
+    again = harness.fit(root, attempt=2, ckpt_path="auto", **config)  # a completed run never resumes
+    assert again.returncode != 0 and "already completed" in again.stderr
+    assert harness.summary(root)["optimizer_steps"] == 16
+
+
+def test_sigterm_to_rank1_only_stops_both_ranks_with_exit_75(tmp_path):
+    root = tmp_path / "run"
+    proc = harness.start(root, record_samples=True, step_sleep_s=0.25)
+    harness.wait_for(lambda: _steps_recorded(root, 1) >= 2, timeout_s=120, proc=proc)
+    rank1 = _child_pid(proc.pid)
+    os.kill(rank1, signal.SIGTERM)
+    output = proc.communicate(timeout=120)[0]
+    assert proc.returncode == EXIT_PREEMPTED, output[-4000:]
+    preempted = harness.ckpt(root, "preempted-step=*.ckpt")
+    step = int(preempted.stem.split("=")[1])
+    assert f"rank 1: preempted (signal {int(signal.SIGTERM)})" in output
+    assert f"rank 0: preempted (signal of another rank); saved {preempted} at step {step}" in output
+    assert harness.summary(root)["optimizer_steps"] == step

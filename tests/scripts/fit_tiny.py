@@ -5,7 +5,7 @@ Config keys (all optional): root, dataset_size, batch_size, drop_last, devices, 
 strategy, accumulate_grad_batches, max_epochs, max_steps, limit_train_batches, optimizer,
 lr_scheduler, learning_rate, weight_decay, hidden, seed, ckpt_path, checkpoint_every_n_steps,
 extra_trainer (dict), checkpoint_every_n_epochs, stop_after_epochs, shard_module_classes (fsdp
-block class names). `strategy` may also be a DeepSpeed config dict or a JSON path.
+block class names), accelerator, lightning_fsdp1 (Lightning's FSDPStrategy object). `strategy` may also be a DeepSpeed config dict or a JSON path.
 Writes summary.json / lr.csv into `root`, and fit_extra.json (rank 0: the innermost
 optimizer, its param groups, per-batch losses, the DeepSpeed engine's own step count,
 the FSDP-sharded modules).
@@ -102,9 +102,13 @@ def main(config: dict) -> None:
         from flashdist.strategies.fsdp import FSDP2Strategy
 
         strategy = FSDP2Strategy(shard_module_classes=config["shard_module_classes"])
+    if config.get("lightning_fsdp1"):
+        from lightning.pytorch.strategies import FSDPStrategy
+
+        strategy = FSDPStrategy()
     trainer = flashdist.Trainer(
         default_root_dir=config["root"],
-        accelerator="cpu",
+        accelerator=config.get("accelerator", "cpu"),
         devices=config.get("devices", 2),
         num_nodes=config.get("num_nodes", 1),
         strategy=strategy,

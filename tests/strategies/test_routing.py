@@ -106,3 +106,12 @@ def test_fsdp_blocks_default_to_module_list_children_with_parameters():
 def test_fsdp_blocks_by_class_or_class_name():
     assert [name for name, _ in _blocks(_net(), ["Block"])] == ["layers.0", "layers.1"]
     assert [name for name, _ in _blocks(_net(), [nn.LayerNorm])] == ["layers.0.norm", "layers.1.norm"]
+
+
+def test_a_task_left_at_its_default_optimizer_lets_a_deepspeed_config_optimizer_win():
+    from flashdist import Task
+    from flashdist.strategies.deepspeed import _explicit_task_optimizer
+
+    assert _explicit_task_optimizer(Task(nn.Linear(2, 2), learning_rate=0.1)) is None
+    assert _explicit_task_optimizer(Task(nn.Linear(2, 2), learning_rate=0.1, optimizer="sgd")).name == "SGD"
+    assert _explicit_task_optimizer(Task(nn.Linear(2, 2), learning_rate=0.1, optimizer=("adam", {"amsgrad": True}))) is not None

@@ -1,0 +1,89 @@
+"""DeepSpeed-specific real fits: the measured awkward sizes, a user config with "auto"
+values, and DeepSpeed's own schedules from the registry (2 CPU processes each)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.fitting import run_fit
+
+
+def _extra(root: Path) -> dict:
+    return json.loads((root / "fit_extra.json").read_text())
+
+
+def _lr_column(root: Path) -> list[float]:
+    return [float(line.split(",")[1]) for line in (root / "lr.csv").read_text().splitlines()[1:]]
+
+
+@pytest.mark.multiprocess
+def test_deepspeed_on_the_measured_sizes_plan_engine_and_scheduler_agree_on_57(tmp_path):
+    # 1000 samples, batch 9, accumulation 3, 3 epochs, 2 ranks: Lightning + DeepSpeed left
+    # alone give estimate 57, global_step/scheduler 54, engine 56.
+    summary = run_fit(tmp_path, strategy="deepspeed_stage_2", dataset_size=1000, batch_size=9, accumulate_grad_batches=3, max_epochs=3)
+    extra = _extra(tmp_path)
+    assert summary["micro_batches_per_epoch_per_rank"] == 56
+    assert summary["optimizer_steps_per_epoch"] == [19, 19, 19]
+    assert summary["planned_total_steps"] == summary["optimizer_steps"] == summary["scheduler_steps"] == 57
+    assert extra["engine_global_steps"] == extra["global_step"] == 57
+    assert summary["lr"]["final"] == 0.0
+    assert len(_lr_column(tmp_path)) == 57
+
+
+HF_STYLE_CONFIG = {
+    "zero_optimization": {"stage": 2},
+    "train_micro_batch_size_per_gpu": "auto",
+    "gradient_accumulation_steps": "auto",
+    "train_batch_size": "auto",
+    "optimizer": {"type": "AdamW", "params": {"lr": "auto", "betas": "auto", "eps": "auto", "weight_decay": "auto"}},
+    "scheduler": {
+        "type": "WarmupDecayLR",
+        "params": {"total_num_steps": "auto", "warmup_num_steps": "0.2dur", "warmup_max_lr": "auto", "warmup_min_lr": "auto"},
+    },
+}
+
+
+def _deepspeed_warmup_decay_lrs(total: int, warmup: int, peak: float) -> list[float]:
+    """The LR of each update under DeepSpeed's WarmupDecayLR, computed in this process."""
+    from deepspeed.runtime.lr_schedules import WarmupDecayLR
+
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=peak)
+    scheduler = WarmupDecayLR(optimizer, total_num_steps=total, warmup_num_steps=warmup, warmup_max_lr=peak, warmup_min_lr=0.0)
+    lrs = []
+    for _ in range(total):
+        lrs.append(optimizer.param_groups[0]["lr"])
+        scheduler.step()
+    return lrs
+
+
+@pytest.mark.multiprocess
+def test_user_config_auto_values_are_filled_and_its_optimizer_keeps_the_no_decay_groups(tmp_path):
+    config_path = tmp_path / "ds_config.json"
+    config_path.write_text(json.dumps(HF_STYLE_CONFIG))
+    summary = run_fit(
+        tmp_path, strategy=str(config_path), optimizer="Adam", lr_scheduler=None, weight_decay=0.01,
+        dataset_size=200, batch_size=8, accumulate_grad_batches=3, max_epochs=2,
+    )
+    extra = _extra(tmp_path)
+    assert summary["planned_total_steps"] == summary["optimizer_steps"] == summary["scheduler_steps"] == 10
+    assert extra["engine_global_steps"] == 10
+    assert extra["optimizer_class"] == "AdamW"  # the config's optimizer, built by DeepSpeed
+    assert [g["weight_decay"] for g in extra["param_groups"]] == [0.01, 0.0]
+    # total_num_steps=auto → 10, warmup 0.2dur → 2, warmup_max_lr=auto → Task's 0.01.
+    assert _lr_column(tmp_path) == _deepspeed_warmup_decay_lrs(total=10, warmup=2, peak=0.01)
+
+
+@pytest.mark.multiprocess
+def test_deepspeed_schedules_from_the_registry_train_under_deepspeed(tmp_path):
+    summary = run_fit(
+        tmp_path, strategy="deepspeed_stage_1", lr_scheduler=["WarmupDecayLR", {"warmup_num_steps": "0.2dur"}],
+        dataset_size=200, batch_size=8, accumulate_grad_batches=3, max_epochs=2,
+    )
+    assert summary["lr_scheduler"] == "WarmupDecayLR"
+    assert summary["planned_total_steps"] == summary["optimizer_steps"] == summary["scheduler_steps"] == 10
+    assert summary["planned_warmup_steps"] == 2
+    assert _lr_column(tmp_path) == _deepspeed_warmup_decay_lrs(total=10, warmup=2, peak=0.01)

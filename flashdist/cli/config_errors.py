@@ -19,10 +19,12 @@ from flashdist.errors import ConfigError
 _PARSER_KEY = re.compile(r'Parser key "([^"]+)"')
 _CLASS_PATH = re.compile(r"Problem with given class_path '([^']+)'")
 _OPTION = re.compile(r"Option '([^']+)' is not accepted")
-_GROUP_OPTION = re.compile(r"Group '([^']+)' does not accept option '([^']+)'")
+_GROUP_OPTION = re.compile(r"(Group|Subcommand) '([^']+)' does not accept option '([^']+)'")
+_UNRECOGNIZED = re.compile(r"unrecognized arguments: --([^\s=]+)")
 _KEY_NOT_EXPECTED = re.compile(r"Key '([^']+)' is not expected")
 _GIVEN = re.compile(r"(?:Given value|Got value): (.*)")
-_EXPECTED = re.compile(r"Expected a (<class '[^']+'>|[\w.\[\], ]+)")
+_GIVEN_ONLY = re.compile(r"Given value: (.*)")
+_EXPECTED = re.compile(r"Expected an? (.+?)(?:\. Got value:.*)?$", re.MULTILINE)
 _SUBTYPES = re.compile(r"Subtypes: \[(.*)\]")
 _CLASS_NAME = re.compile(r"<class '([^']+)'>")
 
@@ -47,15 +49,27 @@ def config_error_from_parse(message: str, top_level_keys: list[str], config_file
         return _class_error(section, class_path.group(1), message[class_path.end():], where)
     group = _GROUP_OPTION.search(message)
     if group:
-        section, key = group.groups()
-        return _unknown_key(f"{section}.{key}", key, accepted_keys(SECTION_CLASSES.get(section)), where)
+        kind, owner, key = group.groups()
+        path = f"{owner}.{key}" if kind == "Group" else key
+        return _unknown_path(path, top_level_keys, where)
+    unrecognized = _UNRECOGNIZED.search(message)
+    if unrecognized:
+        return _unknown_path(unrecognized.group(1), top_level_keys, where)
     option = _OPTION.search(message) or _KEY_NOT_EXPECTED.search(message)
     if option:
         path = option.group(1)
         return _unknown_key(path, path.split(".")[0], top_level_keys, where, what="section" if "." in path else "key")
     if top:
-        return _wrong_type(top.group(1), message, where)
+        return _wrong_type(top.group(1), _from_line_of(message, top.start()), where)
     return ConfigError(f"the config was refused{where}: {_short(message)}", hint="run with --help to see the accepted keys.")
+
+
+def _unknown_path(path: str, top_level_keys: list[str], where: str) -> ConfigError:
+    first, _, rest = path.partition(".")
+    if not rest or (top_level_keys and first not in top_level_keys):
+        return _unknown_key(path if not rest else first, first, top_level_keys, where, what="key" if not rest else "section")
+    section, _, leaf = path.rpartition(".")
+    return _unknown_key(path, leaf, accepted_keys(SECTION_CLASSES.get(section)), where)
 
 
 def _class_error(section: str, class_path: str, rest: str, where: str) -> ConfigError:
@@ -65,8 +79,9 @@ def _class_error(section: str, class_path: str, rest: str, where: str) -> Config
         key = option.group(1).removeprefix("init_args.")
         return _unknown_key(f"{section}.init_args.{key}", key, accepted_keys(class_path), where, owner=class_path)
     if nested:
-        return _wrong_type(f"{section}.init_args.{nested.group(1)}", rest[nested.start():], where)
-    first_line = rest.strip().splitlines()[0] if rest.strip() else "cannot be imported"
+        return _wrong_type(f"{section}.init_args.{nested.group(1)}", _from_line_of(rest, nested.start()), where)
+    detail = rest.lstrip(": \n").strip()
+    first_line = detail.splitlines()[0] if detail else "cannot be imported"
     return ConfigError(
         f"{section}.class_path={class_path!r} is not usable{where}: {first_line.strip()}",
         hint="give the full import path of the class, e.g. flashdist.image.ImageClassifier or flashdist.data.SyntheticImageDataModule.",
@@ -83,21 +98,44 @@ def _unknown_key(path: str, key: str, accepted: list[str], where: str, owner: st
 
 
 def _wrong_type(path: str, message: str, where: str) -> ConfigError:
+    message = _own_block(message)
     givens = _GIVEN.findall(message)
-    given = givens[-1].strip() if givens else "?"
+    # "Given value:" is the key's own value; a "Got value:" may be a union member's rendering of it.
+    given = next((g for g in _GIVEN_ONLY.findall(message)), givens[0] if givens else "?").strip()
     subtypes = _SUBTYPES.search(message)
     if subtypes:
         accepted = _type_names(subtypes.group(1))
     else:
-        accepted = _type_names(" ".join(m for m in _EXPECTED.findall(message)))
+        expected = _EXPECTED.search(message)
+        accepted = _type_names(expected.group(1)) if expected else []
     hint = None
     if "float" in accepted and re.fullmatch(r"['\"]?[-+]?\d[\d.]*e[-+]?\d+['\"]?", given, re.IGNORECASE):
         hint = "write the number with a dot and unquoted, e.g. 1.0e-3."
+    if path.endswith((".optimizer", ".lr_scheduler")):
+        hint = "write a name (adamw) or [name, {kwargs}]; lr_scheduler also takes [name, {kwargs}, {monitor: ..., interval: ...}]."
     return ConfigError(
-        f"{path}: {given!r} is not a valid value{where}.",
+        f"{path}: got {given}, which is not a valid value{where}.",
         accepted=" | ".join(accepted) if accepted else None,
         hint=hint or f"fix {path} in the YAML, or override it: --{path}=<value>.",
     )
+
+
+def _from_line_of(text: str, position: int) -> str:
+    return text[text.rfind("\n", 0, position) + 1 :]
+
+
+def _own_block(message: str) -> str:
+    """The first line and the lines indented under it: the part that is about this key only."""
+    lines = message.splitlines()
+    if not lines:
+        return message
+    indent = len(lines[0]) - len(lines[0].lstrip())
+    block = [lines[0]]
+    for line in lines[1:]:
+        if line.strip() and len(line) - len(line.lstrip()) <= indent:
+            break
+        block.append(line)
+    return "\n".join(block)
 
 
 def _type_names(text: str) -> list[str]:

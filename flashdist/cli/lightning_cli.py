@@ -71,7 +71,11 @@ class FlashdistCLI(LightningCLI):
     def instantiate_classes(self) -> None:
         try:
             super().instantiate_classes()
-        except ConfigError as err:
+        except (ConfigError, ValueError) as raised:
+            # jsonargparse re-raises a constructor's error inside a union ValueError; find ours.
+            err = _config_error_in_chain(raised)
+            if err is None:
+                raise
             section = section_of_failure(err.__traceback__)
             class_path = self._section_config().get(f"{section}.class_path") if section in ("model", "data") else None
             where = f"{section}.init_args ({class_path})" if class_path else section
@@ -91,14 +95,27 @@ class FlashdistCLI(LightningCLI):
         return sorted({action.dest.split(".")[0] for action in parser._actions if action.dest not in ("help", "config")})
 
 
+def _config_error_in_chain(error: BaseException) -> ConfigError | None:
+    seen = 0
+    current: BaseException | None = error
+    while current is not None and seen < 16:
+        if isinstance(current, ConfigError):
+            return current
+        current, seen = current.__cause__ or current.__context__, seen + 1
+    return None
+
+
 def _config_files(args: list[str]) -> list[str]:
-    files = []
+    """Where the values came from, for the error message: the config files, then "the command line"."""
+    files, overrides = [], False
     for index, arg in enumerate(args):
         if arg in ("-c", "--config") and index + 1 < len(args):
             files.append(args[index + 1])
         elif arg.startswith("--config="):
             files.append(arg.split("=", 1)[1])
-    return files
+        elif arg.startswith("--") and (index == 0 or args[index - 1] not in ("-c", "--config")):
+            overrides = True
+    return files + (["the command line"] if overrides else [])
 
 
 __all__ = ["FlashdistCLI", "SUBCOMMANDS"]

@@ -1,0 +1,50 @@
+"""kill -9 during a real checkpoint write: the previous checkpoint stays loadable, the partial is ignored."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from flashdist.core.checkpoint import AtomicCheckpointIO, find_resume_checkpoint, remove_partials
+from tests.reliability.harness import REPO
+
+WRITER = """
+import sys, torch
+from flashdist.core.checkpoint import AtomicCheckpointIO
+AtomicCheckpointIO().save_checkpoint({"global_step": 2, "blob": torch.ones(96 * 2**20 // 4)}, sys.argv[1])
+"""
+
+
+def test_kill9_mid_write_leaves_previous_checkpoint_and_last_intact(tmp_path: Path):
+    directory = tmp_path / "checkpoints"
+    io = AtomicCheckpointIO()
+    io.save_checkpoint({"global_step": 1}, directory / "step=1.ckpt")
+    io.save_checkpoint({"global_step": 1}, directory / "last.ckpt")
+    time.sleep(0.01)
+
+    target = directory / "last.ckpt"
+    partial = directory / ".last.ckpt.partial"
+    writer = subprocess.Popen([sys.executable, "-c", WRITER, str(target)], cwd=REPO)
+    deadline = time.monotonic() + 60
+    while not (partial.exists() and partial.stat().st_size > 1_000_000):  # bytes are being written
+        assert writer.poll() is None, "the write finished before it could be interrupted"
+        assert time.monotonic() < deadline
+        time.sleep(0.001)
+    os.kill(writer.pid, signal.SIGKILL)
+    writer.wait()
+
+    assert partial.exists() and partial.stat().st_size < 96 * 2**20  # really cut mid-write
+    assert torch.load(target, weights_only=False)["global_step"] == 1  # "last" is the complete old one
+    assert find_resume_checkpoint([directory]).name == "last.ckpt"
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    assert all(not Path(p).name.startswith(".") for p in ModelCheckpoint(dirpath=directory)._find_last_checkpoints(None))
+
+    remove_partials(directory)
+    assert sorted(p.name for p in directory.iterdir()) == ["last.ckpt", "step=1.ckpt"]

@@ -14,9 +14,9 @@ from tests.launch.launchers import LOCAL_CLUSTER, SLURM_DIR, describe, fit_comma
 
 @pytest.fixture(scope="session")
 def reference_run(tmp_path_factory) -> Path:
-    """An uninterrupted `flashdist launch --nproc-per-node 2` fit of RUN_CONFIG (its root)."""
+    """An uninterrupted `flashdist launch --nproc-per-node 2 -- flashdist fit --config run.yaml` (its root)."""
     root = tmp_path_factory.mktemp("reference")
-    proc = run_cli(["launch", "--nproc-per-node", "2", "--rdzv-timeout", "60", "--", *fit_command(root)[1:]], timeout_s=240)
+    proc = run_cli(["launch", "--nproc-per-node", "2", "--rdzv-timeout", "60", "--", *fit_command(root)], timeout_s=240)
     assert proc.returncode == 0, describe(proc)
     return root
 

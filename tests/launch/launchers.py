@@ -1,8 +1,8 @@
 """Helpers for the launch tests: run the flashdist CLI, read a run's ledger, follow a SLURM job.
 
-Every run here uses ``RUN_CONFIG`` (or a variant), so the step plans of `flashdist launch`,
-two-node torchrun and SLURM can be compared: 400 samples, batch 8, 2 epochs on 2 data-parallel
-ranks -> 25 micro-batches per rank per epoch, 50 optimizer steps.
+Every run here is ``flashdist fit --config tests/launch/run.yaml``, so the step plans of
+`flashdist plan`, `flashdist launch`, two-node torchrun and SLURM can be compared: 400 samples,
+batch 8, 2 epochs on 2 data-parallel ranks -> 25 micro-batches per rank per epoch, 50 steps.
 """
 
 from __future__ import annotations
@@ -18,13 +18,13 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-FIT_TINY = REPO / "tests" / "scripts" / "fit_tiny.py"
-FIT_PACED = REPO / "tests" / "launch" / "fit_paced.py"
+RUN_YAML = REPO / "tests" / "launch" / "run.yaml"
+PACED_YAML = REPO / "tests" / "launch" / "paced.yaml"
 LOCAL_CLUSTER = REPO / "slurm" / "local-cluster.sh"
 SLURM_DIR = Path(os.environ.get("FLASHDIST_SLURM_DIR", "/tmp/flashdist-slurm"))
-
-RUN_CONFIG = {"dataset_size": 400, "batch_size": 8, "max_epochs": 2, "devices": "auto", "num_nodes": "auto", "strategy": "ddp"}
 PLANNED_STEPS = 50  # 2 epochs x ceil(200 / 8) batches per rank
+# jobs and torchrun workers import tests.launch.pacing; SLURM jobs inherit this environment
+CHILD_ENV = {"PYTHONUNBUFFERED": "1", "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
 
 
 def flashdist_cli() -> list[str]:
@@ -32,14 +32,19 @@ def flashdist_cli() -> list[str]:
     return [str(beside)] if beside.exists() else [sys.executable, "-m", "flashdist.cli.main"]
 
 
-def fit_command(root: Path, script: Path = FIT_TINY, **overrides) -> list[str]:
-    return [sys.executable, str(script), json.dumps({**RUN_CONFIG, "root": str(root), **overrides})]
+def fit_overrides(root: Path, *extra: str) -> list[str]:
+    return [f"--trainer.default_root_dir={root}", *extra]
+
+
+def fit_command(root: Path, *extra: str) -> list[str]:
+    """``flashdist fit --config run.yaml`` writing into ``root`` (``extra``: more overrides or --config layers)."""
+    return ["flashdist", "fit", "--config", str(RUN_YAML), *fit_overrides(root, *extra)]
 
 
 def run_cli(args: list[str], timeout_s: float, env: dict | None = None) -> subprocess.CompletedProcess:
     """Run ``flashdist <args>`` from the repo root; output captured."""
     return subprocess.run(
-        [*flashdist_cli(), *args], cwd=REPO, capture_output=True, text=True, timeout=timeout_s, env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+        [*flashdist_cli(), *args], cwd=REPO, capture_output=True, text=True, timeout=timeout_s, env={**os.environ, **CHILD_ENV, **(env or {})}
     )
 
 

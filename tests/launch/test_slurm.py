@@ -10,10 +10,11 @@ from pathlib import Path
 import pytest
 
 from tests.launch.launchers import (
-    FIT_PACED,
+    PACED_YAML,
     PLANNED_STEPS,
+    RUN_YAML,
     describe,
-    fit_command,
+    fit_overrides,
     job_info,
     job_logs,
     read_lr,
@@ -27,9 +28,11 @@ CPU_JOB = ["--nodes", "1", "--gpus-per-node", "0", "--tasks-per-node", "2", "--p
 ERROR_MARKERS = ("Traceback", "Error:", "error:")  # Python tracebacks, srun/slurmstepd errors
 
 
-def submit(tmp_path: Path, command: list[str], *extra: str) -> tuple[int, Path]:
+def submit(tmp_path: Path, overrides: list[str]) -> tuple[int, Path]:
+    """`flashdist slurm --config run.yaml ... --submit -- <overrides>`: the job id and its log folder."""
     logs = tmp_path / "logs"
-    proc = run_cli(["slurm", *CPU_JOB, "--log-dir", str(logs), "--script-out", str(tmp_path / "job.sbatch"), *extra, "--submit", "--", *command], timeout_s=60)
+    args = ["slurm", "--config", str(RUN_YAML), *CPU_JOB, "--log-dir", str(logs), "--script-out", str(tmp_path / "job.sbatch"), "--submit"]
+    proc = run_cli([*args, "--", *overrides], timeout_s=60)
     assert proc.returncode == 0, describe(proc)
     return submitted_job_id(proc.stdout), logs
 
@@ -37,7 +40,7 @@ def submit(tmp_path: Path, command: list[str], *extra: str) -> tuple[int, Path]:
 @pytest.mark.slurm
 @pytest.mark.multiprocess
 def test_slurm_two_task_fit_plans_and_takes_the_same_steps(slurm_cluster, tmp_path):
-    job_id, logs = submit(tmp_path, fit_command(tmp_path / "run"))
+    job_id, logs = submit(tmp_path, fit_overrides(tmp_path / "run"))
     info = wait_for_job(job_id, timeout_s=240, log=logs / f"flashdist-{job_id}.err")
     out, err = job_logs(logs, job_id)
     assert info["JobState"] == "COMPLETED", f"{info}\n{out[-3000:]}\n{err[-6000:]}"
@@ -51,7 +54,7 @@ def test_slurm_two_task_fit_plans_and_takes_the_same_steps(slurm_cluster, tmp_pa
 @pytest.mark.multiprocess
 def test_slurm_preemption_requeues_and_resumes_on_the_same_schedule(slurm_cluster, tmp_path, reference_run):
     root = tmp_path / "run"
-    job_id, logs = submit(tmp_path, fit_command(root, script=FIT_PACED, pace_s=0.1))
+    job_id, logs = submit(tmp_path, ["--config", str(PACED_YAML), *fit_overrides(root)])
     progress = root / "progress"
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline and not (progress.exists() and progress.read_text().strip().isdigit() and int(progress.read_text()) >= 10):

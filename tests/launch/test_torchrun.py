@@ -3,12 +3,14 @@ and a config that disagrees with the launcher."""
 
 from __future__ import annotations
 
+import json
+import os
 import subprocess
 import time
 
 import pytest
 
-from tests.launch.launchers import PLANNED_STEPS, REPO, describe, fit_command, flashdist_cli, free_port, read_lr, read_summary, run_cli
+from tests.launch.launchers import CHILD_ENV, PLANNED_STEPS, REPO, RUN_YAML, describe, fit_command, flashdist_cli, free_port, read_lr, read_summary, run_cli
 
 pytestmark = pytest.mark.multiprocess
 
@@ -18,6 +20,14 @@ def test_launch_two_processes_world_size_two(reference_run):
     assert summary["world_size"] == 2 and summary["data_parallel_size"] == 2 and summary["num_nodes"] == 1
     assert summary["planned_total_steps"] == summary["optimizer_steps"] == PLANNED_STEPS
     assert len(read_lr(reference_run)) == PLANNED_STEPS + 1  # header + one row per step
+    assert summary["planned_total_steps"] == planned(devices=2)["planned_total_steps"]
+
+
+def planned(**cluster) -> dict:
+    """`flashdist plan --config run.yaml` for a hypothetical cluster: what every launcher must agree with."""
+    proc = run_cli(["plan", "--config", str(RUN_YAML), "--json", *[f"--{k.replace('_', '-')}={v}" for k, v in cluster.items()]], timeout_s=60)
+    assert proc.returncode == 0, describe(proc)
+    return json.loads(proc.stdout)
 
 
 def test_two_nodes_on_one_host_divide_the_data(tmp_path, reference_run):
@@ -26,7 +36,9 @@ def test_two_nodes_on_one_host_divide_the_data(tmp_path, reference_run):
     for node_rank in (0, 1):
         args = ["launch", "--nnodes", "2", "--nproc-per-node", "1", "--node-rank", str(node_rank), "--rdzv-endpoint", endpoint,
                 "--rdzv-id", f"two-nodes-{tmp_path.name}", "--rdzv-timeout", "90", "--local-addr", "127.0.0.1", "--"]  # fmt: skip
-        nodes.append(subprocess.Popen([*flashdist_cli(), *args, *fit_command(tmp_path)], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+        command = fit_command(tmp_path, "--trainer.devices=auto", "--trainer.num_nodes=2")
+        env = {**os.environ, **CHILD_ENV}
+        nodes.append(subprocess.Popen([*flashdist_cli(), *args, *command], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env))
     outputs = [node.communicate(timeout=240)[0] for node in nodes]
     for node, output in zip(nodes, outputs):
         assert node.returncode == 0, output[-6000:]
@@ -36,7 +48,7 @@ def test_two_nodes_on_one_host_divide_the_data(tmp_path, reference_run):
     # 400 samples over 2 ranks on 2 nodes: 200 each, 25 batches of 8 per epoch, as on one node with 2 processes
     assert summary["micro_batches_per_epoch_per_rank"] == 25
     assert summary["planned_total_steps"] == summary["optimizer_steps"] == PLANNED_STEPS
-    assert summary["planned_total_steps"] == read_summary(reference_run)["planned_total_steps"]
+    assert summary["planned_total_steps"] == read_summary(reference_run)["planned_total_steps"] == planned(num_nodes=2, devices=1)["planned_total_steps"]
 
 
 def test_unreachable_rendezvous_fails_within_the_timeout_with_a_message(tmp_path):
@@ -52,9 +64,9 @@ def test_unreachable_rendezvous_fails_within_the_timeout_with_a_message(tmp_path
 
 
 def test_config_that_disagrees_with_torchrun_is_a_config_error_before_training(tmp_path):
-    proc = run_cli(["launch", "--nproc-per-node", "2", "--rdzv-timeout", "60", "--", *fit_command(tmp_path, devices=1)], timeout_s=180)
+    proc = run_cli(["launch", "--nproc-per-node", "2", "--rdzv-timeout", "60", "--", *fit_command(tmp_path, "--trainer.devices=1")], timeout_s=180)
     assert proc.returncode != 0
-    assert "ConfigError" in proc.stderr and "Trainer(devices=1) asks for 1 process(es) per node, but torchrun started 2" in proc.stderr, describe(proc)
+    assert "asks for 1 process(es) per node, but torchrun started 2 per node" in proc.stderr and "HINT:" in proc.stderr, describe(proc)
     assert "Initializing distributed" not in proc.stdout + proc.stderr  # refused before any process group
     assert not (tmp_path / "summary.json").exists()
 

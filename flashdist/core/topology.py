@@ -143,7 +143,7 @@ def _resolve_devices(devices: Any, topology: LaunchTopology) -> int | list[int]:
             f"Trainer(devices={devices!r}) asks for {asked} process(es) per node, but {topology.launcher} started "
             f"{topology.devices_per_node} per node ({topology.evidence}).",
             accepted=f"devices={topology.devices_per_node} or 'auto' (take it from the launcher)",
-            hint=f"set devices: auto (or {topology.devices_per_node}), {topology.relaunch_hint}.",
+            hint=f"set devices to 'auto' or {topology.devices_per_node} (YAML: trainer.devices: auto), {topology.relaunch_hint}.",
         )
     return devices
 
@@ -155,7 +155,8 @@ def _resolve_num_nodes(num_nodes: Any, topology: LaunchTopology) -> int:
         raise ConfigError(
             f"Trainer(num_nodes={num_nodes!r}) but {topology.launcher} started {topology.num_nodes} node(s) ({topology.evidence}).",
             accepted=f"num_nodes={topology.num_nodes} or 'auto' (take it from the launcher)",
-            hint=f"set num_nodes: auto (or {topology.num_nodes}), {topology.relaunch_hint}.",
+            hint=f"set num_nodes to {topology.num_nodes} (YAML: trainer.num_nodes: {topology.num_nodes}, or --trainer.num_nodes={topology.num_nodes}; "
+            f"in Python num_nodes='auto' also works), {topology.relaunch_hint}.",
         )
     return num_nodes
 

@@ -54,7 +54,7 @@ class ImageFolderDataModule(FlashdistDataModule):
         self.val_dir = Path(val_dir) if val_dir is not None else None
         self.classes = class_names(self.train_dir)
         if self.val_dir is not None:
-            unknown = sorted(set(class_names(self.val_dir)) - set(self.classes))
+            unknown = sorted(set(class_names(self.val_dir, minimum=1)) - set(self.classes))
             if unknown:
                 raise ConfigError(f"val_dir {str(self.val_dir)!r} has classes {unknown} that train_dir lacks.", accepted=self.classes)
 
@@ -88,13 +88,13 @@ class ImageFiles(Dataset):
         return tensor / 127.5 - 1.0, label
 
 
-def class_names(root: Path) -> list[str]:
-    """Sorted names of ``root``'s subdirectories: the classes."""
+def class_names(root: Path, minimum: int = 2) -> list[str]:
+    """Sorted names of ``root``'s subdirectories: the classes (a validation folder may hold fewer)."""
     if not root.is_dir():
         raise ConfigError(f"image folder {str(root)!r} does not exist.", hint="give the folder that holds one subfolder per class.")
     names = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
-    if len(names) < 2:
-        raise ConfigError(f"image folder {str(root)!r} has {len(names)} class subfolder(s); classification needs at least two.",
+    if len(names) < minimum:
+        raise ConfigError(f"image folder {str(root)!r} has {len(names)} class subfolder(s); it needs at least {minimum}.",
                           hint="lay images out as <folder>/<class name>/<image file>.")
     return names
 

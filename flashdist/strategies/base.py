@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+from lightning.pytorch.utilities.rank_zero import rank_zero_info
 from torch import nn
 
 from flashdist.optim.build import build_optimizer
@@ -45,6 +46,7 @@ class StrategyRoute:
         target, reason = self.optimizer_class(spec, params)
         optimizer = build_optimizer(params, spec, learning_rate, target=target)
         self.choice = OptimizerChoice(spec.name, type(optimizer).__name__, reason)
+        rank_zero_info(f"flashdist: optimizer {spec.name} -> {self.choice.resolved_class} ({reason})")
         return optimizer
 
     def param_groups(self, module: nn.Module, weight_decay: float | None) -> list[Any]:

@@ -27,20 +27,18 @@ from __future__ import annotations
 import contextlib
 import functools
 import inspect
-import logging
 from collections.abc import Iterator
 from typing import Any
 
 import torch
 from lightning.pytorch.strategies import DeepSpeedStrategy
 from lightning.pytorch.strategies.ddp import DDPStrategy
+from lightning.pytorch.utilities.rank_zero import rank_zero_warn
 
 from flashdist.optim.specs import OptimizerSpec
 from flashdist.strategies import register_route
 from flashdist.strategies.base import StepCounter, StrategyRoute, unwrap_optimizer
 from flashdist.strategies.deepspeed_config import AutoValues, fill_auto_config, is_offloaded
-
-log = logging.getLogger(__name__)
 
 # Adam-family names the route may serve with DeepSpeed's kernels, and whether they decouple
 # weight decay (AdamW) or add it to the gradient (Adam's L2).
@@ -81,9 +79,10 @@ class FlashDeepSpeedStrategy(DeepSpeedStrategy):
         return super().backward(closure_loss, optimizer, *args, **kwargs)
 
     def _format_batch_size_and_grad_accum_config(self) -> None:
-        from flashdist.core.planning import training_plan
-
         from lightning.pytorch.trainer.states import TrainerFn
+
+        # Imported here: strategies sit below core, and the plan is gathered from the live Trainer.
+        from flashdist.core.planning import training_plan
 
         trainer = self.lightning_module.trainer
         task = self.lightning_module
@@ -165,11 +164,8 @@ class DeepSpeedRoute(StrategyRoute):
             # ZeRO-Offload refuses a torch optimizer unless told otherwise; it then runs it on
             # the CPU copy of the weights (slow, but what the user asked for).
             self.strategy.config["zero_force_ds_cpu_optimizer"] = False
-            log.warning("flashdist: %s is not a DeepSpeed CPU optimizer; ZeRO-Offload will run it unfused.", type(optimizer).__name__)
-        assert self.choice is not None
-        log.info("flashdist: optimizer %s -> %s (%s)", self.choice.requested, self.choice.resolved_class, self.choice.reason)
+            rank_zero_warn(f"flashdist: {type(optimizer).__name__} is not a DeepSpeed CPU optimizer; ZeRO-Offload will run it unfused (slow).")
         return optimizer
-
 
     def register_step_counter(self, optimizer: Any, count: StepCounter) -> Any:
         # ZeRO's wrapper steps the torch optimizer once per param group (stages 1-2) or per

@@ -19,12 +19,12 @@ Works on CPU (gloo, a ``"cpu"`` device mesh) and CUDA.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterable, Sequence
 from typing import Any
 
 import torch
 from lightning.pytorch.strategies import ModelParallelStrategy
+from lightning.pytorch.utilities.rank_zero import rank_zero_info
 from torch import nn
 
 from flashdist.errors import ConfigError
@@ -32,8 +32,6 @@ from flashdist.optim.param_groups import no_decay_names, param_groups_weight_dec
 from flashdist.optim.specs import OptimizerSpec
 from flashdist.strategies import register_route
 from flashdist.strategies.base import StrategyRoute
-
-log = logging.getLogger(__name__)
 
 
 class FSDP2Strategy(ModelParallelStrategy):
@@ -97,7 +95,7 @@ def shard(module: nn.Module, mesh: Any, block_classes: Sequence[type | str] | No
     for _, child in roots:
         fully_shard(child, mesh=mesh)
     names = [name for name, _ in blocks] + [name for name, _ in roots]
-    log.info("flashdist fsdp: fully_shard on %s over %d data-parallel ranks", names, mesh.size())
+    rank_zero_info(f"flashdist fsdp: fully_shard on {names} over {mesh.size()} data-parallel ranks")
     return names
 
 

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -100,3 +101,43 @@ def test_validate_runs_in_one_process(tmp_path, capsys):
                   "--trainer.enable_progress_bar=false"])
     assert status == 0
     assert "val_accuracy" in capsys.readouterr().out
+
+
+def _write_text_files(root):
+    rows = [("a wonderful, moving film", "pos"), ("dull and far too long", "neg")] * 6
+    (root / "train.csv").write_text("text,label\n" + "".join(f'"{t}",{l}\n' for t, l in rows))
+    (root / "val.jsonl").write_text('{"text": "moving", "label": "pos"}\n{"text": "dull", "label": "neg"}\n')
+    return {"class_path": "flashdist.data.TextFileDataModule",
+            "init_args": {"train_file": str(root / "train.csv"), "val_file": str(root / "val.jsonl"), "max_length": 12, "batch_size": 4}}
+
+
+def _write_image_folder(root):
+    from tests.data.test_image_folder import write_images
+
+    write_images(root / "images", {"cat": 4, "dog": 4})
+    return {"class_path": "flashdist.data.ImageFolderDataModule",
+            "init_args": {"train_dir": str(root / "images"), "val_fraction": 0.25, "image_size": 8, "batch_size": 2}}
+
+
+@pytest.mark.parametrize(
+    "model, make_data",
+    [
+        ({"class_path": "flashdist.text.TextClassifier", "init_args": {"num_classes": 2, "backbone": "tiny-bert"}}, _write_text_files),
+        ({"class_path": "flashdist.image.ImageClassifier", "init_args": {"num_classes": 2, "backbone": "resnet_tiny"}}, _write_image_folder),
+    ],
+    ids=["csv+jsonl text", "image folder"],
+)
+def test_file_datamodules_fit_from_yaml_in_one_process(tmp_path, capsys, model, make_data):
+    model["init_args"].update(optimizer="adamw", learning_rate=1e-3, lr_scheduler=["linear_schedule_with_warmup", {"num_warmup_steps": 0.25}])
+    config = {
+        "trainer": {"accelerator": "cpu", "devices": 1, "max_epochs": 2, "default_root_dir": str(tmp_path / "run"), "logger": False,
+                    "enable_checkpointing": False, "enable_progress_bar": False, "enable_model_summary": False},
+        "model": model,
+        "data": make_data(tmp_path),
+    }
+    path = tmp_path / "files.yaml"
+    path.write_text(yaml.safe_dump(config))
+    assert run(["fit", "--config", str(path)]) == 0
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["planned_total_steps"] == summary["optimizer_steps"] == 6
+    assert "6 taken / 6 planned" in capsys.readouterr().out

@@ -35,6 +35,7 @@ from lightning.pytorch.strategies import DeepSpeedStrategy
 from lightning.pytorch.strategies.ddp import DDPStrategy
 from lightning.pytorch.utilities.rank_zero import rank_zero_warn
 
+from flashdist.errors import ConfigError
 from flashdist.optim.specs import OptimizerSpec
 from flashdist.strategies import register_route
 from flashdist.strategies.base import StepCounter, StrategyRoute, unwrap_optimizer
@@ -210,6 +211,12 @@ def choose_deepspeed_optimizer(spec: OptimizerSpec, *, offloaded: bool, on_cuda:
         >>> choose_deepspeed_optimizer(normalize_optimizer("adamw"), offloaded=False, on_cuda=False)
         (None, "torch's AdamW: not offloaded and not on CUDA")
     """
+    if spec.entry is not None and spec.entry.provider == "deepspeed" and spec.name.startswith("Fused") and not on_cuda:
+        raise ConfigError(
+            f"optimizer {spec.name!r} is a CUDA kernel, and this fit runs on CPU.",
+            accepted=("adam", "adamw", "DeepSpeedCPUAdam", "any torch optimizer"),
+            hint="on CPU, name 'adamw': flashdist picks DeepSpeedCPUAdam when the optimizer is offloaded.",
+        )
     if spec.entry is None or spec.entry.provider != "torch":
         return None, "as requested"
     name = spec.name.lower()

@@ -177,4 +177,26 @@ def _device_type(params: list[Any]) -> str:
     return "cpu"
 
 
-register_route(ModelParallelStrategy, FSDPRoute)
+class FSDP1Route(StrategyRoute):
+    """Lightning's ``FSDPStrategy`` (FSDP1, CUDA only): groups by name need ``use_orig_params=True``."""
+
+    name = "fsdp1"
+
+    def param_groups(self, module: nn.Module, weight_decay: float | None) -> list[Any]:
+        if weight_decay is not None and not self.strategy.kwargs.get("use_orig_params", True):
+            raise ConfigError(
+                f"Task(weight_decay={weight_decay}) groups parameters by name, but FSDPStrategy(use_orig_params=False) "
+                "flattens them into one FlatParameter per unit.",
+                hint="keep Lightning's default use_orig_params=True, or use strategy='fsdp' (FSDP2).",
+            )
+        return super().param_groups(module, weight_decay)
+
+
+def _register() -> None:
+    from lightning.pytorch.strategies import FSDPStrategy
+
+    register_route(ModelParallelStrategy, FSDPRoute)
+    register_route(FSDPStrategy, FSDP1Route)
+
+
+_register()

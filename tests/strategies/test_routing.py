@@ -115,3 +115,23 @@ def test_a_task_left_at_its_default_optimizer_lets_a_deepspeed_config_optimizer_
     assert _explicit_task_optimizer(Task(nn.Linear(2, 2), learning_rate=0.1)) is None
     assert _explicit_task_optimizer(Task(nn.Linear(2, 2), learning_rate=0.1, optimizer="sgd")).name == "SGD"
     assert _explicit_task_optimizer(Task(nn.Linear(2, 2), learning_rate=0.1, optimizer=("adam", {"amsgrad": True}))) is not None
+
+
+@pytest.mark.parametrize("name", ["FusedAdam", "FusedLamb"])
+def test_cuda_only_deepspeed_kernels_are_refused_on_cpu(name):
+    from flashdist import ConfigError
+
+    with pytest.raises(ConfigError, match=rf"'{name}' is a CUDA kernel.*HINT"):
+        choose_deepspeed_optimizer(normalize_optimizer(name), offloaded=False, on_cuda=False)
+
+
+def test_fsdp1_refuses_flat_parameters_when_groups_need_names():
+    from lightning.pytorch.strategies import FSDPStrategy
+
+    from flashdist import ConfigError
+    from flashdist.strategies import route_for
+
+    route = route_for(FSDPStrategy(use_orig_params=False))
+    with pytest.raises(ConfigError, match="use_orig_params=False"):
+        route.param_groups(nn.Linear(2, 2), 0.01)
+    assert len(route_for(FSDPStrategy()).param_groups(nn.Linear(2, 2), 0.01)) == 2

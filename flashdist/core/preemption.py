@@ -13,6 +13,9 @@ step. Then, outside the handler:
    from success (0) and from a crash, so ``torchrun --max-restarts`` and schedulers restart
    it, and flashdist's auto-resume continues from that checkpoint.
 
+When a fit fails with an exception, the rank prints one line naming itself (``flashdist: rank
+R of W stopped: ...``), and a rank that launched the others (Lightning's launcher) stops them.
+
 This replaces Lightning's SLURM handler, which saves inside the signal handler, can save
 on one rank only, and only warns when the requeue fails. When the run later completes, its
 preemption checkpoints are deleted, so a re-run can never resume from a stale one.
@@ -101,6 +104,18 @@ class Preemption(Callback):
             file=sys.stderr,
             flush=True,
         )
+        stop_local_ranks(trainer)
+
+
+def stop_local_ranks(trainer: Any) -> None:
+    """A failing rank 0 takes the ranks it launched down with it (Lightning's launcher only does
+    so on Ctrl-C): a rank stuck elsewhere would otherwise outlive the run, waiting forever."""
+    from lightning.pytorch.strategies.launchers.subprocess_script import _SubprocessScriptLauncher
+
+    launcher = getattr(trainer.strategy, "launcher", None)
+    if isinstance(launcher, _SubprocessScriptLauncher) and launcher.procs:
+        print(f"flashdist: rank {trainer.global_rank}: stopping the ranks it launched", file=sys.stderr, flush=True)
+        launcher.kill(signal.SIGKILL)
 
     def teardown(self, trainer: Any, pl_module: Any, stage: str) -> None:
         self._restore_signals()

@@ -10,6 +10,8 @@
   record_samples (write the sample ids of every trained batch to samples-rank<r>.jsonl),
   kill_at_step {"step", "rank"}: SIGKILL that rank after that optimizer step (first attempt only),
   kill_in_save_at_step {"step", "rank"}: SIGKILL that rank while it writes that step's checkpoint,
+  die_at_step {"step", "rank", "delay_s"}: that rank sleeps delay_s (the others wait in the next
+    collective), then SIGKILLs itself,
   hang_at_step {"step", "rank"}: that rank stops participating (sleeps) after that step.
 "Attempt" = TORCHELASTIC_RESTART_COUNT, or FIT_ATTEMPT from the test; hooks fire on attempt 0.
 """
@@ -69,6 +71,10 @@ class Hooks(Callback):
         if self.config.get("step_sleep_s"):
             time.sleep(self.config["step_sleep_s"])
         if self._hits("kill_at_step", trainer):
+            os.kill(os.getpid(), signal.SIGKILL)
+        if self._hits("die_at_step", trainer):
+            time.sleep(self.config["die_at_step"].get("delay_s", 0))  # the other rank is waiting in a collective
+            print(f"rank {trainer.global_rank} dies at step {trainer.global_step}", file=sys.stderr, flush=True)
             os.kill(os.getpid(), signal.SIGKILL)
         if self._hits("hang_at_step", trainer):
             print(f"rank {trainer.global_rank} hangs at step {trainer.global_step}", file=sys.stderr, flush=True)

@@ -1,0 +1,57 @@
+"""`flashdist bench schedulers` end to end on tiny sizes: well-formed JSON and PNG, no timing claims."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from flashdist.bench import schedulers
+from flashdist.cli.main import main
+from flashdist.optim import LR_SCHEDULERS
+
+RESULT_KEYS = {"scheduler", "implementation", "groups", "us_per_step", "spread", "ratio_to_direct"}
+IMPLEMENTATIONS = {"flashdist", "transformers", "torch", "deepspeed"}
+
+
+def test_cli_writes_table_json_and_png(tmp_path, capsys):
+    out_json, out_png = tmp_path / "s.json", tmp_path / "s.png"
+    names = "steplr,linear_schedule_with_warmup,hf:linear_schedule_with_warmup,reducelronplateau"
+    code = main(["bench", "schedulers", "--groups", "1,3", "--steps", "20", "--repeats", "3", "--warmup-steps", "5",
+                 "--only", names, "--json", str(out_json), "--plot", str(out_png)])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "direct assignment" in printed and "method:" in printed and "skipped reducelronplateau" in printed
+
+    result = json.loads(out_json.read_text())
+    assert {"method", "environment", "baseline_us_per_step", "results"} <= set(result)
+    assert set(result["baseline_us_per_step"]) == {"1", "3"}
+    assert all(v > 0 for v in result["baseline_us_per_step"].values())
+    assert len(result["results"]) == 3 * 2
+    for row in result["results"]:
+        assert set(row) == RESULT_KEYS
+        assert row["implementation"] in IMPLEMENTATIONS and row["groups"] in (1, 3)
+        assert row["us_per_step"] > 0 and row["spread"] >= 0
+        assert row["ratio_to_direct"] == pytest.approx(row["us_per_step"] / result["baseline_us_per_step"][str(row["groups"])])
+    by_name = {r["scheduler"]: r["implementation"] for r in result["results"]}
+    assert by_name == {"steplr": "torch", "linear_schedule_with_warmup": "flashdist", "hf:linear_schedule_with_warmup": "transformers"}
+    assert result["skipped"] == [{"scheduler": "reducelronplateau", "reason": schedulers.SKIP_REASONS["reducelronplateau"]}]
+    assert "median" in result["method"] and "shuffled order" in result["method"]
+    assert out_png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_every_registered_scheduler_is_timed_or_skipped_with_a_reason():
+    result = schedulers.run(groups=(2,), steps=2, repeats=1, warmup_steps=1)
+    timed = {row["scheduler"] for row in result["results"]}
+    skipped = {row["scheduler"]: row["reason"] for row in result["skipped"]}
+    assert timed | set(skipped) == set(LR_SCHEDULERS.names())
+    assert not [name for name, reason in skipped.items() if reason.startswith("failed to build")], skipped
+    implementations = {row["implementation"] for row in result["results"]}
+    assert {"flashdist", "transformers", "torch"} <= implementations
+
+
+def test_bad_group_list_is_a_usage_error(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["bench", "schedulers", "--groups", "1,x"])
+    assert exit_info.value.code == 2
+    assert "comma-separated list of ints" in capsys.readouterr().err

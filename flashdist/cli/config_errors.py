@@ -20,6 +20,8 @@ _PARSER_KEY = re.compile(r'Parser key "([^"]+)"')
 _CLASS_PATH = re.compile(r"Problem with given class_path '([^']+)'")
 _OPTION = re.compile(r"Option '([^']+)' is not accepted")
 _GROUP_OPTION = re.compile(r"(Group|Subcommand) '([^']+)' does not accept option '([^']+)'")
+_NO_FILE = re.compile(r"File does not exist: '([^']+)'")
+_REQUIRED = re.compile(r"the following arguments are required: (.+)$", re.MULTILINE)
 _UNRECOGNIZED = re.compile(r"unrecognized arguments: --([^\s=]+)")
 _KEY_NOT_EXPECTED = re.compile(r"Key '([^']+)' is not expected")
 _GIVEN = re.compile(r"(?:Given value|Got value): (.*)")
@@ -42,6 +44,16 @@ def config_error_from_parse(message: str, top_level_keys: list[str], config_file
     if message.startswith("Problems parsing config"):
         detail = message.split(":", 1)[1].strip()
         return ConfigError(f"the config is not valid YAML{where}: {detail}", hint="check the indentation and brackets at that line.")
+    missing_file = _NO_FILE.search(message)
+    if missing_file:
+        return ConfigError(f"config file {missing_file.group(1)!r} does not exist.", hint="configs/ holds quickstart.yaml and friends.")
+    required = _REQUIRED.search(message)
+    if required:
+        keys = [key.split(".", 1)[-1] for key in required.group(1).split(", ")]
+        return ConfigError(
+            f"the run needs the section(s) {keys}{where}.",
+            hint="give a config (--config configs/quickstart.yaml) or each section's class_path and init_args.",
+        )
     top = _PARSER_KEY.search(message)
     class_path = _CLASS_PATH.search(message)
     if class_path:

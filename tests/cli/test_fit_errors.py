@@ -34,8 +34,9 @@ def refused(tmp_path, capsys, text: str, *overrides: str) -> str:
     path.write_text(text)
     assert run(["fit", "--config", str(path), *overrides]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("flashdist fit: error: ") and "Traceback" not in err, err
-    return err
+    # Lightning may warn first (e.g. about an unused `srun`); the error is one message, no traceback.
+    assert "flashdist fit: error: " in err and "Traceback" not in err, err
+    return err[err.index("flashdist fit: error: "):]
 
 
 def edit(old: str, new: str) -> str:
@@ -98,3 +99,11 @@ def test_bad_command_line_override_is_refused(tmp_path, capsys, no_launch, overr
     err = refused(tmp_path, capsys, QUICKSTART, override)
     for fragment in fragments:
         assert fragment in err, f"{fragment!r} missing from:\n{err}"
+
+
+def test_missing_config_file_and_missing_sections(capsys, no_launch):
+    assert run(["fit", "--config", "configs/no_such.yaml"]) == 2
+    assert "config file" in capsys.readouterr().err
+    assert run(["fit"]) == 2
+    err = capsys.readouterr().err
+    assert "needs the section(s) ['data', 'model']" in err and "--config configs/quickstart.yaml" in err

@@ -6,7 +6,7 @@ launcher's numbers; an explicit value that disagrees is a :class:`~flashdist.Con
 construction, before any process group forms (Lightning would otherwise fail late, or wait on
 ranks that never come).
 
-Detection reuses Lightning's own (``TorchElasticEnvironment.detect``, ``SLURMEnvironment.detect``),
+Detection follows Lightning's own rules (``TorchElasticEnvironment.detect``, ``SLURMEnvironment.detect``),
 with one fix: a ``torchrun`` started inside an ``srun`` task sees both sets of variables, and
 Lightning would pick SLURM's (one rank per SLURM task) although torchrun made the processes;
 flashdist then hands Lightning a ``TorchElasticEnvironment`` explicitly.
@@ -92,11 +92,8 @@ def _torchrun(env: Mapping[str, str]) -> LaunchTopology:
 
 
 def _slurm_detected(env: Mapping[str, str]) -> bool:
-    if env is os.environ:
-        from lightning.fabric.plugins.environments import SLURMEnvironment
-
-        return SLURMEnvironment.detect()
-    # the same rule as Lightning's, for an explicit mapping: srun sets SLURM_NTASKS; 'bash'/'interactive' jobs opt out
+    # Lightning's rule (SLURMEnvironment.detect, without its "srun is installed but not used" warning):
+    # srun sets SLURM_NTASKS; jobs named 'bash' or 'interactive' opt out
     return "SLURM_NTASKS" in env and env.get("SLURM_JOB_NAME") not in ("bash", "interactive")
 
 

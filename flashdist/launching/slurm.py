@@ -98,7 +98,7 @@ def render_sbatch(spec: SbatchSpec, template: str | None = None) -> str:
         True
     """
     text = template if template is not None else _read_template(TEMPLATE)
-    logs = Path(spec.log_dir) if Path(spec.log_dir).is_absolute() else Path(spec.workdir) / spec.log_dir
+    logs = log_dir(spec)
     values = {
         "job_name": spec.job_name,
         "partition": spec.partition,
@@ -122,6 +122,7 @@ def render_sbatch(spec: SbatchSpec, template: str | None = None) -> str:
 
 
 def log_dir(spec: SbatchSpec) -> Path:
+    """Where the job's output and error files go (``log_dir`` under ``workdir`` unless absolute)."""
     return Path(spec.log_dir) if Path(spec.log_dir).is_absolute() else Path(spec.workdir) / spec.log_dir
 
 

@@ -17,6 +17,7 @@ from flashdist.errors import ConfigError
 
 SINGLE_NODE_ENDPOINT = "127.0.0.1:0"  # what `torchrun --standalone` does: a free port on this host
 DEFAULT_RDZV_TIMEOUT_S = 300
+FORWARDED_SIGNALS = "SIGTERM,SIGINT,SIGHUP,SIGQUIT,SIGUSR1,SIGUSR2"
 
 
 @dataclass(frozen=True)
@@ -83,6 +84,8 @@ def torchrun_command(spec: TorchrunSpec, command: list[str]) -> list[str]:
         "--rdzv-id", spec.rdzv_id,
         "--rdzv-conf", rdzv_conf,
         "--max-restarts", str(spec.max_restarts),
+        # SLURM's preemption/time-limit signal must reach the workers, not kill the agent
+        "--signals-to-handle", FORWARDED_SIGNALS,
     ]  # fmt: skip
     local_addr = spec.local_addr or ("127.0.0.1" if spec.nnodes == 1 else None)
     if local_addr:

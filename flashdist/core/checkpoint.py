@@ -19,6 +19,7 @@ Preemption checkpoints are deleted when a run completes, so they can never be st
 from __future__ import annotations
 
 import json
+import re
 import os
 import shutil
 import sys
@@ -241,3 +242,37 @@ def check_monitored_metrics(trainer: Any) -> None:
                 accepted=sorted(logged),
                 hint="monitor one of the accepted names; val_* metrics need a validation loader and limit_val_batches > 0.",
             )
+
+
+# ---- DeepSpeed: sharded optimizer state is tied to the data-parallel size ------------------------
+_ZERO_SHARD = re.compile(r"^(?:bf16_)?zero_pp_rank_(\d+)_mp_rank_\d+_optim_states\.pt$")
+
+
+def sharded_checkpoint_dp_size(path: Path) -> int | None:
+    """Data-parallel ranks that wrote a DeepSpeed checkpoint directory (its ZeRO shards), or None."""
+    if not path.is_dir():
+        return None
+    ranks = {int(m[1]) for p in path.rglob("*_optim_states.pt") if (m := _ZERO_SHARD.match(p.name))}
+    return len(ranks) or None
+
+
+def check_sharded_resume(trainer: Any, ckpt_path: Any) -> None:
+    """Refuse, before any process starts, a DeepSpeed resume on another data-parallel size.
+
+    DeepSpeed itself stops only after the ranks launched and the model was built
+    ("Automatic adjustment of ZeRO's optimizer state partitioning with a new world size is not
+    currently supported"), whatever ``resume_policy`` says.
+    """
+    if ckpt_path is None or not hasattr(type(trainer.strategy), "zero_stage_3"):
+        return
+    saved = sharded_checkpoint_dp_size(Path(ckpt_path))
+    now = trainer.num_devices * trainer.num_nodes
+    if saved is not None and saved != now:
+        raise ConfigError(
+            f"the DeepSpeed checkpoint {ckpt_path} holds ZeRO optimizer state sharded over {saved} data-parallel "
+            f"rank(s); this fit has {now}, and DeepSpeed cannot re-shard it (resume_policy={trainer.resume_policy!r} "
+            "adapts the LR schedule, not DeepSpeed's shards).",
+            hint=f"resume on {saved} rank(s); or convert it with DeepSpeed's universal checkpoint "
+            "(python -m deepspeed.checkpoint.ds_to_universal), or start a new run from its weights "
+            "(zero_to_fp32.py in the checkpoint directory).",
+        )

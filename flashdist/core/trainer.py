@@ -11,7 +11,7 @@ from typing import Any
 
 import lightning.pytorch as pl
 
-from flashdist.core.checkpoint import install_atomic_checkpoints, resolve_ckpt_path
+from flashdist.core.checkpoint import check_sharded_resume, install_atomic_checkpoints, resolve_ckpt_path
 from flashdist.core.ledger import StepLedger
 from flashdist.core.planning import reset_plan
 from flashdist.core.preemption import Preemption, finish_preempted_fit
@@ -68,7 +68,9 @@ class Trainer(pl.Trainer):
         reset_plan(self)
         if len(args) >= 5:
             args = (*args[:4], resolve_ckpt_path(self, args[4]), *args[5:])
+            check_sharded_resume(self, args[4])
         else:
             kwargs["ckpt_path"] = resolve_ckpt_path(self, kwargs.get("ckpt_path"))
+            check_sharded_resume(self, kwargs["ckpt_path"])
         super().fit(*args, **kwargs)
         finish_preempted_fit(self)

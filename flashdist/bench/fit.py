@@ -67,7 +67,8 @@ def run(
         fits = _launch(config, timeout_s, progress)
         configs.append(summarize(config, fits))
     env["load_average_after"] = environment()["load_average_1_5_15min"]
-    return {"method": method_text(steps, warmup_steps, repeats, warmup_rounds, batch_size, hidden), "environment": env, "configs": configs}
+    method = method_text(steps, warmup_steps, repeats, warmup_rounds, batch_size, hidden)
+    return {"method": method, "environment": env, "configs": configs}
 
 
 def _launch(config: dict[str, Any], timeout_s: float, progress: Callable[[str], None] | None) -> list[dict[str, Any]]:
@@ -79,7 +80,8 @@ def _launch(config: dict[str, Any], timeout_s: float, progress: Callable[[str], 
         if config["devices"] == 1:
             command = [sys.executable, *worker]
         else:
-            command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={config['devices']}", *worker]
+            torchrun = ["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={config['devices']}"]
+            command = [sys.executable, *torchrun, *worker]
         if progress:
             progress(f"bench fit: {' '.join(command)}")
         env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
@@ -145,7 +147,8 @@ def method_text(steps: int, warmup_steps: int, repeats: int, warmup_rounds: int,
         f"same linear warmup (10%, ceil) and total. {warmup_rounds} untimed round(s), then {repeats} rounds; each "
         f"round runs every variant once in a shuffled order (interleaved). Per fit: a callback stamps each "
         f"on_train_batch_end; the first {warmup_steps} steps are dropped; the fit's value is the median interval "
-        f"(us/step), on the wall clock and on the process CPU clock (time.process_time_ns, all threads; robust to other jobs' load). Variant value = median over fits, 95% percentile-bootstrap CI. Paired by round: scheduler "
+        f"(us/step), on the wall clock and on the process CPU clock (time.process_time_ns, all threads; robust to "
+        f"other jobs' load). Variant value = median over fits, 95% percentile-bootstrap CI. Paired by round: scheduler "
         f"overhead = fit(schedule) - fit(none) in the same harness (us); harness ratio = flashdist / lightning "
         f"with the same schedule. 1 process: a fresh python process; N>1: torchrun --standalone, DDP (gloo), "
         f"rank 0's timings."

@@ -96,7 +96,8 @@ def make_module(variant: str, hidden: int, total_steps: int) -> LightningModule:
         return PlainModule(model, schedule, total_steps)
     from flashdist import Task
 
-    spec = None if schedule == "none" else (("hf:" if schedule == "hf" else "") + "linear_schedule_with_warmup", {"num_warmup_steps": WARMUP_FRACTION})
+    name = ("hf:" if schedule == "hf" else "") + "linear_schedule_with_warmup"
+    spec = None if schedule == "none" else (name, {"num_warmup_steps": WARMUP_FRACTION})
     return Task(model, loss_fn=nn.functional.cross_entropy, optimizer="adamw", learning_rate=LEARNING_RATE, lr_scheduler=spec)
 
 
@@ -187,7 +188,8 @@ def main(config_path: str) -> None:
             if round_index >= 0:
                 fits.append({**record, "round": round_index})
         if rank == 0:
-            print(f"[bench fit] devices={config['devices']} round {round_index + 1}/{config['repeats']} done", file=sys.stderr, flush=True)
+            done = f"round {round_index + 1}/{config['repeats']}"
+            print(f"[bench fit] devices={config['devices']} {done} done", file=sys.stderr, flush=True)
     if rank == 0:
         Path(config["out"]).write_text(json.dumps({"fits": fits, "world_size": world}, indent=1))
 

@@ -34,7 +34,8 @@ def print_scheduler_table(result: dict[str, Any], console: Any = None) -> None:
     for g in groups:
         table.add_column(f"{g} grp µs", justify="right")
         table.add_column("× direct", justify="right")
-    table.add_row("direct assignment (baseline)", "-", *[cell for g in groups for cell in (f"{result['baseline_us_per_step'][g]:.3f}", "1.00")])
+    baseline_cells = [cell for g in groups for cell in (f"{result['baseline_us_per_step'][g]:.3f}", "1.00")]
+    table.add_row("direct assignment (baseline)", "-", *baseline_cells)
     rows: dict[tuple[str, str], dict[str, dict[str, Any]]] = {}
     for row in result["results"]:
         rows.setdefault((row["scheduler"], row["implementation"]), {})[str(row["groups"])] = row
@@ -148,7 +149,8 @@ def plot_fit(result: dict[str, Any], path: str | Path) -> Path:
     for ax, config in zip(axes[0], configs):
         names = list(config["variants"])
         values = [config["variants"][n]["us_per_step"] for n in names]
-        errors = [[v - config["variants"][n]["ci95"][0] for n, v in zip(names, values)], [config["variants"][n]["ci95"][1] - v for n, v in zip(names, values)]]
+        cis = [config["variants"][n]["ci95"] for n in names]
+        errors = [[v - low for v, (low, _) in zip(values, cis)], [high - v for v, (_, high) in zip(values, cis)]]
         colours = ["#2a9d8f" if n.startswith("flashdist") else "#264653" for n in names]
         ax.bar(range(len(names)), values, yerr=errors, color=colours, capsize=3)
         ax.set_xticks(range(len(names)))

@@ -83,7 +83,9 @@ def bench_kwargs(name: str) -> dict[str, Any]:
 
 def make_optimizer(groups: int, momentum: float = 0.9) -> torch.optim.Optimizer:
     """SGD over ``groups`` one-element groups with distinct base LRs (momentum: CyclicLR/OneCycle need it)."""
-    params = [{"params": [torch.nn.Parameter(torch.zeros(1))], "lr": 0.1 * (1 + index / max(1, groups))} for index in range(groups)]
+    params = [
+        {"params": [torch.nn.Parameter(torch.zeros(1))], "lr": 0.1 * (1 + index / max(1, groups))} for index in range(groups)
+    ]
     return torch.optim.SGD(params, lr=0.1, momentum=momentum)
 
 
@@ -196,7 +198,8 @@ def run(
                 candidates.append(build_candidate(name, entry, group_count, total_steps))
             except Exception as error:  # a scheduler that cannot be built here is reported, not fatal
                 skipped[name] = f"failed to build: {type(error).__name__}: {str(error).splitlines()[0][:160]}"
-        direct = Candidate("direct assignment", "baseline", direct_assignment(make_optimizer(group_count), total_steps, warmup_for_baseline))
+        direct_step = direct_assignment(make_optimizer(group_count), total_steps, warmup_for_baseline)
+        direct = Candidate("direct assignment", "baseline", direct_step)
         timed = [direct, *candidates]
         for candidate in timed:
             time_calls_us(candidate.step, warmup_steps, clock)

@@ -66,7 +66,13 @@ def iqr(values: Sequence[float]) -> float:
     return quantile(values, 0.75) - quantile(values, 0.25)
 
 
-def bootstrap_ci(values: Sequence[float], statistic: Callable[[Sequence[float]], float] = median, level: float = 0.95, resamples: int = 4000, seed: int = 0) -> tuple[float, float]:
+def bootstrap_ci(
+    values: Sequence[float],
+    statistic: Callable[[Sequence[float]], float] = median,
+    level: float = 0.95,
+    resamples: int = 4000,
+    seed: int = 0,
+) -> tuple[float, float]:
     """Percentile-bootstrap confidence interval of ``statistic`` (seeded: reruns agree).
 
     Example:
@@ -114,7 +120,8 @@ def environment() -> dict[str, Any]:
 
 def _git_commit() -> str | None:
     try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5, cwd=Path(__file__).parent)
+        command = ["git", "rev-parse", "--short", "HEAD"]
+        out = subprocess.run(command, capture_output=True, text=True, timeout=5, cwd=Path(__file__).parent)
         return out.stdout.strip() or None
     except Exception:  # not a git checkout: the commit is simply unknown
         return None

@@ -48,7 +48,9 @@ def parser() -> argparse.ArgumentParser:
     sched.add_argument("--clock", choices=("wall", "cpu"), default="wall",
                        help="wall: perf_counter; cpu: this thread's CPU time, for a machine others are loading")
     sched.add_argument("--json", dest="json_path", default=None, help="write the results here")
-    sched.add_argument("--plot", default=DEFAULT_SCHEDULERS_PLOT, help=f"bar chart PNG (default {DEFAULT_SCHEDULERS_PLOT}); 'none' for none")
+    sched.add_argument(
+        "--plot", default=DEFAULT_SCHEDULERS_PLOT, help=f"bar chart PNG (default {DEFAULT_SCHEDULERS_PLOT}); 'none' for none"
+    )
 
     fit = commands.add_parser("fit", help="per-step overhead of the scheduler and of flashdist inside real fits")
     fit.add_argument("--devices", type=_int_list, default=[1, 2], help="process counts, CPU (default 1,2)")

@@ -97,8 +97,9 @@ class ClosedFormLR(LRScheduler):
             )
         self._bound_groups, self._bound_len = groups, len(groups)
         # tuples built once: iterating them allocates nothing per step (zip() would).
-        self._float_targets = tuple((g, float(b)) for g, b in zip(groups, self.base_lrs) if not isinstance(g["lr"], torch.Tensor))
-        self._tensor_targets = tuple((g["lr"], float(b)) for g, b in zip(groups, self.base_lrs) if isinstance(g["lr"], torch.Tensor))
+        pairs = [(group, float(base_lr)) for group, base_lr in zip(groups, self.base_lrs)]
+        self._float_targets = tuple((g, b) for g, b in pairs if not isinstance(g["lr"], torch.Tensor))
+        self._tensor_targets = tuple((g["lr"], b) for g, b in pairs if isinstance(g["lr"], torch.Tensor))
 
     _bound_len = -1
 
@@ -171,7 +172,10 @@ def _min_lr_rate(optimizer: torch.optim.Optimizer, min_lr: float | None, min_lr_
     if min_lr is not None:
         return min_lr / optimizer.defaults["lr"]
     if min_lr_rate is None:
-        raise ConfigError("cosine with min lr needs min_lr or min_lr_rate.", hint="e.g. ('cosine_with_min_lr_schedule_with_warmup', {'min_lr_rate': 0.1}).")
+        raise ConfigError(
+            "cosine with min lr needs min_lr or min_lr_rate.",
+            hint="e.g. ('cosine_with_min_lr_schedule_with_warmup', {'min_lr_rate': 0.1}).",
+        )
     return min_lr_rate
 
 
@@ -189,7 +193,11 @@ def constant_schedule_with_warmup(
 
 
 def linear_schedule_with_warmup(
-    optimizer: torch.optim.Optimizer, num_warmup_steps: int, num_training_steps: int, last_epoch: int = -1, lr_as_tensor: bool = False
+    optimizer: torch.optim.Optimizer,
+    num_warmup_steps: int,
+    num_training_steps: int,
+    last_epoch: int = -1,
+    lr_as_tensor: bool = False,
 ) -> ClosedFormLR:
     """Fast ``get_linear_schedule_with_warmup``.
 
@@ -241,7 +249,11 @@ def polynomial_decay_schedule_with_warmup(
 
 
 def inverse_sqrt_schedule(
-    optimizer: torch.optim.Optimizer, num_warmup_steps: int, timescale: int | None = None, last_epoch: int = -1, lr_as_tensor: bool = False
+    optimizer: torch.optim.Optimizer,
+    num_warmup_steps: int,
+    timescale: int | None = None,
+    last_epoch: int = -1,
+    lr_as_tensor: bool = False,
 ) -> ClosedFormLR:
     """Fast ``get_inverse_sqrt_schedule``."""
     return ClosedFormLR(optimizer, InverseSqrt(num_warmup_steps, timescale), last_epoch, lr_as_tensor)
@@ -259,7 +271,8 @@ def cosine_with_min_lr_schedule_with_warmup(
 ) -> ClosedFormLR:
     """Fast ``get_cosine_with_min_lr_schedule_with_warmup`` (``min_lr`` is relative to ``optimizer.defaults["lr"]``)."""
     rate = _min_lr_rate(optimizer, min_lr, min_lr_rate)
-    return ClosedFormLR(optimizer, CosineWithWarmup(num_warmup_steps, num_training_steps, num_cycles, rate), last_epoch, lr_as_tensor)
+    schedule = CosineWithWarmup(num_warmup_steps, num_training_steps, num_cycles, rate)
+    return ClosedFormLR(optimizer, schedule, last_epoch, lr_as_tensor)
 
 
 def cosine_with_min_lr_schedule_with_warmup_lr_rate(
@@ -294,15 +307,20 @@ def wsd_schedule(
 ) -> ClosedFormLR:
     """Fast ``get_wsd_schedule``: give ``num_training_steps`` (the stable phase fills the rest) or ``num_stable_steps``."""
     if num_training_steps is None and num_stable_steps is None:
-        raise ConfigError("wsd_schedule needs num_training_steps or num_stable_steps.", hint="inside a Task the total is filled in.")
+        raise ConfigError(
+            "wsd_schedule needs num_training_steps or num_stable_steps.", hint="inside a Task the total is filled in."
+        )
     if num_stable_steps is None:
-        for name, value in (("num_training_steps", num_training_steps), ("num_warmup_steps", num_warmup_steps), ("num_decay_steps", num_decay_steps)):
+        given = (("num_training_steps", num_training_steps), ("num_warmup_steps", num_warmup_steps))
+        for name, value in (*given, ("num_decay_steps", num_decay_steps)):
             if isinstance(value, bool) or not isinstance(value, int):
                 raise ConfigError(f"{name}={value!r} is not a step count.", accepted="an int >= 0")
         num_stable_steps = num_training_steps - num_warmup_steps - num_decay_steps
     elif num_training_steps is not None:
         warnings.warn("Both num_training_steps and num_stable_steps are specified. num_stable_steps will be used.", stacklevel=2)
-    schedule = WarmupStableDecay(num_warmup_steps, num_stable_steps, num_decay_steps, warmup_type, decay_type, min_lr_ratio, num_cycles)
+    schedule = WarmupStableDecay(
+        num_warmup_steps, num_stable_steps, num_decay_steps, warmup_type, decay_type, min_lr_ratio, num_cycles
+    )
     return ClosedFormLR(optimizer, schedule, last_epoch, lr_as_tensor)
 
 

@@ -34,7 +34,8 @@ def test_cli_writes_table_json_and_png(tmp_path, capsys):
         assert row["us_per_step"] > 0 and row["spread"] >= 0
         assert row["ratio_to_direct"] == pytest.approx(row["us_per_step"] / result["baseline_us_per_step"][str(row["groups"])])
     by_name = {r["scheduler"]: r["implementation"] for r in result["results"]}
-    assert by_name == {"steplr": "torch", "linear_schedule_with_warmup": "flashdist", "hf:linear_schedule_with_warmup": "transformers"}
+    expected = {"steplr": "torch", "linear_schedule_with_warmup": "flashdist", "hf:linear_schedule_with_warmup": "transformers"}
+    assert by_name == expected
     assert result["skipped"] == [{"scheduler": "reducelronplateau", "reason": schedulers.SKIP_REASONS["reducelronplateau"]}]
     assert "median" in result["method"] and "shuffled order" in result["method"]
     assert out_png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -41,9 +41,10 @@ CASES = [
     ("cosine_with_min_lr_schedule_with_warmup_lr_rate", {"num_warmup_steps": 1, "min_lr": 2e-3, "warmup_lr_rate": 0.2}, 40),
     ("cosine_with_min_lr_schedule_with_warmup_lr_rate", {"num_warmup_steps": 0, "min_lr_rate": 0.0}, 40),
     ("wsd_schedule", {"num_warmup_steps": 10, "num_decay_steps": 20}, 97),
-    ("wsd_schedule", {"num_warmup_steps": 7, "num_decay_steps": 31, "warmup_type": "cosine", "decay_type": "linear", "min_lr_ratio": 0.1}, 90),
+    ("wsd_schedule", {"num_warmup_steps": 7, "num_decay_steps": 31, "warmup_type": "cosine", "decay_type": "linear",
+                      "min_lr_ratio": 0.1}, 90),
     ("wsd_schedule", {"num_warmup_steps": 9, "num_decay_steps": 9, "warmup_type": "1-sqrt", "decay_type": "1-sqrt"}, 50),
-    ("wsd_schedule", {"num_warmup_steps": 4, "num_decay_steps": 12, "num_stable_steps": 5, "decay_type": "cosine", "num_cycles": 1.0}, None),
+    ("wsd_schedule", {"num_warmup_steps": 4, "num_decay_steps": 12, "num_stable_steps": 5, "num_cycles": 1.0}, None),
 ]
 
 
@@ -165,14 +166,14 @@ def test_deprecated_step_with_epoch_jumps_like_torch():
     [
         ("linear_schedule_with_warmup", {"num_warmup_steps": -1}, "num_warmup_steps=-1 is negative"),
         ("linear_schedule_with_warmup", {"num_warmup_steps": 200}, "num_warmup_steps=200 is not less than"),
-        ("cosine_schedule_with_warmup", {"num_warmup_steps": 5, "num_cycles": "half"}, "num_cycles='half' is not a finite number"),
+        ("cosine_schedule_with_warmup", {"num_warmup_steps": 5, "num_cycles": "half"}, "num_cycles='half' is not a finite"),
         ("cosine_with_min_lr_schedule_with_warmup", {"num_warmup_steps": 5}, "needs min_lr or min_lr_rate"),
-        ("cosine_with_min_lr_schedule_with_warmup", {"num_warmup_steps": 5, "min_lr": 1e-3, "min_lr_rate": 0.1}, "both min_lr and min_lr_rate"),
+        ("cosine_with_min_lr_schedule_with_warmup", {"num_warmup_steps": 5, "min_lr": 1e-3, "min_lr_rate": 0.1}, "both min_lr"),
         ("polynomial_decay_schedule_with_warmup", {"num_warmup_steps": 5, "lr_end": 0.5}, "lr_end=0.5 must be smaller"),
         ("inverse_sqrt_schedule", {"num_warmup_steps": 5, "timescale": 0}, "timescale=0 is below 1"),
         ("wsd_schedule", {"num_warmup_steps": 5, "num_decay_steps": 10, "warmup_type": "exp"}, "warmup_type='exp' is not known"),
         ("wsd_schedule", {"num_warmup_steps": 50, "num_decay_steps": 60}, "exceed the training steps"),
-        ("linear_schedule_with_warmup", {"num_warmup_steps": 5, "lr_as_tensor": "yes"}, "lr_as_tensor='yes' must be True or False"),
+        ("linear_schedule_with_warmup", {"num_warmup_steps": 5, "lr_as_tensor": "yes"}, "lr_as_tensor='yes' must be True"),
         ("linear_schedule_with_warmup", {"num_warmup_step": 5}, "unknown argument 'num_warmup_step'"),
     ],
 )

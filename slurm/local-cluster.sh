@@ -100,14 +100,14 @@ start() {
     command -v "$bin" >/dev/null || [[ -x "/usr/sbin/$bin" ]] || die "$bin is missing: run slurm/ensure-packages.sh"
   done
   if pid_alive "$DIR/slurmctld.pid" && pid_alive "$DIR/slurmd.pid"; then
-    say "already running (SLURM_CONF=$CONF); node state: $(node_state)"
-    return
+    say "already running (SLURM_CONF=$CONF)"
+  else
+    mkdir -p "$DIR"
+    write_conf
+    start_munge
+    pid_alive "$DIR/slurmctld.pid" || /usr/sbin/slurmctld -f "$CONF" -i
+    pid_alive "$DIR/slurmd.pid" || /usr/sbin/slurmd -f "$CONF"
   fi
-  mkdir -p "$DIR"
-  write_conf
-  start_munge
-  pid_alive "$DIR/slurmctld.pid" || /usr/sbin/slurmctld -f "$CONF" -i
-  pid_alive "$DIR/slurmd.pid" || /usr/sbin/slurmd -f "$CONF"
   local deadline=$((SECONDS + START_TIMEOUT_S)) state=""
   while ((SECONDS < deadline)); do
     state="$(node_state)"

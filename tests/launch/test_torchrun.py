@@ -1,5 +1,5 @@
 """`flashdist launch` under real torchrun: one node, two nodes on one host, a failed rendezvous,
-and a config that disagrees with the launcher."""
+and a config that disagrees with the launcher; the same config without a launcher as the baseline."""
 
 from __future__ import annotations
 
@@ -28,6 +28,15 @@ def planned(**cluster) -> dict:
     proc = run_cli(["plan", "--config", str(RUN_YAML), "--json", *[f"--{k.replace('_', '-')}={v}" for k, v in cluster.items()]], timeout_s=60)
     assert proc.returncode == 0, describe(proc)
     return json.loads(proc.stdout)
+
+
+def test_the_same_config_without_a_launcher_plans_and_steps_the_same(tmp_path, reference_run):
+    proc = run_cli(fit_command(tmp_path)[1:], timeout_s=240)  # Lightning starts the second process itself
+    assert proc.returncode == 0, describe(proc)
+    summary = read_summary(tmp_path)
+    assert summary["world_size"] == 2 and summary["num_nodes"] == 1
+    assert summary["planned_total_steps"] == summary["optimizer_steps"] == PLANNED_STEPS
+    assert read_lr(tmp_path) == read_lr(reference_run)
 
 
 def test_two_nodes_on_one_host_divide_the_data(tmp_path, reference_run):

@@ -308,8 +308,20 @@ class ResumeGuard(Callback):
     def _resume_position(self, trainer: Any, position: dict[str, int] | None) -> None:
         if self._sampler is None or not position or position["epoch"] != trainer.current_epoch:
             return
-        if 0 < position["samples_done"] < len(self._sampler.dataset):
-            self._sampler.resume_at(position["epoch"], position["samples_done"])
+        samples_done = position["samples_done"]
+        if not 0 < samples_done < len(self._sampler.dataset):
+            return
+        self._sampler.resume_at(position["epoch"], samples_done)
+        samples_per_batch = trainer.train_dataloader.batch_size * self._sampler.num_replicas
+        progress = trainer.fit_loop.epoch_loop.batch_progress
+        batches_done = batches_done_on_this_topology(samples_done, samples_per_batch)
+        shift = batches_done - progress.current.processed
+        if shift:  # another topology: count the epoch's batches in this one's units
+            for counter in (progress.current, progress.total):
+                counter.ready += shift
+                counter.started += shift
+                counter.processed += shift
+                counter.completed += shift
 
     def summary(self) -> dict[str, Any]:
         """The resume facts for ``summary.json``."""
@@ -319,6 +331,23 @@ class ResumeGuard(Callback):
             out["resume_adapted_by"] = self.schedule.policy if self.schedule else None
             out["schedule_total_steps"] = self.schedule.total_steps if self.schedule else None
         return out
+
+
+def batches_done_on_this_topology(samples_done: int, samples_per_batch: int) -> int:
+    """Batches per rank that cover the ``samples_done`` an interrupted epoch consumed.
+
+    Example:
+        >>> batches_done_on_this_topology(48, 8), batches_done_on_this_topology(48, 16)
+        (6, 3)
+    """
+    batches, rest = divmod(samples_done, samples_per_batch)
+    if rest:
+        raise ConfigError(
+            f"the checkpoint stopped mid-epoch after {samples_done} samples, which is not a whole number of "
+            f"batches of {samples_per_batch} samples (batch size × ranks) on this topology.",
+            hint="resume from an end-of-epoch checkpoint, or on the topology it was saved with.",
+        )
+    return batches
 
 
 def _schedule_from(saved: dict[str, Any]) -> ExecutingSchedule:

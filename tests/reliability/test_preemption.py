@@ -54,6 +54,17 @@ def test_sigusr1_to_rank0_stops_both_ranks_at_one_step_then_auto_resume_is_exact
     assert summary["preempted"] and not summary["completed"] and summary["optimizer_steps"] == step
     assert _steps_recorded(root, 0) == _steps_recorded(root, 1) == step  # both finished the same step, no more
 
+    # The same mid-epoch checkpoint, resumed on 1 rank (keep_schedule): the rest of epoch 0 is
+    # dealt to the one rank, every sample once; the LR trace is the saved schedule's.
+    elsewhere = harness.copy_run(root, tmp_path / "one_rank")
+    moved = harness.fit(elsewhere, attempt=1, devices=1, resume_policy="keep_schedule", ckpt_path=str(elsewhere / "checkpoints" / preempted.name), **config)
+    assert moved.returncode == 0, moved.stderr[-4000:]
+    assert harness.summary(elsewhere)["optimizer_steps"] == harness.summary(elsewhere)["planned_total_steps"] == 16
+    assert harness.lrs(elsewhere) == uninterrupted_2ranks.lrs
+    first_attempt = [r for r in harness.samples(root) if r["step"] <= step]
+    epoch0 = Counter(i for r in first_attempt + harness.samples(elsewhere) if r["epoch"] == 0 for i in r["ids"])
+    assert sorted(epoch0) == list(range(128)) and set(epoch0.values()) == {1}
+
     proc = harness.fit(root, attempt=1, ckpt_path="auto", **config)
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert f"ckpt_path='auto': resuming from {preempted}" in proc.stderr

@@ -70,6 +70,7 @@ def apply_launch_topology(kwargs: dict[str, Any]) -> dict[str, Any]:
     if topology is None:
         if kwargs.get("num_nodes", 1) in _AUTO:
             kwargs["num_nodes"] = 1
+        _refuse_nodes_nobody_launched(kwargs["num_nodes"] if "num_nodes" in kwargs else 1)
         return kwargs
     kwargs["devices"] = _resolve_devices(kwargs.get("devices"), topology)
     kwargs["num_nodes"] = _resolve_num_nodes(kwargs.get("num_nodes"), topology)
@@ -156,6 +157,17 @@ def _resolve_num_nodes(num_nodes: Any, topology: LaunchTopology) -> int:
             f"in Python num_nodes='auto' also works), {topology.relaunch_hint}.",
         )
     return num_nodes
+
+
+def _refuse_nodes_nobody_launched(num_nodes: Any) -> None:
+    """num_nodes > 1 with no launcher and no manual NODE_RANK: the first node would wait for the others forever."""
+    if isinstance(num_nodes, int) and num_nodes > 1 and "NODE_RANK" not in os.environ:
+        raise ConfigError(
+            f"Trainer(num_nodes={num_nodes}) but no launcher started this process (no torchrun or srun environment), "
+            "so no other node will join and the run would wait for them.",
+            hint="launch each node with `flashdist launch --nnodes ... --node-rank ...` or submit with `flashdist slurm --nodes ...` "
+            "(or, Lightning's manual way, set NODE_RANK, MASTER_ADDR and MASTER_PORT on every node); on one node, set num_nodes to 1.",
+        )
 
 
 def _count_devices(devices: Any) -> int:

@@ -81,3 +81,13 @@ def test_config_that_disagrees_with_the_launcher_is_refused(monkeypatch, kwargs,
 def test_without_a_launcher_auto_nodes_is_one_node(monkeypatch):
     monkeypatch.setattr(topology, "detect_launch_topology", lambda environ=None: None)
     assert topology.apply_launch_topology({"devices": 2, "num_nodes": "auto"}) == {"devices": 2, "num_nodes": 1}
+
+
+def test_several_nodes_without_a_launcher_are_refused_instead_of_waiting(monkeypatch):
+    monkeypatch.setattr(topology, "detect_launch_topology", lambda environ=None: None)
+    monkeypatch.delenv("NODE_RANK", raising=False)
+    with pytest.raises(ConfigError, match=r"Trainer\(num_nodes=2\) but no launcher started this process") as error:
+        topology.apply_launch_topology({"num_nodes": 2})
+    assert "flashdist launch" in str(error.value) and "HINT:" in str(error.value)
+    monkeypatch.setenv("NODE_RANK", "1")  # Lightning's manual multi-node launch
+    assert topology.apply_launch_topology({"num_nodes": 2})["num_nodes"] == 2

@@ -67,6 +67,7 @@ class ClosedFormLR(LRScheduler):
         self.lr_as_tensor = lr_as_tensor
         self._multiplier: Callable[[int], float] = schedule.multiplier_fn()
         self._bound_groups: list[dict[str, Any]] | None = None
+        self._bound_len = -1
         # torch's constructor records initial_lr / base_lrs, patches optimizer.step for its
         # order warning, and takes the first step (last_epoch -1 -> 0) through our step().
         super().__init__(optimizer, last_epoch)
@@ -100,8 +101,6 @@ class ClosedFormLR(LRScheduler):
         pairs = [(group, float(base_lr)) for group, base_lr in zip(groups, self.base_lrs)]
         self._float_targets = tuple((g, b) for g, b in pairs if not isinstance(g["lr"], torch.Tensor))
         self._tensor_targets = tuple((g["lr"], b) for g, b in pairs if isinstance(g["lr"], torch.Tensor))
-
-    _bound_len = -1
 
     # ---- torch's scheduler API ------------------------------------------------------------
     def get_lr(self) -> list[float]:

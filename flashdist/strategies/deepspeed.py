@@ -44,6 +44,9 @@ from flashdist.strategies.deepspeed_config import AutoValues, fill_auto_config, 
 # Adam-family names the route may serve with DeepSpeed's kernels, and whether they decouple
 # weight decay (AdamW) or add it to the gradient (Adam's L2).
 _ADAM_FAMILY: dict[str, bool] = {"adam": False, "adamw": True}
+# DeepSpeed kernels without a CPU build (its CPU accelerator builds fused_adam, cpu_adam,
+# cpu_adagrad and cpu_lion, but no lamb or fused lion).
+_CUDA_ONLY = frozenset({"FusedLamb", "FusedLion"})
 
 
 class FlashDeepSpeedStrategy(DeepSpeedStrategy):
@@ -211,10 +214,10 @@ def choose_deepspeed_optimizer(spec: OptimizerSpec, *, offloaded: bool, on_cuda:
         >>> choose_deepspeed_optimizer(normalize_optimizer("adamw"), offloaded=False, on_cuda=False)
         (None, "torch's AdamW: not offloaded and not on CUDA")
     """
-    if spec.entry is not None and spec.entry.provider == "deepspeed" and spec.name.startswith("Fused") and not on_cuda:
+    if spec.entry is not None and spec.name in _CUDA_ONLY and not on_cuda:
         raise ConfigError(
-            f"optimizer {spec.name!r} is a CUDA kernel, and this fit runs on CPU.",
-            accepted=("adam", "adamw", "DeepSpeedCPUAdam", "any torch optimizer"),
+            f"optimizer {spec.name!r} is a CUDA kernel (DeepSpeed has no CPU build of it), and this fit runs on CPU.",
+            accepted=("adam", "adamw", "FusedAdam", "DeepSpeedCPUAdam", "any torch optimizer"),
             hint="on CPU, name 'adamw': flashdist picks DeepSpeedCPUAdam when the optimizer is offloaded.",
         )
     if spec.entry is None or spec.entry.provider != "torch":
@@ -261,9 +264,19 @@ def _explicit_task_optimizer(task: Any) -> OptimizerSpec | None:
     spec = getattr(task, "optimizer_spec", None)
     if spec is None:
         return None
-    default = inspect.signature(type(task).__init__).parameters.get("optimizer")
-    is_default = default is not None and isinstance(default.default, str) and spec.name.lower() == default.default.lower() and not spec.kwargs
+    default = _optimizer_default(type(task))
+    is_default = isinstance(default, str) and spec.name.lower() == default.lower() and not spec.kwargs
     return None if is_default else spec
+
+
+def _optimizer_default(task_class: type) -> Any:
+    """The ``optimizer=`` default of the first class in the MRO that names it (subclasses pass **kwargs)."""
+    for cls in task_class.__mro__:
+        init = cls.__dict__.get("__init__")
+        parameter = inspect.signature(init).parameters.get("optimizer") if init is not None else None
+        if parameter is not None:
+            return parameter.default
+    return None
 
 
 def route_for_strategy(strategy: Any) -> StrategyRoute:

@@ -11,6 +11,8 @@ import torch
 
 from tests.fitting import run_fit
 
+pytestmark = pytest.mark.usefixtures("deepspeed_ops_built")
+
 
 def _extra(root: Path) -> dict:
     return json.loads((root / "fit_extra.json").read_text())
@@ -71,7 +73,8 @@ def test_user_config_auto_values_are_filled_and_its_optimizer_keeps_the_no_decay
     extra = _extra(tmp_path)
     assert summary["planned_total_steps"] == summary["optimizer_steps"] == summary["scheduler_steps"] == 10
     assert extra["engine_global_steps"] == 10
-    assert extra["optimizer_class"] == "AdamW"  # the config's optimizer, built by DeepSpeed
+    # The config's optimizer, built by DeepSpeed: its "AdamW" type is its FusedAdam kernel (CPU build here).
+    assert extra["optimizer_class"] == "FusedAdam" and extra["optimizer_defaults"]["weight_decay"] == 0.01
     assert [g["weight_decay"] for g in extra["param_groups"]] == [0.01, 0.0]
     # total_num_steps=auto → 10, warmup 0.2dur → 2, warmup_max_lr=auto → Task's 0.01.
     assert _lr_column(tmp_path) == _deepspeed_warmup_decay_lrs(total=10, warmup=2, peak=0.01)

@@ -20,6 +20,8 @@ import pytest
 
 from tests.fitting import run_fit
 
+pytestmark = pytest.mark.usefixtures("deepspeed_ops_built")
+
 SIZES = dict(dataset_size=200, batch_size=8, accumulate_grad_batches=3, max_epochs=2, weight_decay=0.01)
 PLANNED_STEPS = 10
 STEPS_PER_EPOCH = 5

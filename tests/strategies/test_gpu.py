@@ -14,6 +14,8 @@ import torch
 
 from tests.fitting import run_fit
 
+pytestmark = pytest.mark.usefixtures("deepspeed_ops_built")
+
 GPUS = torch.cuda.device_count()
 needs_gpu = pytest.mark.skipif(GPUS == 0, reason="needs a CUDA device; this machine has none")
 SIZES = dict(dataset_size=200, batch_size=8, accumulate_grad_batches=3, max_epochs=2, weight_decay=0.01, accelerator="gpu")

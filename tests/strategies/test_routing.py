@@ -36,7 +36,7 @@ def test_deepspeed_routing_table(spec, offloaded, on_cuda, kernel):
 
 
 @pytest.mark.parametrize(("name", "adamw_mode", "weight_decay"), [("adamw", True, 0.01), ("adam", False, 0.0)])
-def test_offloaded_adam_is_deepspeed_cpu_adam_with_torchs_defaults(name, adamw_mode, weight_decay):
+def test_offloaded_adam_is_deepspeed_cpu_adam_with_torchs_defaults(name, adamw_mode, weight_decay, deepspeed_ops_built):
     # Builds DeepSpeed's CPU Adam for real (JIT-compiled once, then cached in ~/.cache/torch_extensions).
     spec = normalize_optimizer(name)
     target, _ = choose_deepspeed_optimizer(spec, offloaded=True, on_cuda=False)
@@ -117,7 +117,7 @@ def test_a_task_left_at_its_default_optimizer_lets_a_deepspeed_config_optimizer_
     assert _explicit_task_optimizer(Task(nn.Linear(2, 2), learning_rate=0.1, optimizer=("adam", {"amsgrad": True}))) is not None
 
 
-@pytest.mark.parametrize("name", ["FusedAdam", "FusedLamb"])
+@pytest.mark.parametrize("name", ["FusedLamb", "FusedLion"])
 def test_cuda_only_deepspeed_kernels_are_refused_on_cpu(name):
     from flashdist import ConfigError
 
@@ -135,3 +135,11 @@ def test_fsdp1_refuses_flat_parameters_when_groups_need_names():
     with pytest.raises(ConfigError, match="use_orig_params=False"):
         route.param_groups(nn.Linear(2, 2), 0.01)
     assert len(route_for(FSDPStrategy()).param_groups(nn.Linear(2, 2), 0.01)) == 2
+
+
+def test_a_task_subclass_passing_kwargs_still_has_the_default_optimizer():
+    from flashdist.core.classification import ClassificationTask
+    from flashdist.strategies.deepspeed import _explicit_task_optimizer
+
+    assert _explicit_task_optimizer(ClassificationTask(nn.Linear(2, 2), num_classes=2, learning_rate=0.1)) is None
+    assert _explicit_task_optimizer(ClassificationTask(nn.Linear(2, 2), num_classes=2, learning_rate=0.1, optimizer="adamw")) is not None

@@ -81,12 +81,16 @@ def test_user_config_auto_values_are_filled_and_its_optimizer_keeps_the_no_decay
 
 
 @pytest.mark.multiprocess
-def test_deepspeed_schedules_from_the_registry_train_under_deepspeed(tmp_path):
+def test_deepspeed_schedules_from_the_registry_train_under_deepspeed_and_max_steps_cuts_mid_epoch(tmp_path):
+    # 5 steps per epoch; max_steps=7 stops 2 updates into epoch 2, engine and Lightning alike.
     summary = run_fit(
         tmp_path, strategy="deepspeed_stage_1", lr_scheduler=["WarmupDecayLR", {"warmup_num_steps": "0.2dur"}],
-        dataset_size=200, batch_size=8, accumulate_grad_batches=3, max_epochs=2,
+        dataset_size=200, batch_size=8, accumulate_grad_batches=3, max_epochs=2, max_steps=7,
     )
+    extra = _extra(tmp_path)
     assert summary["lr_scheduler"] == "WarmupDecayLR"
-    assert summary["planned_total_steps"] == summary["optimizer_steps"] == summary["scheduler_steps"] == 10
-    assert summary["planned_warmup_steps"] == 2
-    assert _lr_column(tmp_path) == _deepspeed_warmup_decay_lrs(total=10, warmup=2, peak=0.01)
+    assert summary["optimizer_steps_per_epoch"] == [5, 2]
+    assert summary["planned_total_steps"] == summary["optimizer_steps"] == summary["scheduler_steps"] == 7
+    assert extra["engine_global_steps"] == extra["global_step"] == 7
+    assert summary["planned_warmup_steps"] == 2  # ceil(0.2 × 7)
+    assert _lr_column(tmp_path) == _deepspeed_warmup_decay_lrs(total=7, warmup=2, peak=0.01)

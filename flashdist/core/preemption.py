@@ -50,24 +50,40 @@ class Preemption(Callback):
         self.signals = signals
         self.received: int | None = None
         self.checkpoint_path: str | None = None
-        self._previous: dict[int, Any] = {}
+        self._originals: dict[int, Any] = {}  # the handlers before flashdist's, restored after the fit
+        self._armed = False
         self._last_step = -1
 
     # ---- signals: set a flag, nothing else ------------------------------------------------
     def _handle(self, signum: int, frame: Any) -> None:
+        if not self._armed:  # outside a fit (e.g. after a crash): behave as if we were never here
+            signal.signal(signum, self._originals.get(signum) or signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+            return
         self.received = signum
 
-    def on_train_start(self, trainer: Any, pl_module: Any) -> None:
-        # After Lightning registered its own handlers (just before training): ours replace them.
-        self.received, self.checkpoint_path = None, None
-        self._last_step = trainer.global_step
-        for signum in self.signals:
-            self._previous[signum] = signal.signal(signum, self._handle)
+    def setup(self, trainer: Any, pl_module: Any, stage: str) -> None:
+        # Installed before Lightning registers its handlers: Lightning then leaves SIGUSR1 alone
+        # (no hpc_ckpt saved inside a handler); a signal during setup stops at the first step.
+        self.received, self.checkpoint_path, self._armed = None, None, True
+        self._install()
 
-    def _restore_signals(self) -> None:
-        for signum, handler in self._previous.items():
-            signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
-        self._previous = {}
+    def on_train_start(self, trainer: Any, pl_module: Any) -> None:
+        # Lightning composed its SIGTERM handler over ours meanwhile: take SIGTERM back.
+        self._last_step = trainer.global_step
+        self._install()
+
+    def _install(self) -> None:
+        for signum in self.signals:
+            previous = signal.signal(signum, self._handle)
+            if previous != self._handle:
+                self._originals.setdefault(signum, previous)
+
+    def _disarm(self) -> None:
+        self._armed = False
+        for signum, original in self._originals.items():
+            if signal.getsignal(signum) == self._handle:
+                signal.signal(signum, original if original is not None else signal.SIG_DFL)
 
     # ---- the agreed stop --------------------------------------------------------------------
     def on_train_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
@@ -93,18 +109,20 @@ class Preemption(Callback):
         )
 
     def on_train_end(self, trainer: Any, pl_module: Any) -> None:
-        self._restore_signals()
         if not getattr(trainer, "_flashdist_preempted", False) and trainer.is_global_zero:
             remove_preemption_checkpoints(trainer)
 
     def on_exception(self, trainer: Any, pl_module: Any, exception: BaseException) -> None:
-        self._restore_signals()
+        self._disarm()
         print(
             f"flashdist: rank {trainer.global_rank} of {trainer.world_size} stopped: {type(exception).__name__}: {exception}",
             file=sys.stderr,
             flush=True,
         )
         stop_local_ranks(trainer)
+
+    def teardown(self, trainer: Any, pl_module: Any, stage: str) -> None:
+        self._disarm()
 
 
 def stop_local_ranks(trainer: Any) -> None:
@@ -116,9 +134,6 @@ def stop_local_ranks(trainer: Any) -> None:
     if isinstance(launcher, _SubprocessScriptLauncher) and launcher.procs:
         print(f"flashdist: rank {trainer.global_rank}: stopping the ranks it launched", file=sys.stderr, flush=True)
         launcher.kill(signal.SIGKILL)
-
-    def teardown(self, trainer: Any, pl_module: Any, stage: str) -> None:
-        self._restore_signals()
 
 
 def finish_preempted_fit(trainer: Any) -> None:

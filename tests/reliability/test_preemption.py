@@ -13,7 +13,7 @@ import pytest
 from flashdist.core.preemption import EXIT_PREEMPTED
 from tests.reliability import harness
 
-pytestmark = pytest.mark.multiprocess
+
 
 
 def _steps_recorded(root: Path, rank: int = 0) -> int:
@@ -36,6 +36,7 @@ def assert_each_sample_once_per_epoch(records: list[dict], resumed_at_step: int,
         assert set(counts.values()) == {1}, f"epoch {epoch}: {[i for i, c in counts.items() if c > 1]} seen twice"
 
 
+@pytest.mark.multiprocess
 def test_sigusr1_to_rank0_stops_both_ranks_at_one_step_then_auto_resume_is_exact(uninterrupted_2ranks, tmp_path):
     root = tmp_path / "run"
     config = dict(record_samples=True, checkpoint_every_n_epochs=1)
@@ -80,6 +81,7 @@ def test_sigusr1_to_rank0_stops_both_ranks_at_one_step_then_auto_resume_is_exact
     assert harness.summary(root)["optimizer_steps"] == 16
 
 
+@pytest.mark.multiprocess
 def test_sigterm_to_rank1_only_stops_both_ranks_with_exit_75(tmp_path):
     root = tmp_path / "run"
     proc = harness.start(root, record_samples=True, step_sleep_s=0.25)
@@ -93,3 +95,13 @@ def test_sigterm_to_rank1_only_stops_both_ranks_with_exit_75(tmp_path):
     assert f"rank 1: preempted (signal {int(signal.SIGTERM)})" in output
     assert f"rank 0: preempted (signal of another rank); saved {preempted} at step {step}" in output
     assert harness.summary(root)["optimizer_steps"] == step
+
+
+def test_signal_handlers_are_the_process_own_again_after_a_fit(tmp_path):
+    from torch.utils.data import DataLoader
+
+    from tests.reliability.test_bad_input import _data, _task, _trainer
+
+    before = {s: signal.getsignal(s) for s in (signal.SIGUSR1, signal.SIGTERM)}
+    _trainer(tmp_path, max_epochs=1).fit(_task(), DataLoader(_data(), batch_size=4))
+    assert {s: signal.getsignal(s) for s in before} == before

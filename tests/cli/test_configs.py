@@ -9,6 +9,7 @@ from __future__ import annotations
 import pytest
 
 from tests.cli.cli_runs import CONFIGS, SHORT, config_copy, finish, flashdist_fit, read_summary
+from tests.strategies.conftest import deepspeed_ops_built  # noqa: F401 - builds DeepSpeed's JIT ops once, before the ranks race
 
 pytestmark = [pytest.mark.multiprocess, pytest.mark.timeout(300)]
 
@@ -41,6 +42,7 @@ def test_quickstart_shows_plan_progress_and_end_table_and_writes_lr_png(tmp_path
     assert any((run / "tensorboard").rglob("config.yaml"))  # LightningCLI saved the merged config
 
 
+@pytest.mark.usefixtures("deepspeed_ops_built")
 def test_text_finetune_deepspeed_zero2_plans_what_the_engine_takes(tmp_path):
     config = config_copy("text_finetune_deepspeed.yaml", tmp_path, {"num_samples: 1024": "num_samples: 160"})
     finish(flashdist_fit(config, *SHORT))

@@ -3,7 +3,9 @@ and a SIGUSR1 preemption that checkpoints, requeues and resumes without losing o
 
 from __future__ import annotations
 
+import json
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -112,3 +114,17 @@ def test_slurm_script_from_config_has_one_task_per_device_and_requeue(tmp_path):
     srun = next(line for line in script.splitlines() if line.startswith("srun "))
     assert srun.endswith(f"fit --config {config} --trainer.max_steps=10"), srun
     assert script in proc.stdout  # shown as well as written
+
+
+@pytest.mark.slurm
+def test_srun_topology_reaches_the_trainer_and_a_disagreeing_config_is_refused(slurm_cluster):
+    # The Trainer's first step (apply_launch_topology) in two real srun tasks; light enough to need no fit.
+    probe = "from flashdist.core.topology import apply_launch_topology as a; import sys, json; print(json.dumps(a(json.loads(sys.argv[1]))))"
+    srun = ["srun", "--nodes=1", "--ntasks-per-node=2", "--job-name=flashdist-topology", sys.executable, "-c", probe]
+    agree = subprocess.run([*srun, '{"devices": "auto"}'], capture_output=True, text=True, timeout=120)
+    assert agree.returncode == 0, agree.stderr
+    assert [json.loads(line) for line in agree.stdout.splitlines()] == [{"devices": 2, "num_nodes": 1}] * 2
+    refused = subprocess.run([*srun, '{"devices": 1}'], capture_output=True, text=True, timeout=120)
+    assert refused.returncode != 0
+    assert "ConfigError: Trainer(devices=1) asks for 1 process(es) per node, but slurm started 2 per node" in refused.stderr, refused.stderr
+    assert "--ntasks-per-node" in refused.stderr  # the hint names SLURM's side of the fix

@@ -91,3 +91,14 @@ def test_several_nodes_without_a_launcher_are_refused_instead_of_waiting(monkeyp
     assert "flashdist launch" in str(error.value) and "HINT:" in str(error.value)
     monkeypatch.setenv("NODE_RANK", "1")  # Lightning's manual multi-node launch
     assert topology.apply_launch_topology({"num_nodes": 2})["num_nodes"] == 2
+
+
+def test_torchrun_inside_srun_gets_torchrun_ranks_not_slurm_tasks(monkeypatch):
+    # Lightning would pick SLURMEnvironment (one rank per SLURM task); torchrun made these processes.
+    from lightning.fabric.plugins.environments import TorchElasticEnvironment
+
+    for name, value in {**SLURM, **TORCHRUN}.items():
+        monkeypatch.setenv(name, value)
+    resolved = topology.apply_launch_topology({"devices": "auto"})
+    assert (resolved["devices"], resolved["num_nodes"]) == (2, 2)
+    assert [type(p) for p in resolved["plugins"]] == [TorchElasticEnvironment]

@@ -36,9 +36,20 @@ def command(root: Path, config: dict) -> list[str]:
     return [sys.executable, str(SCRIPT), json.dumps({"root": str(root), **config})]
 
 
+# gloo's TCP mesh can fail to form on an overloaded shared machine ("connectFullMesh failed").
+# That is the environment, not the behaviour under test: such a fit, which never reached its
+# first step, is started again once, on a fresh port.
+_RENDEZVOUS_FAILURES = ("connectFullMesh failed", "waiting for clients")
+
+
 def fit(root: Path, attempt: int = 0, timeout_s: float = 180, **config) -> subprocess.CompletedProcess:
     """One fit to its end (or failure); output captured."""
-    return subprocess.run(command(root, config), capture_output=True, text=True, timeout=timeout_s, env=_env(attempt), cwd=REPO)
+    for retry in (False, True):
+        proc = subprocess.run(command(root, config), capture_output=True, text=True, timeout=timeout_s, env=_env(attempt), cwd=REPO)
+        never_started = "flashdist plan" not in proc.stdout + proc.stderr
+        if retry or proc.returncode == 0 or not never_started or not any(f in proc.stderr for f in _RENDEZVOUS_FAILURES):
+            return proc
+    return proc
 
 
 def fit_ok(root: Path, **config) -> dict:

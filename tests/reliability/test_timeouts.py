@@ -33,7 +33,7 @@ def test_rank_killed_while_the_other_waits_in_a_collective_ends_the_fit_promptly
 
 
 def test_stuck_rank_ends_within_the_configured_collective_timeout(tmp_path: Path):
-    timeout_s = 30
+    timeout_s = 20
     proc = harness.start(tmp_path, hang_at_step={"step": 3, "rank": 1}, collective_timeout_s=timeout_s)
     stuck_at = _time_of_line(proc, "rank 1 hangs at step 3", timeout_s=150)
     output = proc.communicate(timeout=timeout_s + 90)[0]  # returns only once rank 1 closed the pipe too

@@ -7,7 +7,7 @@ each live in their own module.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import lightning.pytorch as pl
 
@@ -36,9 +36,18 @@ class Trainer(pl.Trainer):
         True
     """
 
-    def __init__(self, *args: Any, strict_ledger: bool = True, resume_policy: ResumePolicy = "strict", **kwargs: Any):
+    def __init__(
+        self,
+        *args: Any,
+        strict_ledger: bool = True,
+        resume_policy: ResumePolicy = "strict",
+        num_nodes: int | Literal["auto"] = "auto",
+        **kwargs: Any,
+    ):
         from flashdist.strategies.names import resolve_strategy
 
+        # "auto" (typed here so LightningCLI accepts it from YAML): the launcher's node count, else 1.
+        kwargs["num_nodes"] = num_nodes
         if resume_policy not in RESUME_POLICIES:
             raise ConfigError(f"resume_policy={resume_policy!r} is not known.", accepted=RESUME_POLICIES)
         self.resume_policy = resume_policy

@@ -186,9 +186,17 @@ def _registry_spec(trainer: Any) -> Any:
     return spec
 
 
-def _base_lr_view(optimizer: Any) -> Any:
-    """The optimizer as the scheduler first saw it: LR-relative defaults come from the base LR."""
+def _base_lr_view(optimizer: Any, module: Any) -> Any:
+    """The optimizer as the scheduler first saw it: LR-relative defaults (OneCycleLR's max_lr)
+    come from the configured LR, not from the mid-schedule LR, nor from ``initial_lr`` (which
+    OneCycleLR sets to max_lr / div_factor)."""
+    spec = getattr(module, "optimizer_spec", None)
+    configured = getattr(module, "learning_rate", None)
+    if configured is None and spec is not None:
+        configured = spec.kwargs.get("lr")
     groups = [{**g, "lr": g.get("initial_lr", g["lr"])} for g in optimizer.param_groups]
+    if configured is not None:
+        groups[0]["lr"] = configured
     return SimpleNamespace(param_groups=groups)
 
 
@@ -201,7 +209,7 @@ def resolved_step_args(trainer: Any, plan: StepPlan) -> dict[str, int]:
         return {}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        kwargs = resolve_scheduler_kwargs(spec, _base_lr_view(config.scheduler.optimizer), plan)
+        kwargs = resolve_scheduler_kwargs(spec, _base_lr_view(config.scheduler.optimizer, trainer.lightning_module), plan)
     names = [spec.entry.total_steps_arg, *spec.entry.duration_args]
     return {n: int(kwargs[n]) for n in names if n and isinstance(kwargs.get(n), int) and not isinstance(kwargs[n], bool)}
 
@@ -223,7 +231,7 @@ def rebuild_scheduler(trainer: Any, plan: StepPlan, step_args: dict[str, int], p
     optimizer = config.scheduler.optimizer
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # LR-default notices, and step() before optimizer.step()
-        kwargs = {**resolve_scheduler_kwargs(spec, _base_lr_view(optimizer), plan), **step_args}
+        kwargs = {**resolve_scheduler_kwargs(spec, _base_lr_view(optimizer, trainer.lightning_module), plan), **step_args}
         for group in optimizer.param_groups:
             group["lr"] = group.get("initial_lr", group["lr"])
         scheduler, _ = instantiate_scheduler(optimizer, spec, kwargs)

@@ -73,3 +73,15 @@ def test_rescale_1_to_2_ranks_keeps_the_lr_curve_over_samples(uninterrupted_1ran
     assert summary["optimizer_steps"] == summary["planned_total_steps"] == 24 and summary["schedule_total_steps"] == 16
     assert lrs[:16] == uninterrupted_1rank.lrs[:16]
     assert lrs[16:] == uninterrupted_1rank.lrs[16::2] == uninterrupted_2ranks.lrs[8:]
+
+
+def test_keep_schedule_1_to_2_ranks_with_onecycle_keeps_its_lr_defaults(tmp_path):
+    # Lightning alone: OneCycleLR resumed on another topology crashes ("Tried to step 17 times").
+    # Rebuilding it must take max_lr from the configured LR, not from initial_lr (= max_lr / 25).
+    onecycle = dict(lr_scheduler=["OneCycleLR", {}], checkpoint_every_n_epochs=1)
+    reference = tmp_path / "reference"
+    harness.fit_ok(reference, devices=1, **onecycle)
+    root = harness.copy_run(reference, tmp_path / "resumed")
+    summary = harness.fit_ok(root, devices=2, resume_policy="keep_schedule", ckpt_path=str(harness.ckpt(root, "epoch=0-*.ckpt")), **onecycle)
+    assert summary["optimizer_steps"] == summary["planned_total_steps"] == 32
+    assert harness.lrs(root) == harness.lrs(reference)

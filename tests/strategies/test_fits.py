@@ -99,3 +99,24 @@ def test_strategy_trains_with_routed_optimizer_exact_ledger_and_exact_resume(tmp
     assert [loss[:2] for loss in resumed_losses] == [loss[:2] for loss in expected]
     for (_, _, got), (_, _, want) in zip(resumed_losses, expected):
         assert math.isclose(got, want, rel_tol=1e-5, abs_tol=1e-6)
+
+
+@pytest.mark.multiprocess
+@pytest.mark.parametrize("strategy", ["deepspeed_stage_2", "fsdp"])
+def test_a_run_stopped_after_epoch_1_and_resumed_equals_the_uninterrupted_run(tmp_path, strategy):
+    # The parametrized test above resumes from an uninterrupted run's epoch-1 checkpoint; this
+    # one really stops the run there (trainer.should_stop), then resumes it in its directory.
+    config = dict(SIZES, strategy=strategy, checkpoint_every_n_epochs=1)
+    whole, stopped = tmp_path / "whole", tmp_path / "stopped"
+    run_fit(whole, **config)
+    partial = run_fit(stopped, stop_after_epochs=1, **config)
+    assert partial["optimizer_steps"] == STEPS_PER_EPOCH and partial["completed"] is True
+    resumed = run_fit(stopped, ckpt_path=str(_checkpoint_after_epoch_1(stopped)), **config)
+    assert resumed["planned_total_steps"] == resumed["optimizer_steps"] == resumed["scheduler_steps"] == PLANNED_STEPS
+    assert resumed["lr"]["final"] == 0.0
+    assert _lr_rows(stopped) == _lr_rows(whole)
+    expected = [loss for loss in _extra(whole)["losses"] if loss[0] == 1]
+    got = _extra(stopped)["losses"]
+    assert [loss[:2] for loss in got] == [loss[:2] for loss in expected]
+    for (_, _, g), (_, _, w) in zip(got, expected):
+        assert math.isclose(g, w, rel_tol=1e-5, abs_tol=1e-6)

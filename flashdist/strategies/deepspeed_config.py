@@ -16,6 +16,11 @@ DeepSpeed integration (``HfTrainerDeepSpeedConfig.trainer_config_process``/``_fi
 
 An optimizer named both on the Task and in the config, or a scheduler in both, is refused:
 one of them would be silently ignored.
+
+DeepSpeed's own schedules apply ``warmup_min_lr`` to the first update and reach
+``f(step)`` one update later than torch's, so ``WarmupDecayLR`` with ``total_num_steps`` = the
+plan's total ends at ``warmup_max_lr / (total - warmup)``, not 0. flashdist fills the total
+as the Hugging Face Trainer does and keeps DeepSpeed's definition rather than shifting it.
 """
 
 from __future__ import annotations

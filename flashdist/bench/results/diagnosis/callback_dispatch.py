@@ -1,6 +1,13 @@
 """Diagnosis script (not part of the package API): Per-step cost of flashdist's extra callbacks in Lightning's hook dispatch, measured inside a real fit."""
-import os, sys, time, random, logging, warnings, json, gc
+import gc
+import logging
+import os
+import random
+import time
+import warnings
 warnings.filterwarnings("ignore")
+import copy
+
 import torch
 torch.set_num_threads(1)
 for n in ("lightning.pytorch","lightning.fabric","lightning"): logging.getLogger(n).setLevel(logging.ERROR)
@@ -13,11 +20,10 @@ STEP_HOOKS = ["on_train_batch_start", "on_before_zero_grad", "on_before_backward
 
 def lean(callback):
     """Set the per-step hooks a callback does not override to None: Lightning's dispatch skips non-callables."""
-    clone = callback
     for hook in STEP_HOOKS:
         if getattr(type(callback), hook) is getattr(Callback, hook):
-            setattr(clone, hook, None)
-    return clone
+            setattr(callback, hook, None)
+    return callback
 
 class Probe(Callback):
     def on_train_end(self, trainer, pl_module):
@@ -29,7 +35,6 @@ class Probe(Callback):
         def one_step():
             for hook in STEP_HOOKS:
                 _call_callback_hooks(trainer, hook, *args[hook])
-        import copy
         lean_ours = [lean(copy.copy(c)) for c in ours]
         sets = {"none": [], "flashdist": ours, "flashdist_lean": lean_ours,
                 "flashdist_no_preempt_allreduce": [c for c in ours if type(c).__name__ != "Preemption"]}
@@ -44,10 +49,6 @@ class Probe(Callback):
                 t1 = time.thread_time_ns(); w1 = time.perf_counter_ns(); gc.enable()
                 res[k].append(((t1 - t0) / 300 / 1e3, (w1 - w0) / 300 / 1e3))
         trainer.callbacks[:] = saved
-        ledger = next(c for c in ours if type(c).__name__ == "StepLedger")
-        inner = ledger._count.__self__
-        t0 = time.thread_time_ns()
-        for _ in range(20000): pass
         if trainer.is_global_zero:
             for k, v in res.items():
                 cpu = sorted(a for a, _ in v); wall = sorted(b for _, b in v)

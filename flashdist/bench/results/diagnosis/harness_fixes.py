@@ -1,5 +1,9 @@
-"""Diagnosis script (not part of the package API): Does the harness overhead go away with (1) lean per-step hooks and (2) the preemption vote every 50 steps? (monkeypatched, not committed)"""
-import os, sys, random, logging, warnings, copy
+"""Diagnosis script (not part of the package API): Does the harness overhead go away with (1) lean per-step hooks and (2) the preemption vote every 50 steps? (monkeypatched here, not in the package)"""
+import logging
+import os
+import random
+import sys
+import warnings
 warnings.filterwarnings("ignore")
 import torch
 torch.set_num_threads(1)

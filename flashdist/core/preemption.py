@@ -1,7 +1,7 @@
 """Preemption: stop at an optimizer-step boundary, all ranks together, with one checkpoint.
 
 On SIGUSR1 or SIGTERM the handler only sets a flag (no I/O, no collectives in a signal
-handler). After each optimizer step, the ranks agree with one collective (any rank
+handler); a second SIGTERM while that stop is pending acts as SIGTERM always does. After each optimizer step, the ranks agree with one collective (any rank
 signalled → all stop), so a signal delivered to a single rank stops every rank at the same
 step. Then, outside the handler:
 
@@ -56,7 +56,9 @@ class Preemption(Callback):
 
     # ---- signals: set a flag, nothing else ------------------------------------------------
     def _handle(self, signum: int, frame: Any) -> None:
-        if not self._armed:  # outside a fit (e.g. after a crash): behave as if we were never here
+        # Outside a fit (e.g. after a crash), or a second SIGTERM while a stop is already pending
+        # (a rank stuck before its next step must still be killable): the original behaviour.
+        if not self._armed or (self.received is not None and signum == signal.SIGTERM):
             signal.signal(signum, self._originals.get(signum) or signal.SIG_DFL)
             os.kill(os.getpid(), signum)
             return

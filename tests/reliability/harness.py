@@ -68,7 +68,15 @@ def torchrun(root: Path, nproc: int, max_restarts: int, timeout_s: float = 240, 
         "--rdzv-backend", "c10d", "--rdzv-endpoint", f"127.0.0.1:{free_port()}", "--monitor-interval", "0.5",
         *command(root, config)[1:],
     ]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, env=_env(), cwd=REPO)
+    # Own session, so a timeout takes torchrun's workers down too instead of orphaning them.
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(), cwd=REPO, start_new_session=True)
+    try:
+        stdout, stderr = proc.communicate(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        stdout, stderr = proc.communicate()
+        raise AssertionError(f"torchrun still running after {timeout_s} s:\n{stderr[-6000:]}") from None
+    return subprocess.CompletedProcess(cmd, proc.returncode, stdout, stderr)
 
 
 def wait_for(predicate: Callable[[], bool], timeout_s: float, proc: subprocess.Popen | None = None) -> None:

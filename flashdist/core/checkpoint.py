@@ -276,3 +276,29 @@ def check_sharded_resume(trainer: Any, ckpt_path: Any) -> None:
             "(python -m deepspeed.checkpoint.ds_to_universal), or start a new run from its weights "
             "(zero_to_fp32.py in the checkpoint directory).",
         )
+
+
+# ---- torchrun restarts: a fresh rendezvous namespace per attempt ---------------------------------
+def init_process_group_for_restart(trainer: Any) -> None:
+    """On a torchrun restart, form the default process group on a per-attempt store prefix.
+
+    torch's ``env://`` rendezvous under torchrun uses the agent's store without a per-attempt
+    prefix ("we create a new TCPStore for every retry"), but torchrun keeps the same store
+    (measured: the same MASTER_PORT in attempts 0 and 1), so gloo read the previous attempt's
+    addresses: "connectFullMesh failed ... Connection refused", or both ranks stuck in
+    init_process_group. Lightning skips its own initialisation when a group exists.
+    """
+    import torch
+    import torch.distributed as dist
+
+    attempt = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") or 0)
+    if attempt == 0 or os.environ.get("TORCHELASTIC_USE_AGENT_STORE") != "True" or not dist.is_available() or dist.is_initialized():
+        return
+    strategy = trainer.strategy
+    get_backend = getattr(strategy, "_get_process_group_backend", None)
+    backend = get_backend() if callable(get_backend) else ("nccl" if torch.cuda.is_available() else "gloo")
+    timeout = getattr(strategy, "_timeout", None) or dist.default_pg_timeout
+    world_size, rank = int(os.environ["WORLD_SIZE"]), int(os.environ["RANK"])
+    store = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), world_size, is_master=False, timeout=timeout)
+    prefixed = dist.PrefixStore(f"/flashdist/attempt_{attempt}", store)
+    dist.init_process_group(backend, store=prefixed, rank=rank, world_size=world_size, timeout=timeout)

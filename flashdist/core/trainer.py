@@ -11,7 +11,12 @@ from typing import Any, Literal
 
 import lightning.pytorch as pl
 
-from flashdist.core.checkpoint import check_sharded_resume, install_atomic_checkpoints, resolve_ckpt_path
+from flashdist.core.checkpoint import (
+    check_sharded_resume,
+    init_process_group_for_restart,
+    install_atomic_checkpoints,
+    resolve_ckpt_path,
+)
 from flashdist.core.ledger import StepLedger
 from flashdist.core.planning import reset_plan
 from flashdist.core.preemption import Preemption, finish_preempted_fit
@@ -81,5 +86,6 @@ class Trainer(pl.Trainer):
         else:
             kwargs["ckpt_path"] = resolve_ckpt_path(self, kwargs.get("ckpt_path"))
             check_sharded_resume(self, kwargs["ckpt_path"])
+        init_process_group_for_restart(self)
         super().fit(*args, **kwargs)
         finish_preempted_fit(self)

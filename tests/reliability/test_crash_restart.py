@@ -17,12 +17,11 @@ pytestmark = pytest.mark.multiprocess
 
 def test_worker_killed_during_checkpoint_write_restarts_and_resumes_from_last_complete(uninterrupted_2ranks, tmp_path):
     root = tmp_path / "run"
-    # Measured once in ~5 runs on the overloaded shared machine: after the restart both new
-    # workers sat in gloo's connectFullMesh inside init_process_group (torch's 30 min default).
-    # A configured process-group timeout bounds that, and a spare restart absorbs it.
+    # Without flashdist's per-attempt rendezvous prefix (core/checkpoint.py), this restart failed
+    # on a quiet machine every time: gloo read attempt 0's addresses from torchrun's reused store.
     proc = harness.torchrun(
-        root, nproc=2, max_restarts=2, record_samples=True, checkpoint_every_n_steps=3,
-        kill_in_save_at_step={"step": 6, "rank": 0}, collective_timeout_s=60, timeout_s=400,
+        root, nproc=2, max_restarts=1, record_samples=True, checkpoint_every_n_steps=3,
+        kill_in_save_at_step={"step": 6, "rank": 0}, collective_timeout_s=60,
     )
     assert proc.returncode == 0, proc.stderr[-6000:]
     assert "exitcode: -9" in proc.stderr and "local_rank: 0" in proc.stderr  # the kill really happened

@@ -1,9 +1,12 @@
 """Preemption: stop at an optimizer-step boundary, all ranks together, with one checkpoint.
 
 On SIGUSR1 or SIGTERM the handler only sets a flag (no I/O, no collectives in a signal
-handler); a second SIGTERM while that stop is pending acts as SIGTERM always does. After each optimizer step, the ranks agree with one collective (any rank
-signalled → all stop), so a signal delivered to a single rank stops every rank at the same
-step. Then, outside the handler:
+handler); a second SIGTERM while that stop is pending acts as SIGTERM always does. After
+each optimizer step, the ranks agree with one collective (any rank signalled → all stop), so
+a signal delivered to a single rank stops every rank at the same step. The collective is
+non-blocking and overlaps the next step (:class:`StopVote`), because a blocking one cost
+about as much as everything else flashdist adds per step; so a signal stops the run at the
+end of the optimizer step after the one it arrived in. Then, outside the handler:
 
 1. one checkpoint, ``<checkpoint dir>/preempted-step=<global_step>.ckpt`` (atomic);
 2. the fit ends (``summary.json``: ``completed: false``, ``preempted: true``);
@@ -53,6 +56,7 @@ class Preemption(Callback):
         self._originals: dict[int, Any] = {}  # the handlers before flashdist's, restored after the fit
         self._armed = False
         self._last_step = -1
+        self._vote = StopVote()
 
     # ---- signals: set a flag, nothing else ------------------------------------------------
     def _handle(self, signum: int, frame: Any) -> None:
@@ -68,6 +72,7 @@ class Preemption(Callback):
         # Installed before Lightning registers its handlers: Lightning then leaves SIGUSR1 alone
         # (no hpc_ckpt saved inside a handler); a signal during setup stops at the first step.
         self.received, self.checkpoint_path, self._armed = None, None, True
+        self._vote = StopVote()  # a fresh vote per fit: nothing left in flight from an earlier one
         self._install()
 
     def on_train_start(self, trainer: Any, pl_module: Any) -> None:
@@ -92,8 +97,9 @@ class Preemption(Callback):
         if trainer.global_step == self._last_step:
             return  # inside an accumulation window: the optimizer step is not finished
         self._last_step = trainer.global_step
-        if not agree_to_stop(trainer, self.received is not None):
+        if not self._vote.exchange(trainer, self.received is not None):
             return
+        self._vote.drain()
         trainer._flashdist_preempted = True
         directory = checkpoint_dirs(trainer)[0]
         path = directory / f"{PREEMPT_PREFIX}step={trainer.global_step}.ckpt"
@@ -111,6 +117,7 @@ class Preemption(Callback):
         )
 
     def on_train_end(self, trainer: Any, pl_module: Any) -> None:
+        self._vote.drain()  # every rank started the same votes: finish the last one everywhere
         if not getattr(trainer, "_flashdist_preempted", False) and trainer.is_global_zero:
             remove_preemption_checkpoints(trainer)
 
@@ -127,20 +134,42 @@ class Preemption(Callback):
         self._disarm()
 
 
-def agree_to_stop(trainer: Any, local: bool) -> bool:
-    """Any rank signalled → every rank stops: one all-reduce (MAX) of one flag, no barrier.
+class StopVote:
+    """Any rank signalled → every rank stops: one all-reduce (MAX) of one flag per optimizer step.
 
-    (Lightning's ``reduce_boolean_decision`` adds a barrier: two synchronisations per step,
-    measured by the benchmark work as most of flashdist's per-step overhead.)
+    The all-reduce started after step k is read after step k+1, so it runs while step k+1
+    computes instead of stalling every rank (Lightning's ``reduce_boolean_decision`` also adds
+    a barrier: two synchronisations per step, measured as most of flashdist's per-step
+    overhead). Every rank starts and reads the same votes in the same order, so all ranks see
+    the same answer at the same step.
     """
-    import torch
-    import torch.distributed as dist
 
-    if trainer.world_size == 1 or not (dist.is_available() and dist.is_initialized()):
-        return local
-    flag = torch.tensor([int(local)], device=trainer.strategy.root_device)
-    dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-    return bool(flag.item())
+    def __init__(self) -> None:
+        self._pending: tuple[Any, Any] | None = None  # (async work, its flag tensor)
+
+    def exchange(self, trainer: Any, local: bool) -> bool:
+        """The agreed answer of the previous step's vote; starts this step's."""
+        import torch
+        import torch.distributed as dist
+
+        if trainer.world_size == 1 or not (dist.is_available() and dist.is_initialized()):
+            return local
+        agreed = self._read()
+        flag = torch.tensor([int(local)], device=trainer.strategy.root_device)
+        self._pending = (dist.all_reduce(flag, op=dist.ReduceOp.MAX, async_op=True), flag)
+        return agreed
+
+    def drain(self) -> bool:
+        """Finish the vote in flight (at the end of a fit, or when stopping)."""
+        return self._read()
+
+    def _read(self) -> bool:
+        if self._pending is None:
+            return False
+        work, flag = self._pending
+        self._pending = None
+        work.wait()
+        return bool(flag.item())
 
 
 def stop_local_ranks(trainer: Any) -> None:

@@ -66,41 +66,57 @@ class ClosedFormLR(LRScheduler):
         self.schedule = schedule
         self.lr_as_tensor = lr_as_tensor
         self._multiplier: Callable[[int], float] = schedule.multiplier_fn()
-        self._bound_groups: list[dict[str, Any]] | None = None
-        self._bound_len = -1
         # torch's constructor records initial_lr / base_lrs, patches optimizer.step for its
         # order warning, and takes the first step (last_epoch -1 -> 0) through our step().
         super().__init__(optimizer, last_epoch)
 
     # ---- the per-step path ----------------------------------------------------------------
+    # ``step`` is compiled into a closure over the schedule, the optimizer and prebuilt
+    # (group, base_lr) pairs, and installed as an instance attribute, which Python finds
+    # before the class's method: a call then reads closure cells instead of a bound
+    # method's eight attribute lookups. Measured with `flashdist bench schedulers`: the
+    # method form was 1.3-1.8x direct assignment at 1 group, the closure 1.0-1.3x. Anything
+    # that changes the groups or base LRs drops the closure; the method below rebuilds it.
     def step(self, epoch: int | None = None) -> None:  # type: ignore[override]
-        if epoch is not None:  # torch's deprecated form: jump to an absolute step
-            self.last_epoch = epoch - 1
-        step = self.last_epoch + 1
-        self.last_epoch = step
-        multiplier = self._multiplier(step)
-        groups = self.optimizer.param_groups
-        # optimizer.load_state_dict swaps in new group dicts (and add_param_group grows the
-        # list): rebind then, so we never write into dicts the optimizer no longer uses.
-        if groups is not self._bound_groups or len(groups) != self._bound_len:
-            self._bind(groups)
-        for group, base_lr in self._float_targets:
-            group["lr"] = base_lr * multiplier
-        if self._tensor_targets:
-            for lr, base_lr in self._tensor_targets:
-                lr.fill_(base_lr * multiplier)
+        self.step = self._compile_step()  # type: ignore[method-assign]
+        self.step(epoch)
 
-    def _bind(self, groups: list[dict[str, Any]]) -> None:
-        if len(groups) != len(self.base_lrs):
+    def _compile_step(self) -> Callable[..., None]:
+        scheduler, multiplier = self, self._multiplier
+        optimizer = self.optimizer
+        groups = optimizer.param_groups
+        group_count = len(groups)
+        if group_count != len(self.base_lrs):
             raise ConfigError(
-                f"the optimizer has {len(groups)} param groups but the scheduler was built for {len(self.base_lrs)}.",
+                f"the optimizer has {group_count} param groups but the scheduler was built for {len(self.base_lrs)}.",
                 hint="add param groups before building the scheduler.",
             )
-        self._bound_groups, self._bound_len = groups, len(groups)
         # tuples built once: iterating them allocates nothing per step (zip() would).
         pairs = [(group, float(base_lr)) for group, base_lr in zip(groups, self.base_lrs)]
-        self._float_targets = tuple((g, b) for g, b in pairs if not isinstance(g["lr"], torch.Tensor))
-        self._tensor_targets = tuple((g["lr"], b) for g, b in pairs if isinstance(g["lr"], torch.Tensor))
+        float_targets = tuple((g, b) for g, b in pairs if not isinstance(g["lr"], torch.Tensor))
+        tensor_targets = tuple((g["lr"], b) for g, b in pairs if isinstance(g["lr"], torch.Tensor))
+
+        def step(epoch: int | None = None) -> None:
+            if epoch is not None:  # torch's deprecated form: jump to an absolute step
+                scheduler.last_epoch = epoch - 1
+            current = scheduler.last_epoch + 1
+            scheduler.last_epoch = current
+            # optimizer.load_state_dict swaps in new group dicts and add_param_group grows the
+            # list: recompile then, so we never write into dicts the optimizer no longer uses.
+            if optimizer.param_groups is not groups or len(groups) != group_count:
+                scheduler.last_epoch = current - 1
+                return ClosedFormLR.step(scheduler, epoch)
+            factor = multiplier(current)
+            for group, base_lr in float_targets:
+                group["lr"] = base_lr * factor
+            if tensor_targets:
+                for lr, base_lr in tensor_targets:
+                    lr.fill_(base_lr * factor)
+
+        return step
+
+    def _drop_compiled_step(self) -> None:
+        self.__dict__.pop("step", None)
 
     # ---- torch's scheduler API ------------------------------------------------------------
     def get_lr(self) -> list[float]:
@@ -138,18 +154,17 @@ class ClosedFormLR(LRScheduler):
         self.last_epoch = int(state_dict["last_epoch"])
         self.base_lrs = [float(b) for b in state_dict["base_lrs"]]
         self._step_count = int(state_dict.get("_step_count", self.last_epoch + 1))
-        self._bound_groups = None  # base LRs changed: rebuild the targets on the next step
+        self._drop_compiled_step()  # base LRs changed: compile the step again on the next call
 
-    def __getstate__(self) -> dict[str, Any]:  # closures and group references are rebuilt, not pickled
+    def __getstate__(self) -> dict[str, Any]:  # closures are rebuilt, not pickled
         state = dict(self.__dict__)
-        for key in ("_multiplier", "_bound_groups", "_float_targets", "_tensor_targets"):
+        for key in ("_multiplier", "step"):
             state.pop(key, None)
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         self._multiplier = self.schedule.multiplier_fn()
-        self._bound_groups = None
 
     def __repr__(self) -> str:
         return f"ClosedFormLR({self.schedule!r}, last_epoch={self.last_epoch})"

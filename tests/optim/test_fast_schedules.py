@@ -30,6 +30,7 @@ CASES = [
     ("cosine_schedule_with_warmup", {"num_warmup_steps": 96}, 97),
     ("cosine_with_hard_restarts_schedule_with_warmup", {"num_warmup_steps": 5}, 97),
     ("cosine_with_hard_restarts_schedule_with_warmup", {"num_warmup_steps": 11, "num_cycles": 3}, 100),
+    ("cosine_with_hard_restarts_schedule_with_warmup", {"num_warmup_steps": 0, "num_cycles": 2.5}, 64),
     ("polynomial_decay_schedule_with_warmup", {"num_warmup_steps": 9}, 83),
     ("polynomial_decay_schedule_with_warmup", {"num_warmup_steps": 0, "power": 2.5, "lr_end": 1e-4}, 83),
     ("inverse_sqrt_schedule", {"num_warmup_steps": 17}, 120),
@@ -37,9 +38,12 @@ CASES = [
     ("inverse_sqrt_schedule", {"num_warmup_steps": 5, "timescale": 33}, 120),
     ("cosine_with_min_lr_schedule_with_warmup", {"num_warmup_steps": 13, "min_lr_rate": 0.1}, 97),
     ("cosine_with_min_lr_schedule_with_warmup", {"num_warmup_steps": 3, "min_lr": 1e-3, "num_cycles": 0.75}, 71),
+    ("cosine_with_min_lr_schedule_with_warmup", {"num_warmup_steps": 2, "min_lr_rate": 1.0}, 30),  # the floor is the LR
     ("cosine_with_min_lr_schedule_with_warmup_lr_rate", {"num_warmup_steps": 13, "min_lr_rate": 0.05}, 97),
     ("cosine_with_min_lr_schedule_with_warmup_lr_rate", {"num_warmup_steps": 1, "min_lr": 2e-3, "warmup_lr_rate": 0.2}, 40),
     ("cosine_with_min_lr_schedule_with_warmup_lr_rate", {"num_warmup_steps": 0, "min_lr_rate": 0.0}, 40),
+    ("cosine_with_min_lr_schedule_with_warmup_lr_rate", {"num_warmup_steps": 6, "min_lr_rate": 0.3, "num_cycles": 1.5,
+                                                         "warmup_lr_rate": 0.0}, 48),
     ("wsd_schedule", {"num_warmup_steps": 10, "num_decay_steps": 20}, 97),
     ("wsd_schedule", {"num_warmup_steps": 7, "num_decay_steps": 31, "warmup_type": "cosine", "decay_type": "linear",
                       "min_lr_ratio": 0.1}, 90),
@@ -94,6 +98,8 @@ def test_fast_path_equals_transformers_at_every_step(name, kwargs, total):
     fast_rows, hf_rows = _lrs_over(fast, fast_opt, steps), _lrs_over(hf, hf_opt, steps)
     worst = max(abs(a - b) for fr, hr in zip(fast_rows, hf_rows) for a, b in zip(fr, hr))
     assert worst <= TOLERANCE
+    # stronger than the 1e-12: the same operations in the same order give the same floats
+    assert fast_rows == hf_rows
     assert fast.last_epoch == hf.last_epoch == steps
     assert fast.get_last_lr() == pytest.approx(hf.get_last_lr(), abs=TOLERANCE)
     assert [g["initial_lr"] for g in fast_opt.param_groups] == list(GROUP_LRS)
@@ -169,6 +175,8 @@ def test_deprecated_step_with_epoch_jumps_like_torch():
         ("cosine_schedule_with_warmup", {"num_warmup_steps": 5, "num_cycles": "half"}, "num_cycles='half' is not a finite"),
         ("cosine_with_min_lr_schedule_with_warmup", {"num_warmup_steps": 5}, "needs min_lr or min_lr_rate"),
         ("cosine_with_min_lr_schedule_with_warmup", {"num_warmup_steps": 5, "min_lr": 1e-3, "min_lr_rate": 0.1}, "both min_lr"),
+        ("cosine_with_min_lr_schedule_with_warmup", {"num_warmup_steps": 5, "min_lr": 0.5}, r"min_lr_rate=5\.0 is outside \[0, 1\]"),
+        ("cosine_with_min_lr_schedule_with_warmup_lr_rate", {"num_warmup_steps": 5, "min_lr_rate": -0.1}, "outside"),
         ("polynomial_decay_schedule_with_warmup", {"num_warmup_steps": 5, "lr_end": 0.5}, "lr_end=0.5 must be smaller"),
         ("inverse_sqrt_schedule", {"num_warmup_steps": 5, "timescale": 0}, "timescale=0 is below 1"),
         ("wsd_schedule", {"num_warmup_steps": 5, "num_decay_steps": 10, "warmup_type": "exp"}, "warmup_type='exp' is not known"),

@@ -80,9 +80,10 @@ class Task(LightningModule):
 
     # ---- the training loop -------------------------------------------------------------
     def forward(self, inputs: Any) -> torch.Tensor:
-        if self.model is None:
+        model = self.model  # one nn.Module.__getattr__ per step, not two
+        if model is None:
             raise ConfigError(f"{type(self).__name__} has no model.", hint="pass model= (any nn.Module).")
-        return self.model(inputs)
+        return model(inputs)
 
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         inputs, targets = self.unpack_batch(batch)
@@ -105,7 +106,9 @@ class Task(LightningModule):
 
     @staticmethod
     def unpack_batch(batch: Any) -> tuple[Any, Any]:
-        if isinstance(batch, Mapping):
+        # tuple/list first: a concrete isinstance, where isinstance(batch, Mapping) goes through
+        # the ABC machinery on every step.
+        if not isinstance(batch, (tuple, list)) and isinstance(batch, Mapping):
             return batch["input"], batch["target"]
         inputs, targets = batch
         return inputs, targets

@@ -57,6 +57,7 @@ class Preemption(Callback):
         self._armed = False
         self._last_step = -1
         self._vote = StopVote()
+        self._solo_trainer: Any = None  # set while a one-process fit runs without the per-step hook
 
     # ---- signals: set a flag, nothing else ------------------------------------------------
     def _handle(self, signum: int, frame: Any) -> None:
@@ -67,6 +68,9 @@ class Preemption(Callback):
             os.kill(os.getpid(), signum)
             return
         self.received = signum
+        if self._solo_trainer is not None:  # one process: the per-step hook starts now (see on_train_start)
+            self._last_step = self._solo_trainer.global_step
+            self.__dict__.pop("on_train_batch_end", None)
 
     def setup(self, trainer: Any, pl_module: Any, stage: str) -> None:
         # Installed before Lightning registers its handlers: Lightning then leaves SIGUSR1 alone
@@ -78,6 +82,13 @@ class Preemption(Callback):
     def on_train_start(self, trainer: Any, pl_module: Any) -> None:
         # Lightning composed its SIGTERM handler over ours meanwhile: take SIGTERM back.
         self._last_step = trainer.global_step
+        if trainer.world_size == 1 and self.received is None:
+            # Nothing to vote on: hide the per-step hook from Lightning's dispatch (it skips a
+            # hook that is not callable) until a signal arrives; the handler puts it back.
+            self.on_train_batch_end = None  # type: ignore[assignment]
+            self._solo_trainer = trainer
+            if self.received is not None:  # a signal landed between these lines: keep the hook
+                self.__dict__.pop("on_train_batch_end", None)
         self._install()
 
     def _install(self) -> None:
@@ -88,6 +99,8 @@ class Preemption(Callback):
 
     def _disarm(self) -> None:
         self._armed = False
+        self._solo_trainer = None
+        self.__dict__.pop("on_train_batch_end", None)
         for signum, original in self._originals.items():
             if signal.getsignal(signum) == self._handle:
                 signal.signal(signum, original if original is not None else signal.SIG_DFL)

@@ -105,3 +105,26 @@ def test_signal_handlers_are_the_process_own_again_after_a_fit(tmp_path):
     before = {s: signal.getsignal(s) for s in (signal.SIGUSR1, signal.SIGTERM)}
     _trainer(tmp_path, max_epochs=1).fit(_task(), DataLoader(_data(), batch_size=4))
     assert {s: signal.getsignal(s) for s in before} == before
+
+
+def test_sigusr1_to_a_one_process_fit_stops_at_a_step_and_resumes_exactly(uninterrupted_1rank, tmp_path):
+    """One process has no vote, so its per-step hook is off until a signal turns it on."""
+    root = tmp_path / "run"
+    config = dict(devices=1, record_samples=True, checkpoint_every_n_epochs=1)
+    proc = harness.start(root, step_sleep_s=0.2, **config)
+    harness.wait_for(lambda: _steps_recorded(root) >= 3, timeout_s=120, proc=proc)
+    proc.send_signal(signal.SIGUSR1)
+    output = proc.communicate(timeout=120)[0]
+    assert proc.returncode == EXIT_PREEMPTED, output[-4000:]
+
+    preempted = harness.ckpt(root, "preempted-step=*.ckpt")
+    step = int(preempted.stem.split("=")[1])
+    assert 3 <= step < 16, "stopped mid-epoch 0, at the signal rather than at the end"
+    assert f"rank 0: preempted (signal {int(signal.SIGUSR1)}); saved {preempted} at step {step}" in output
+    assert harness.summary(root)["optimizer_steps"] == _steps_recorded(root) == step
+
+    resumed = harness.fit(root, attempt=1, ckpt_path="auto", **config)
+    assert resumed.returncode == 0, resumed.stderr[-4000:]
+    summary = harness.summary(root)
+    assert summary["completed"] and summary["optimizer_steps"] == summary["planned_total_steps"] == 32
+    assert harness.lrs(root) == uninterrupted_1rank.lrs

@@ -110,6 +110,19 @@ def test_lr_log_keeps_only_the_checkpointed_rows_then_appends(tmp_path):
     assert path.read_text().splitlines() == ["step,lr,lr_group1", "1,0.1,0.01", "2,0.2,0.02", "3,0.3,0.03", "4,0.45,0.0045"]
 
 
+def test_lr_log_writes_in_batches_so_long_runs_hold_few_rows(tmp_path, monkeypatch):
+    import flashdist.core.ledger as ledger
+
+    monkeypatch.setattr(ledger, "FLUSH_EVERY_ROWS", 3)
+    path = tmp_path / "lr.csv"
+    log = LrLog(path, groups=1, keep_rows=0)
+    for step in range(1, 8):
+        log.append([step / 10])
+    assert path.read_text().splitlines()[1:] == ["1,0.1", "2,0.2", "3,0.3", "4,0.4", "5,0.5", "6,0.6"]
+    log.flush()
+    assert path.read_text().splitlines()[-1] == "7,0.7"
+
+
 def test_newest_complete_checkpoint_ignores_partials(tmp_path: Path):
     (tmp_path / "step=1.ckpt").write_bytes(b"1")
     (tmp_path / "step=2.ckpt").write_bytes(b"2")

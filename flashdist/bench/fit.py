@@ -4,12 +4,14 @@ Method (also written into the JSON): per process count, one worker process (or `
 with that many ranks) runs :data:`~flashdist.bench.fit_worker.VARIANTS`, the same tiny model
 and data in each, as whole fits: ``warmup_rounds`` untimed rounds, then ``repeats`` rounds,
 every round in a freshly shuffled order (interleaved, so machine-load drift hits all
-variants alike). Inside each fit a callback stamps the end of every training batch; the
-first ``warmup_steps`` are dropped and the fit's figure is the median interval (µs per
-whole loop iteration: data, forward, backward, optimizer, scheduler, hooks, logging).
-A variant's µs/step is the median of its fits, with a percentile-bootstrap 95% CI. The
+variants alike), with each flashdist fit next to the plain-Lightning fit it is compared
+with. Inside each fit a callback stamps the end of every training batch; the first
+``warmup_steps`` are dropped and the fit's figure is the median interval (µs per whole
+loop iteration: data, forward, backward, optimizer, scheduler, hooks, logging). A
+variant's µs/step is the median of its fits, with a percentile-bootstrap 95% CI. The
 comparisons are paired by round: scheduler overhead = fit(schedule) − fit(none) of the same
-harness; harness ratio = flashdist fit / plain Lightning fit with the same schedule.
+harness; harness ratio = flashdist fit / plain Lightning fit with the same schedule, and
+``all``: flashdist's three fits over Lightning's three, per round.
 """
 
 from __future__ import annotations
@@ -129,12 +131,35 @@ def summarize(config: dict[str, Any], fits: list[dict[str, Any]]) -> dict[str, A
         if schedule != "none"
     }
     ratio = {schedule: paired(f"flashdist:{schedule}", f"lightning:{schedule}", lambda x, y: x / y) for schedule in SCHEDULES}
+    ratio["all"] = pooled_ratio(by_variant)
     return {
         "devices": config["devices"],
         "strategy": config["strategy"],
         "variants": variants,
         "scheduler_overhead_us": overhead,
         "harness_ratio": ratio,
+    }
+
+
+def pooled_ratio(by_variant: dict[str, dict[int, dict[str, Any]]]) -> dict[str, Any]:
+    """flashdist / lightning over all schedules: per round, the sum of flashdist's fits over the
+    sum of Lightning's (three pairs, so a tighter interval); median and CI over rounds."""
+    rounds = sorted(set.intersection(*(set(fits) for fits in by_variant.values())))
+
+    def per_round(key: str) -> list[float]:
+        return [
+            sum(by_variant[f"flashdist:{s}"][r][key] for s in SCHEDULES)
+            / sum(by_variant[f"lightning:{s}"][r][key] for s in SCHEDULES)
+            for r in rounds
+        ]
+
+    values, cpu = per_round("median_us"), per_round("cpu_median_us")
+    return {
+        "median": median(values),
+        "ci95": list(bootstrap_ci(values)),
+        "per_round": values,
+        "cpu_median": median(cpu),
+        "cpu_ci95": list(bootstrap_ci(cpu)),
     }
 
 
@@ -145,11 +170,12 @@ def method_text(steps: int, warmup_steps: int, repeats: int, warmup_rounds: int,
         f"harness in (lightning = plain lightning.Trainer + equivalent LightningModule, flashdist = flashdist.Trainer "
         f"+ Task) and schedule in (none, hf = transformers LambdaLR linear warmup, fast = flashdist closed form), "
         f"same linear warmup (10%, ceil) and total. {warmup_rounds} untimed round(s), then {repeats} rounds; each "
-        f"round runs every variant once in a shuffled order (interleaved). Per fit: a callback stamps each "
+        f"round runs every variant once: the schedules in a shuffled order, and per schedule its two harnesses "
+        f"back to back in a shuffled order (each compared pair adjacent in time). Per fit: a callback stamps each "
         f"on_train_batch_end; the first {warmup_steps} steps are dropped; the fit's value is the median interval "
         f"(us/step), on the wall clock and on the process CPU clock (time.process_time_ns, all threads; robust to "
         f"other jobs' load). Variant value = median over fits, 95% percentile-bootstrap CI. Paired by round: scheduler "
         f"overhead = fit(schedule) - fit(none) in the same harness (us); harness ratio = flashdist / lightning "
-        f"with the same schedule. 1 process: a fresh python process; N>1: torchrun --standalone, DDP (gloo), "
+        f"with the same schedule, and 'all' = sum of flashdist's three fits / sum of lightning's, per round. 1 process: a fresh python process; N>1: torchrun --standalone, DDP (gloo), "
         f"rank 0's timings."
     )

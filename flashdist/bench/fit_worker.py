@@ -163,6 +163,29 @@ def _median(values: list[float]) -> float:
     return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
 
 
+def round_order(variants: list[str], rng: random.Random) -> list[str]:
+    """The schedules in a shuffled order; per schedule, its harnesses back to back, shuffled.
+
+    Adjacent fits share the machine's state (load, clocks, caches) best, so each flashdist fit
+    runs right before or after the plain-Lightning fit it is compared with.
+
+    Example:
+        >>> round_order(["lightning:none", "flashdist:none", "lightning:hf", "flashdist:hf"], random.Random(0))
+        ['lightning:none', 'flashdist:none', 'flashdist:hf', 'lightning:hf']
+    """
+    by_schedule: dict[str, list[str]] = {}
+    for variant in variants:
+        by_schedule.setdefault(variant.split(":")[1], []).append(variant)
+    schedules = list(by_schedule)
+    rng.shuffle(schedules)
+    order: list[str] = []
+    for schedule in schedules:
+        pair = list(by_schedule[schedule])
+        rng.shuffle(pair)
+        order += pair
+    return order
+
+
 def main(config_path: str) -> None:
     config = json.loads(Path(config_path).read_text())
     torch.set_num_threads(config.get("torch_threads", 1))
@@ -181,9 +204,7 @@ def main(config_path: str) -> None:
     fits: list[dict[str, Any]] = []
     order_rng = random.Random(config["seed"])  # same seed on every rank: the same order everywhere
     for round_index in range(-config["warmup_rounds"], config["repeats"]):
-        order = list(variants)
-        order_rng.shuffle(order)
-        for variant in order:
+        for variant in round_order(variants, order_rng):
             record = one_fit(variant, config, loader, total_steps)
             if round_index >= 0:
                 fits.append({**record, "round": round_index})

@@ -129,7 +129,8 @@ def print_fit_table(result: dict[str, Any], console: Any = None) -> None:
         for name, stats in config["harness_ratio"].items():
             cells = [f"{stats['median']:.3f}", "[{:.3f}, {:.3f}]".format(*stats["ci95"])]
             cells += [f"{stats['cpu_median']:.3f}", "[{:.3f}, {:.3f}]".format(*stats["cpu_ci95"])]
-            comparisons.add_row(f"flashdist / lightning per step: {name}", *cells)
+            label = "all 3 schedules pooled" if name == "all" else name
+            comparisons.add_row(f"flashdist / lightning per step: {label}", *cells)
         console.print(comparisons)
     console.print(f"[dim]method: {result['method']}[/dim]")
     console.print(f"[dim]environment: {json.dumps(result['environment'])}[/dim]")

@@ -30,6 +30,8 @@ def test_summary_pairs_by_round():
     assert summary["scheduler_overhead_us"]["flashdist:fast"]["per_round"] == pytest.approx([0.5, 0.5, 0.5])
     assert summary["harness_ratio"]["none"]["median"] == pytest.approx(1.01)
     assert summary["harness_ratio"]["none"]["cpu_median"] == pytest.approx(1.01)
+    # all schedules pooled per round: (101 + 111 + 101.5) / (100 + 110 + 100.5) in round 0
+    assert summary["harness_ratio"]["all"]["per_round"][0] == pytest.approx(313.5 / 310.5)
     assert summary["variants"]["flashdist:hf"]["us_per_step"] == 212.0
     low, high = summary["variants"]["flashdist:hf"]["ci95"]
     assert 111.0 <= low <= 212.0 <= high <= 313.0
@@ -50,7 +52,7 @@ def test_cli_runs_real_fits_and_writes_json_and_png(tmp_path, capsys):
         assert stats["us_per_step"] > 0 and len(stats["per_fit_median_us"]) == 1
         assert stats["ci95"][0] <= stats["us_per_step"] <= stats["ci95"][1]
         assert stats["steps_per_fit"] == 3 + 12 + 1
-    assert set(config["harness_ratio"]) == {"none", "hf", "fast"}
+    assert set(config["harness_ratio"]) == {"none", "hf", "fast", "all"}
     assert all(stats["median"] > 0 for stats in config["harness_ratio"].values())
     assert out_png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -61,3 +63,17 @@ def test_two_processes_under_torchrun():
     (config,) = result["configs"]
     assert config["devices"] == 2 and config["strategy"] == "ddp"
     assert all(stats["steps_per_fit"] == 2 + 8 + 1 for stats in config["variants"].values())
+
+
+def test_each_round_runs_every_variant_once_with_compared_pairs_adjacent():
+    import random
+
+    from flashdist.bench.fit_worker import round_order
+
+    rng = random.Random(3)
+    orders = [round_order(list(VARIANTS), rng) for _ in range(20)]
+    for order in orders:
+        assert sorted(order) == sorted(VARIANTS)
+        for first, second in zip(order[::2], order[1::2]):
+            assert first.split(":")[1] == second.split(":")[1] and first != second
+    assert len({tuple(order) for order in orders}) > 1, "the order is shuffled from round to round"

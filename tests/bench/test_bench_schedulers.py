@@ -10,7 +10,8 @@ from flashdist.bench import schedulers
 from flashdist.cli.main import main
 from flashdist.optim import LR_SCHEDULERS
 
-RESULT_KEYS = {"scheduler", "implementation", "groups", "us_per_step", "spread", "ratio_to_direct"}
+RESULT_KEYS = {"scheduler", "implementation", "groups", "us_per_step", "spread", "ratio_to_direct", "best_us_per_step",
+               "best_ratio_to_direct"}
 IMPLEMENTATIONS = {"flashdist", "transformers", "torch", "deepspeed"}
 
 
@@ -33,6 +34,10 @@ def test_cli_writes_table_json_and_png(tmp_path, capsys):
         assert row["implementation"] in IMPLEMENTATIONS and row["groups"] in (1, 3)
         assert row["us_per_step"] > 0 and row["spread"] >= 0
         assert row["ratio_to_direct"] == pytest.approx(row["us_per_step"] / result["baseline_us_per_step"][str(row["groups"])])
+        assert 0 < row["best_us_per_step"] <= row["us_per_step"]
+        best_baseline = result["baseline_best_us_per_step"][str(row["groups"])]
+        assert best_baseline <= result["baseline_us_per_step"][str(row["groups"])]
+        assert row["best_ratio_to_direct"] == pytest.approx(row["best_us_per_step"] / best_baseline)
     by_name = {r["scheduler"]: r["implementation"] for r in result["results"]}
     expected = {"steplr": "torch", "linear_schedule_with_warmup": "flashdist", "hf:linear_schedule_with_warmup": "transformers"}
     assert by_name == expected

@@ -5,13 +5,17 @@ with the kwargs in :data:`BENCH_KWARGS` gets its own SGD optimizer with that man
 (base LRs differ per group) and is built through :func:`flashdist.optim.build_lr_scheduler`,
 exactly as a Task builds it. Each is stepped ``warmup_steps`` times untimed, then ``repeats``
 rounds follow; in each round every candidate, in a freshly shuffled order, is timed over
-``steps`` back-to-back ``step()`` calls with the garbage collector off. A candidate's figure
-is the median of its per-round µs/step, its spread the interquartile range across rounds;
-its best round is reported too (the cost when nothing else on the machine interferes).
-The baseline, timed in the same rounds, is direct assignment at its tightest: a plain
-function computing a linear warmup/decay factor once per step, written into each group over
-pairs built in advance (``m = f(step); for g, b in pairs: g["lr"] = b * m``), called the same
-way; every ratio is against it. No scheduler can do less work than that per step.
+``steps`` back-to-back ``step()`` calls with the garbage collector off, next to a block of
+the baseline (in a random order within the pair). A candidate's figure is the median of its
+per-round µs/step, its spread the interquartile range across rounds; its ratio is the median
+over rounds of candidate ÷ the adjacent baseline block, with a bootstrap 95% CI. The
+baseline is direct assignment at its tightest: a plain function computing a linear
+warmup/decay factor once per step, written into each group over pairs built in advance
+(``m = f(step); for g, b in pairs: g["lr"] = b * m``), called the same way. No scheduler can
+do less work than that per step. A fast-path candidate is also timed against direct
+assignment of its own schedule (the same loop with that schedule's ``f``, in the same
+block): a cosine costs more than a linear ramp to compute, by hand or not, and this second
+ratio is what the scheduler machinery adds.
 """
 
 from __future__ import annotations
@@ -24,7 +28,8 @@ from typing import Any
 
 import torch
 
-from flashdist.bench.stats import environment, iqr, median, time_calls_us
+from flashdist.optim.fast import ClosedFormLR
+from flashdist.bench.stats import bootstrap_ci, environment, iqr, median, time_calls_us
 
 Implementation = str  # "flashdist" | "transformers" | "torch" | "deepspeed"
 
@@ -75,6 +80,9 @@ class Candidate:
     scheduler: str
     implementation: Implementation
     step: Callable[[], Any]
+    # For the fast path: direct assignment of the same schedule, the same arithmetic called as
+    # a plain function (what writing the loop by hand for this schedule would cost).
+    same_schedule_direct: Callable[[], Any] | None = None
 
 
 def bench_kwargs(name: str) -> dict[str, Any]:
@@ -91,23 +99,39 @@ def make_optimizer(groups: int, momentum: float = 0.9) -> torch.optim.Optimizer:
     return torch.optim.SGD(params, lr=0.1, momentum=momentum)
 
 
+def direct_assignment_of(lr_factor: Callable[[int], float], optimizer: torch.optim.Optimizer) -> Callable[[], None]:
+    """Direct assignment of a given schedule: ``m = lr_factor(step); for g, b in pairs: g["lr"] = b * m``."""
+    pairs = tuple((group, group["lr"]) for group in optimizer.param_groups)
+    step = 0
+
+    def direct_step() -> None:
+        nonlocal step
+        step += 1
+        factor = lr_factor(step)
+        for group, base_lr in pairs:
+            group["lr"] = base_lr * factor
+
+    return direct_step
+
+
 def direct_assignment(optimizer: torch.optim.Optimizer, total_steps: int, warmup_steps: int) -> Callable[[], None]:
     """The baseline: a hand-written linear warmup/decay, assigned group by group."""
     groups = optimizer.param_groups
     base_lrs = [group["lr"] for group in groups]
-    counter = [0]
+    step = 0
     decay_steps = max(1, total_steps - warmup_steps)
 
     def lr_factor(step: int) -> float:
         if step < warmup_steps:
             return step / warmup_steps
-        return max(0.0, (total_steps - step) / decay_steps)
+        value = (total_steps - step) / decay_steps
+        return value if value > 0.0 else 0.0  # not max(): a builtin call costs more than the rest
 
     pairs = tuple(zip(groups, base_lrs))
 
     def direct_step() -> None:
-        step = counter[0] + 1
-        counter[0] = step
+        nonlocal step  # a closure cell: cheaper than an attribute or a list slot
+        step += 1
         factor = lr_factor(step)
         for group, base_lr in pairs:
             group["lr"] = base_lr * factor
@@ -155,7 +179,10 @@ def build_candidate(name: str, entry: Any, groups: int, total_steps: int) -> Can
         else:
             scheduler, _ = build_lr_scheduler(optimizer, (name, bench_kwargs(name)), total_steps)
     optimizer.step()  # once, so torch's "step() before optimizer.step()" warning path is not what we time
-    return Candidate(name, implementation_of(entry, scheduler), scheduler.step)
+    same_schedule = None
+    if isinstance(scheduler, ClosedFormLR):
+        same_schedule = direct_assignment_of(scheduler.schedule.multiplier_fn(), make_optimizer(groups))
+    return Candidate(name, implementation_of(entry, scheduler), scheduler.step, same_schedule)
 
 
 def implementation_of(entry: Any, scheduler: Any) -> Implementation:
@@ -180,7 +207,7 @@ def run(
     Example:
         >>> result = run(groups=(1,), steps=10, repeats=2, warmup_steps=2, include=["steplr"])
         >>> sorted(result)
-        ['baseline_best_us_per_step', 'baseline_us_per_step', 'environment', 'method', 'results', 'skipped']
+        ['baseline_us_per_step', 'environment', 'method', 'results', 'skipped']
     """
     groups = tuple(int(g) for g in groups)
     env_before = environment()
@@ -190,7 +217,6 @@ def run(
     names = scheduler_names(include)
     skipped: dict[str, str] = {}
     baseline: dict[str, float] = {}
-    baseline_best: dict[str, float] = {}
     results: list[dict[str, Any]] = []
     rng = random.Random(seed)
     for group_count in groups:
@@ -206,41 +232,50 @@ def run(
                 skipped[name] = f"failed to build: {type(error).__name__}: {str(error).splitlines()[0][:160]}"
         direct_step = direct_assignment(make_optimizer(group_count), total_steps, warmup_for_baseline)
         direct = Candidate("direct assignment", "baseline", direct_step)
-        timed = [direct, *candidates]
-        for candidate in timed:
-            time_calls_us(candidate.step, warmup_steps, clock)
-        samples: dict[int, list[float]] = {id(c): [] for c in timed}
+        steps_timed = [direct.step] + [fn for c in candidates for fn in (c.step, c.same_schedule_direct) if fn]
+        for step_fn in steps_timed:
+            time_calls_us(step_fn, warmup_steps, clock)
+        samples: dict[int, list[float]] = {id(fn): [] for fn in steps_timed}
+        ratios: dict[int, list[float]] = {id(c): [] for c in candidates}
+        same_ratios: dict[int, list[float]] = {id(c): [] for c in candidates}
         for round_index in range(repeats):
-            order = list(timed)
+            order = list(candidates)
             rng.shuffle(order)
             for candidate in order:
-                samples[id(candidate)].append(time_calls_us(candidate.step, steps, clock))
+                # Each candidate block is timed right next to a baseline block (in a random
+                # order): the machine's speed drifts between blocks on a shared host, and
+                # adjacent blocks see the same speed.
+                block = [fn for fn in (direct.step, candidate.step, candidate.same_schedule_direct) if fn]
+                rng.shuffle(block)
+                timings = {id(fn): time_calls_us(fn, steps, clock) for fn in block}
+                for fn in block:
+                    samples[id(fn)].append(timings[id(fn)])
+                ratios[id(candidate)].append(timings[id(candidate.step)] / timings[id(direct.step)])
+                if candidate.same_schedule_direct:
+                    same_ratios[id(candidate)].append(timings[id(candidate.step)] / timings[id(candidate.same_schedule_direct)])
             if progress:
                 progress(f"groups={group_count}: round {round_index + 1}/{repeats} done")
-        baseline_us = median(samples[id(direct)])
-        baseline[str(group_count)] = baseline_us
-        baseline_best[str(group_count)] = min(samples[id(direct)])
+        baseline[str(group_count)] = median(samples[id(direct.step)])
         for candidate in candidates:
-            us = median(samples[id(candidate)])
-            best = min(samples[id(candidate)])
-            results.append(
-                {
-                    "scheduler": candidate.scheduler,
-                    "implementation": candidate.implementation,
-                    "groups": group_count,
-                    "us_per_step": us,
-                    "spread": iqr(samples[id(candidate)]),
-                    "ratio_to_direct": us / baseline_us,
-                    "best_us_per_step": best,
-                    "best_ratio_to_direct": best / baseline_best[str(group_count)],
-                }
-            )
+            row = {
+                "scheduler": candidate.scheduler,
+                "implementation": candidate.implementation,
+                "groups": group_count,
+                "us_per_step": median(samples[id(candidate.step)]),
+                "spread": iqr(samples[id(candidate.step)]),
+                "ratio_to_direct": median(ratios[id(candidate)]),
+                "ratio_ci95": list(bootstrap_ci(ratios[id(candidate)])),
+            }
+            if candidate.same_schedule_direct:
+                row["same_schedule_direct_us_per_step"] = median(samples[id(candidate.same_schedule_direct)])
+                row["ratio_to_same_schedule_direct"] = median(same_ratios[id(candidate)])
+                row["ratio_to_same_schedule_direct_ci95"] = list(bootstrap_ci(same_ratios[id(candidate)]))
+            results.append(row)
     env = {**env_before, "load_average_after": environment()["load_average_1_5_15min"]}
     return {
         "method": method_text(steps, repeats, warmup_steps, clock),
         "environment": env,
         "baseline_us_per_step": baseline,
-        "baseline_best_us_per_step": baseline_best,
         "results": results,
         "skipped": [{"scheduler": name, "reason": reason} for name, reason in skipped.items()],
     }
@@ -252,11 +287,12 @@ def method_text(steps: int, repeats: int, warmup_steps: int, clock: str) -> str:
         f"Per param-group count: each scheduler built via build_lr_scheduler on its own SGD optimizer "
         f"(distinct base LRs per group), {warmup_steps} untimed warm-up steps, then {repeats} rounds; in each "
         f"round every candidate, in a shuffled order, is timed over {steps} back-to-back step() calls with "
-        f"gc disabled, clock {clock_text}. us_per_step = median over rounds; spread = interquartile range "
-        f"over rounds (us). Baseline 'direct assignment' is timed in the same rounds the same way: a plain "
-        f"linear warmup/decay factor m = f(step) computed once, then `for g, b in pairs: g['lr'] = b * m` over "
-        f"(group, base_lr) pairs built in advance; "
-        f"ratio_to_direct = us_per_step / baseline at the same group count. best_us_per_step = the fastest "
-        f"round (what the code costs when nothing else interferes, as timeit reports), and "
-        f"best_ratio_to_direct = best / the baseline's best."
+        f"gc disabled, clock {clock_text}, paired with a block of the baseline timed right before or after it "
+        f"(random order). us_per_step = median over rounds; spread = interquartile range over rounds (us). "
+        f"Baseline 'direct assignment': a plain linear warmup/decay factor m = f(step) computed once, then "
+        f"`for g, b in pairs: g['lr'] = b * m` over (group, base_lr) pairs built in advance; "
+        f"baseline_us_per_step = median of all its blocks. ratio_to_direct = median over rounds of "
+        f"(candidate block / its paired baseline block), ratio_ci95 = percentile-bootstrap 95% CI of that median. "
+        f"Fast-path rows also: ratio_to_same_schedule_direct, the same against direct assignment of the same "
+        f"schedule (its own f, the same loop), timed in the same block."
     )

@@ -96,14 +96,17 @@ class ClosedFormLR(LRScheduler):
         float_targets = tuple((g, b) for g, b in pairs if not isinstance(g["lr"], torch.Tensor))
         tensor_targets = tuple((g["lr"], b) for g, b in pairs if isinstance(g["lr"], torch.Tensor))
 
+        last_group = groups[-1]  # torch refuses an optimizer without param groups
+
         def step(epoch: int | None = None) -> None:
             if epoch is not None:  # torch's deprecated form: jump to an absolute step
                 scheduler.last_epoch = epoch - 1
             current = scheduler.last_epoch + 1
             scheduler.last_epoch = current
-            # optimizer.load_state_dict swaps in new group dicts and add_param_group grows the
-            # list: recompile then, so we never write into dicts the optimizer no longer uses.
-            if optimizer.param_groups is not groups or len(groups) != group_count:
+            # optimizer.load_state_dict swaps in new group dicts and add_param_group appends
+            # one: either way the last group is another dict. Recompile then, so we never
+            # write into dicts the optimizer no longer uses (one check instead of two).
+            if optimizer.param_groups[-1] is not last_group:
                 scheduler.last_epoch = current - 1
                 return ClosedFormLR.step(scheduler, epoch)
             factor = multiplier(current)

@@ -28,8 +28,8 @@ from typing import Any
 
 import torch
 
-from flashdist.optim.fast import ClosedFormLR
 from flashdist.bench.stats import bootstrap_ci, environment, iqr, median, time_calls_us
+from flashdist.optim.fast import ClosedFormLR
 
 Implementation = str  # "flashdist" | "transformers" | "torch" | "deepspeed"
 
@@ -213,7 +213,6 @@ def run(
     env_before = environment()
     # Long enough that no schedule runs past its end (OneCycleLR refuses to), with a 10% warmup.
     total_steps = warmup_steps + steps * repeats + 10
-    warmup_for_baseline = max(1, total_steps // 10)
     names = scheduler_names(include)
     skipped: dict[str, str] = {}
     baseline: dict[str, float] = {}
@@ -230,7 +229,10 @@ def run(
                 candidates.append(build_candidate(name, entry, group_count, total_steps))
             except Exception as error:  # a scheduler that cannot be built here is reported, not fatal
                 skipped[name] = f"failed to build: {type(error).__name__}: {str(error).splitlines()[0][:160]}"
-        direct_step = direct_assignment(make_optimizer(group_count), total_steps, warmup_for_baseline)
+        # The baseline runs one block per candidate per round: its schedule spans all of them
+        # (10% warmup, then decay), so it never runs past its end while timed.
+        direct_total = warmup_steps + steps * repeats * max(1, len(candidates)) + 10
+        direct_step = direct_assignment(make_optimizer(group_count), direct_total, max(1, direct_total // 10))
         direct = Candidate("direct assignment", "baseline", direct_step)
         steps_timed = [direct.step] + [fn for c in candidates for fn in (c.step, c.same_schedule_direct) if fn]
         for step_fn in steps_timed:

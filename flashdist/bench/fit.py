@@ -176,6 +176,6 @@ def method_text(steps: int, warmup_steps: int, repeats: int, warmup_rounds: int,
         f"(us/step), on the wall clock and on the process CPU clock (time.process_time_ns, all threads; robust to "
         f"other jobs' load). Variant value = median over fits, 95% percentile-bootstrap CI. Paired by round: scheduler "
         f"overhead = fit(schedule) - fit(none) in the same harness (us); harness ratio = flashdist / lightning "
-        f"with the same schedule, and 'all' = sum of flashdist's three fits / sum of lightning's, per round. 1 process: a fresh python process; N>1: torchrun --standalone, DDP (gloo), "
-        f"rank 0's timings."
+        f"with the same schedule, and 'all' = sum of flashdist's three fits / sum of lightning's, per round. "
+        f"1 process: a fresh python process; N>1: torchrun --standalone, DDP (gloo), rank 0's timings."
     )

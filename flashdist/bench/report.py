@@ -28,7 +28,8 @@ def print_scheduler_table(result: dict[str, Any], console: Any = None) -> None:
 
     console = console or Console()
     groups = list(result["baseline_us_per_step"])
-    table = Table(title="scheduler.step() cost: µs per step (median ± IQR over rounds), and × direct assignment (paired by block)")
+    title = "scheduler.step() cost: µs per step (median ± IQR over rounds), and × direct assignment (paired by block)"
+    table = Table(title=title)
     table.add_column("scheduler")
     table.add_column("impl")
     for g in groups:

@@ -116,13 +116,7 @@ def summarize(config: dict[str, Any], fits: list[dict[str, Any]]) -> dict[str, A
         rounds = sorted(set(by_variant[a]) & set(by_variant[b]))
         values = [op(by_variant[a][r]["median_us"], by_variant[b][r]["median_us"]) for r in rounds]
         cpu = [op(by_variant[a][r]["cpu_median_us"], by_variant[b][r]["cpu_median_us"]) for r in rounds]
-        return {
-            "median": median(values),
-            "ci95": list(bootstrap_ci(values)),
-            "per_round": values,
-            "cpu_median": median(cpu),
-            "cpu_ci95": list(bootstrap_ci(cpu)),
-        }
+        return per_round_stats(values, cpu)
 
     overhead = {
         f"{harness}:{schedule}": paired(f"{harness}:{schedule}", f"{harness}:none", lambda x, y: x - y)
@@ -153,7 +147,11 @@ def pooled_ratio(by_variant: dict[str, dict[int, dict[str, Any]]]) -> dict[str, 
             for r in rounds
         ]
 
-    values, cpu = per_round("median_us"), per_round("cpu_median_us")
+    return per_round_stats(per_round("median_us"), per_round("cpu_median_us"))
+
+
+def per_round_stats(values: list[float], cpu: list[float]) -> dict[str, Any]:
+    """A per-round comparison (wall and CPU clock): its median and bootstrap 95% CI over rounds."""
     return {
         "median": median(values),
         "ci95": list(bootstrap_ci(values)),

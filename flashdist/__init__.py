@@ -7,8 +7,8 @@ from typing import TYPE_CHECKING
 from flashdist.errors import ConfigError
 
 if TYPE_CHECKING:
-    from flashdist.core.model import Task
-    from flashdist.core.trainer import Trainer
+    from flashdist.tasks.model import Task
+    from flashdist.runtime.trainer import Trainer
 
 __version__ = "0.1.0"
 
@@ -17,11 +17,11 @@ def __getattr__(name: str):
     # Task and Trainer pull in Lightning (seconds); loaded on first use so that `flashdist plan`
     # and `flashdist.plan` answer without it.
     if name == "Task":
-        from flashdist.core.model import Task
+        from flashdist.tasks.model import Task
 
         return Task
     if name == "Trainer":
-        from flashdist.core.trainer import Trainer
+        from flashdist.runtime.trainer import Trainer
 
         return Trainer
     raise AttributeError(f"module 'flashdist' has no attribute {name!r}")

@@ -156,7 +156,7 @@ def scheduler_names(include: Iterable[str] | None = None) -> list[tuple[str, Any
 def _recipe_registries() -> list[Any]:
     """The recipe registries of every Task subclass imported so far (recipes live per class)."""
     try:
-        from flashdist.core.model import Task
+        from flashdist.tasks.model import Task
     except Exception:  # the core (Lightning) unavailable: no recipes to time
         return []
     classes, stack = [], [Task]

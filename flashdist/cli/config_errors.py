@@ -30,7 +30,7 @@ _EXPECTED = re.compile(r"Expected an? (.+?)(?:\. Got value:.*)?$", re.MULTILINE)
 _SUBTYPES = re.compile(r"Subtypes: \[(.*)\]")
 _CLASS_NAME = re.compile(r"<class '([^']+)'>")
 
-SECTION_CLASSES = {"trainer": "flashdist.core.trainer.Trainer"}
+SECTION_CLASSES = {"trainer": "flashdist.runtime.trainer.Trainer"}
 
 
 def config_error_from_parse(message: str, top_level_keys: list[str], config_files: list[str]) -> ConfigError:

@@ -17,8 +17,8 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from flashdist.cli.checks import check_model_matches_data, check_task_specs, section_of_failure
 from flashdist.cli.config_errors import config_error_from_parse
-from flashdist.core.model import Task
-from flashdist.core.trainer import Trainer
+from flashdist.tasks.model import Task
+from flashdist.runtime.trainer import Trainer
 from flashdist.errors import ConfigError
 
 # Raise instead of exit, so errors become ConfigErrors; no abbreviations, so a misspelt

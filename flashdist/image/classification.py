@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from transformers import ResNetConfig, ResNetForImageClassification
 
-from flashdist.core.classification import ClassificationTask
+from flashdist.tasks.classification import ClassificationTask
 from flashdist.errors import ConfigError
 
 # torchvision's ResNets, as transformers configs (random init).

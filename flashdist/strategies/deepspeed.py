@@ -86,7 +86,7 @@ class FlashDeepSpeedStrategy(DeepSpeedStrategy):
         from lightning.pytorch.trainer.states import TrainerFn
 
         # Imported here: strategies sit below core, and the plan is gathered from the live Trainer.
-        from flashdist.core.planning import training_plan
+        from flashdist.runtime.planning import training_plan
 
         trainer = self.lightning_module.trainer
         task = self.lightning_module

@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from transformers import AutoConfig, AutoModelForSequenceClassification, BertConfig, GPT2Config, PretrainedConfig
 
-from flashdist.core.classification import ClassificationTask
+from flashdist.tasks.classification import ClassificationTask
 from flashdist.errors import ConfigError
 from flashdist.image.classification import _check_num_classes
 

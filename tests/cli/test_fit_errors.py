@@ -10,7 +10,7 @@ import subprocess
 
 import pytest
 
-import flashdist.core.trainer
+import flashdist.runtime.trainer
 from flashdist.cli.fit import run
 from tests.cli.cli_runs import CONFIGS
 
@@ -24,8 +24,8 @@ def no_launch(monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("a bad config reached launch")
 
-    monkeypatch.setattr(flashdist.core.trainer.Trainer, "fit", refuse)
-    monkeypatch.setattr(flashdist.core.trainer.Trainer, "validate", refuse)
+    monkeypatch.setattr(flashdist.runtime.trainer.Trainer, "fit", refuse)
+    monkeypatch.setattr(flashdist.runtime.trainer.Trainer, "validate", refuse)
     monkeypatch.setattr(subprocess, "Popen", refuse)
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from lightning.pytorch import Callback
 
-from flashdist.core.report import RunReport, draw_lr_curve, report_callbacks
+from flashdist.runtime.report import RunReport, draw_lr_curve, report_callbacks
 
 PER_STEP_HOOKS = [name for name in dir(Callback) if "batch" in name or name in ("on_before_optimizer_step", "on_before_backward",
                                                                                "on_after_backward", "on_before_zero_grad")]

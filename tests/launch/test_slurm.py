@@ -119,7 +119,7 @@ def test_slurm_script_from_config_has_one_task_per_device_and_requeue(tmp_path):
 @pytest.mark.slurm
 def test_srun_topology_reaches_the_trainer_and_a_disagreeing_config_is_refused(slurm_cluster):
     # The Trainer's first step (apply_launch_topology) in two real srun tasks; light enough to need no fit.
-    probe = "from flashdist.core.topology import apply_launch_topology as a; import sys, json; print(json.dumps(a(json.loads(sys.argv[1]))))"
+    probe = "from flashdist.launching.topology import apply_launch_topology as a; import sys, json; print(json.dumps(a(json.loads(sys.argv[1]))))"
     srun = ["srun", "--nodes=1", "--ntasks-per-node=2", "--job-name=flashdist-topology", sys.executable, "-c", probe]
     agree = subprocess.run([*srun, '{"devices": "auto"}'], capture_output=True, text=True, timeout=120)
     assert agree.returncode == 0, agree.stderr

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from flashdist.core import topology
-from flashdist.core.topology import LaunchTopology, detect_launch_topology
+from flashdist.launching import topology
+from flashdist.launching.topology import LaunchTopology, detect_launch_topology
 from flashdist.errors import ConfigError
 
 TORCHRUN = {"TORCHELASTIC_RUN_ID": "r", "LOCAL_WORLD_SIZE": "2", "WORLD_SIZE": "4", "GROUP_WORLD_SIZE": "2"}

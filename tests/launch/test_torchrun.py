@@ -113,7 +113,7 @@ def test_dry_run_prints_the_exact_torchrun_command():
 
 def test_launch_reports_preemption_with_the_fits_own_exit_code():
     # flashdist launch stays light (no Lightning import), so it carries its own copy of the code
-    from flashdist.core.preemption import EXIT_PREEMPTED
+    from flashdist.runtime.preemption import EXIT_PREEMPTED
     from flashdist.launching import process
 
     assert process.EXIT_PREEMPTED == EXIT_PREEMPTED

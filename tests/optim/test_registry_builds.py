@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from flashdist import ConfigError
-from flashdist.core.classification import ClassificationTask
+from flashdist.tasks.classification import ClassificationTask
 from flashdist.optim import LR_SCHEDULERS, OPTIMIZERS, build_lr_scheduler, build_optimizer
 from flashdist.optim.entries import OptimizerEntry
 from flashdist.registry import Registry

@@ -24,7 +24,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 import flashdist
-from flashdist.core.classification import ClassificationTask
+from flashdist.tasks.classification import ClassificationTask
 
 
 def as_spec(value):
@@ -47,7 +47,7 @@ class RecordLosses(Callback):
 
 
 def write_extra(trainer, recorder: RecordLosses, root: str) -> None:
-    from flashdist.core.ledger import innermost_optimizer
+    from flashdist.runtime.ledger import innermost_optimizer
 
     optimizer = innermost_optimizer(trainer.optimizers[0]) if trainer.optimizers else None
     engine = getattr(trainer.strategy, "deepspeed_engine", None) if hasattr(trainer.strategy, "zero_stage_3") else None

@@ -138,7 +138,7 @@ def test_fsdp1_refuses_flat_parameters_when_groups_need_names():
 
 
 def test_a_task_subclass_passing_kwargs_still_has_the_default_optimizer():
-    from flashdist.core.classification import ClassificationTask
+    from flashdist.tasks.classification import ClassificationTask
     from flashdist.strategies.deepspeed import _explicit_task_optimizer
 
     assert _explicit_task_optimizer(ClassificationTask(nn.Linear(2, 2), num_classes=2, learning_rate=0.1)) is None

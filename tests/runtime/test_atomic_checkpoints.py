@@ -11,12 +11,12 @@ from pathlib import Path
 
 import torch
 
-from flashdist.core.checkpoint import AtomicCheckpointIO, find_resume_checkpoint, remove_partials
-from tests.reliability.harness import REPO
+from flashdist.runtime.checkpoint import AtomicCheckpointIO, find_resume_checkpoint, remove_partials
+from tests.runtime.harness import REPO
 
 WRITER = """
 import sys, torch
-from flashdist.core.checkpoint import AtomicCheckpointIO
+from flashdist.runtime.checkpoint import AtomicCheckpointIO
 AtomicCheckpointIO().save_checkpoint({"global_step": 2, "blob": torch.ones(96 * 2**20 // 4)}, sys.argv[1])
 """
 

@@ -31,7 +31,7 @@ from typing import Any, Literal
 
 from lightning.pytorch import Callback
 
-from flashdist.core.planning import data_parallel_size, training_plan
+from flashdist.runtime.planning import data_parallel_size, training_plan
 from flashdist.data.sampler import ResumableDistributedSampler, install_resumable_sampler
 from flashdist.errors import ConfigError
 from flashdist.plan import StepPlan
@@ -279,7 +279,7 @@ class ResumeGuard(Callback):
         return {"identity": asdict(self.identity), "schedule": asdict(self.schedule), "position": self._epoch_position()}
 
     def on_train_start(self, trainer: Any, pl_module: Any) -> None:
-        from flashdist.core.checkpoint import check_monitored_metrics
+        from flashdist.runtime.checkpoint import check_monitored_metrics
 
         check_monitored_metrics(trainer)
         plan = training_plan(trainer)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.reliability import harness
+from tests.runtime import harness
 
 pytestmark = pytest.mark.multiprocess
 

@@ -205,7 +205,7 @@ def metrics_a_fit_logs(trainer: Any) -> set[str] | None:
     callback that could log: ``train_loss``, plus ``val_loss`` and ``val_<metric>`` when
     validation runs at all.
     """
-    from flashdist.core.model import Task
+    from flashdist.tasks.model import Task
 
     module = trainer.lightning_module
     if not isinstance(module, Task) or any(getattr(type(module), h) is not getattr(Task, h) for h in _LOGGING_HOOKS):

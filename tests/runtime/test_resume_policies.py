@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.reliability import harness
+from tests.runtime import harness
 
 pytestmark = pytest.mark.multiprocess
 

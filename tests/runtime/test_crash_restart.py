@@ -9,15 +9,15 @@ from __future__ import annotations
 
 import pytest
 
-from tests.reliability import harness
-from tests.reliability.test_preemption import assert_each_sample_once_per_epoch
+from tests.runtime import harness
+from tests.runtime.test_preemption import assert_each_sample_once_per_epoch
 
 pytestmark = pytest.mark.multiprocess
 
 
 def test_worker_killed_during_checkpoint_write_restarts_and_resumes_from_last_complete(uninterrupted_2ranks, tmp_path):
     root = tmp_path / "run"
-    # Without flashdist's per-attempt rendezvous prefix (core/checkpoint.py), this restart failed
+    # Without flashdist's per-attempt rendezvous prefix (runtime/checkpoint.py), this restart failed
     # on a quiet machine every time: gloo read attempt 0's addresses from torchrun's reused store.
     proc = harness.torchrun(
         root, nproc=2, max_restarts=1, record_samples=True, checkpoint_every_n_steps=3,

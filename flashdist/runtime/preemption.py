@@ -39,7 +39,7 @@ from typing import Any
 from lightning.pytorch import Callback
 from lightning.pytorch.callbacks import ModelCheckpoint
 
-from flashdist.core.checkpoint import PREEMPT_PREFIX, checkpoint_dirs, remove_preemption_checkpoints
+from flashdist.runtime.checkpoint import PREEMPT_PREFIX, checkpoint_dirs, remove_preemption_checkpoints
 
 EXIT_PREEMPTED = 75
 # Seconds of training between stop votes (the steps between votes adapt to keep it so): a

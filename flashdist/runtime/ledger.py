@@ -27,8 +27,8 @@ from typing import Any
 import torch
 from lightning.pytorch import Callback
 
-from flashdist.core.planning import data_parallel_size, resolved_schedule, training_plan
-from flashdist.core.resume import ResumeGuard, planned_updates
+from flashdist.runtime.planning import data_parallel_size, resolved_schedule, training_plan
+from flashdist.runtime.resume import ResumeGuard, planned_updates
 from flashdist.strategies import route_for
 
 SUMMARY_FILE = "summary.json"

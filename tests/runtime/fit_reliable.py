@@ -1,6 +1,6 @@
 """A small real fit with the hooks the reliability tests need (crashes, hangs, sample ids).
 
-``python tests/reliability/fit_reliable.py '<json config>'``; under torchrun the same line after
+``python tests/runtime/fit_reliable.py '<json config>'``; under torchrun the same line after
 ``torchrun --nproc-per-node 2 ...``. Config keys (all optional):
   root, dataset_size (128), batch_size (8), drop_last, devices (2), strategy ("ddp"),
   accumulate_grad_batches, max_epochs (2), max_steps, optimizer, lr_scheduler, learning_rate,
@@ -33,7 +33,7 @@ from torch import nn
 from torch.utils.data import DataLoader, IterableDataset, TensorDataset
 
 import flashdist
-from flashdist.core.classification import ClassificationTask
+from flashdist.tasks.classification import ClassificationTask
 
 
 def attempt() -> int:

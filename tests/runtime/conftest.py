@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.reliability import harness
+from tests.runtime import harness
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from flashdist.core.preemption import StopVote
+from flashdist.runtime.preemption import StopVote
 
 SIGNAL_AT_STEP = 120
 LAST_STEP = 600

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from flashdist import ConfigError, Task
-from flashdist.core.classification import ClassificationTask
+from flashdist.tasks.classification import ClassificationTask
 from flashdist.optim import build_lr_scheduler
 
 

@@ -10,7 +10,7 @@ from torch.utils.data import DataLoader, TensorDataset
 import flashdist
 from lightning.pytorch.core.optimizer import LightningOptimizer
 from flashdist import ConfigError
-from flashdist.core.classification import ClassificationTask
+from flashdist.tasks.classification import ClassificationTask
 from flashdist.image import ImageClassifier
 from flashdist.text import TextClassifier
 from tests.fitting import read_lr_csv

@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 
 from flashdist import ConfigError
-from flashdist.core.checkpoint import find_resume_checkpoint, is_restart
-from flashdist.core.ledger import LrLog
-from flashdist.core.preemption import RequeueError, requeue_slurm_job, slurm_job_id
-from flashdist.core.resume import ExecutingSchedule, ScheduleIdentity, batches_done_on_this_topology, decide
+from flashdist.runtime.checkpoint import find_resume_checkpoint, is_restart
+from flashdist.runtime.ledger import LrLog
+from flashdist.runtime.preemption import RequeueError, requeue_slurm_job, slurm_job_id
+from flashdist.runtime.resume import ExecutingSchedule, ScheduleIdentity, batches_done_on_this_topology, decide
 from flashdist.data.sampler import ResumableDistributedSampler
 
 TWO_RANKS = ScheduleIdentity(16, 2, 16, 2, 1, "adamw()", "linear_schedule_with_warmup(num_warmup_steps=0.1)", 0.01)
@@ -111,7 +111,7 @@ def test_lr_log_keeps_only_the_checkpointed_rows_then_appends(tmp_path):
 
 
 def test_lr_log_writes_in_batches_so_long_runs_hold_few_rows(tmp_path, monkeypatch):
-    import flashdist.core.ledger as ledger
+    import flashdist.runtime.ledger as ledger
 
     monkeypatch.setattr(ledger, "FLUSH_EVERY_ROWS", 3)
     path = tmp_path / "lr.csv"

@@ -66,7 +66,7 @@ def test_spec_example_runs_and_trains(index, tmp_path):
 
 
 def test_spec_listing_examples():
-    from flashdist.core.classification import ClassificationTask
+    from flashdist.tasks.classification import ClassificationTask
 
     optimizers = ClassificationTask.available_optimizers()
     schedulers = ClassificationTask.available_lr_schedulers()

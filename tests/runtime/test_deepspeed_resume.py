@@ -17,9 +17,9 @@ from torch.utils.data import DataLoader, TensorDataset
 
 import flashdist
 from flashdist import ConfigError
-from flashdist.core.checkpoint import sharded_checkpoint_dp_size
-from flashdist.core.classification import ClassificationTask
-from tests.reliability import harness
+from flashdist.runtime.checkpoint import sharded_checkpoint_dp_size
+from flashdist.tasks.classification import ClassificationTask
+from tests.runtime import harness
 
 pytestmark = pytest.mark.multiprocess
 

@@ -16,8 +16,8 @@ from typing import Any
 
 from lightning.pytorch import Callback
 
-from flashdist.core.ledger import LR_FILE, SUMMARY_FILE
-from flashdist.core.planning import data_parallel_size, resolved_schedule, training_plan
+from flashdist.runtime.ledger import LR_FILE, SUMMARY_FILE
+from flashdist.runtime.planning import data_parallel_size, resolved_schedule, training_plan
 
 LR_PLOT_FILE = "lr.png"
 # Beyond this many points a line plot only costs time; every n-th step still shows the shape.

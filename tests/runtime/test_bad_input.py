@@ -12,8 +12,8 @@ from torch.utils.data import DataLoader, IterableDataset, TensorDataset
 
 import flashdist
 from flashdist import ConfigError
-from flashdist.core.classification import ClassificationTask
-from tests.reliability import harness
+from flashdist.tasks.classification import ClassificationTask
+from tests.runtime import harness
 
 
 def _data(n: int = 32) -> TensorDataset:

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from flashdist.core.preemption import EXIT_PREEMPTED
-from tests.reliability import harness
+from flashdist.runtime.preemption import EXIT_PREEMPTED
+from tests.runtime import harness
 
 
 
@@ -100,7 +100,7 @@ def test_sigterm_to_rank1_only_stops_both_ranks_with_exit_75(tmp_path):
 def test_signal_handlers_are_the_process_own_again_after_a_fit(tmp_path):
     from torch.utils.data import DataLoader
 
-    from tests.reliability.test_bad_input import _data, _task, _trainer
+    from tests.runtime.test_bad_input import _data, _task, _trainer
 
     before = {s: signal.getsignal(s) for s in (signal.SIGUSR1, signal.SIGTERM)}
     _trainer(tmp_path, max_epochs=1).fit(_task(), DataLoader(_data(), batch_size=4))

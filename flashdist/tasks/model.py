@@ -1,0 +1,159 @@
+"""``Task``: a LightningModule whose optimizer and LR scheduler come from the registries."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import torch
+import torchmetrics
+from lightning.pytorch import LightningModule
+from torch import nn
+
+from flashdist.tasks.recipes import accessors
+from flashdist.errors import ConfigError
+from flashdist.optim import LR_SCHEDULERS, OPTIMIZERS
+from flashdist.optim.build import dry_run, instantiate_scheduler, resolve_scheduler_kwargs
+from flashdist.optim.specs import normalize_optimizer, normalize_scheduler
+
+MetricsArg = torchmetrics.Metric | Mapping[str, torchmetrics.Metric] | Sequence[torchmetrics.Metric] | None
+# The forms optimizer= / lr_scheduler= accept (flashdist.optim.specs normalizes them). Spelled as
+# unions rather than Any so jsonargparse reads a YAML/CLI list `[adam, {amsgrad: true}]` as a tuple,
+# refuses a mapping at parse time with its key path, and shows the forms in `flashdist fit --help`.
+OptimizerArg = str | tuple | list | Callable[..., Any]
+SchedulerArg = str | tuple | list | Callable[..., Any] | None
+
+
+class Task(LightningModule):
+    """Wrap any ``nn.Module`` with a loss, metrics, and a registry-built optimizer and scheduler.
+
+    Batches are ``(inputs, targets)`` or dicts with ``"input"`` / ``"target"``. Logs
+    ``train_loss``, ``val_loss`` and ``val_<metric>``. Every spec is validated here, at
+    construction, with a dry build on a dummy parameter.
+
+    Example:
+        >>> task = Task(nn.Linear(4, 2), loss_fn=nn.functional.cross_entropy, learning_rate=1e-3,
+        ...             optimizer=("adamw", {"weight_decay": 0.01}), lr_scheduler=("steplr", {"step_size": 10}))
+        >>> task.optimizer_spec.describe()
+        'adamw(weight_decay=0.01)'
+    """
+
+    optimizers, lr_schedulers = accessors(OPTIMIZERS, LR_SCHEDULERS)
+
+    def __init__(
+        self,
+        model: nn.Module | None = None,
+        loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+        learning_rate: float | None = None,
+        optimizer: OptimizerArg = "Adam",
+        lr_scheduler: SchedulerArg = None,
+        metrics: MetricsArg = None,
+        weight_decay: float | None = None,
+    ):
+        super().__init__()
+        self.model = model
+        self.loss_fn = loss_fn
+        self.learning_rate = learning_rate
+        if weight_decay is not None and (isinstance(weight_decay, bool) or not isinstance(weight_decay, (int, float)) or weight_decay < 0):
+            raise ConfigError(f"weight_decay={weight_decay!r} must be a non-negative number.")
+        self.weight_decay = weight_decay
+        cls = type(self)
+        self.optimizer_spec = normalize_optimizer(optimizer, cls.optimizers)
+        self.scheduler_spec = normalize_scheduler(lr_scheduler, cls.lr_schedulers)
+        if weight_decay is not None and "weight_decay" in self.optimizer_spec.kwargs:
+            raise ConfigError(
+                f"weight_decay={weight_decay} given both to the Task and in the optimizer kwargs.",
+                hint="Task(weight_decay=...) decays weights but not biases/norms; use one place.",
+            )
+        dry_run(self.optimizer_spec, self.scheduler_spec, learning_rate)
+        self.val_metrics = torchmetrics.MetricCollection(_as_metric_dict(metrics), prefix="val_")
+
+    @classmethod
+    def available_optimizers(cls) -> list[str]:
+        """Names accepted by ``optimizer=``, recipes registered on this class included."""
+        return cls.optimizers.names()
+
+    @classmethod
+    def available_lr_schedulers(cls) -> list[str]:
+        """Names accepted by ``lr_scheduler=``, recipes registered on this class included."""
+        return cls.lr_schedulers.names()
+
+    # ---- the training loop -------------------------------------------------------------
+    def forward(self, inputs: Any) -> torch.Tensor:
+        model = self.model  # one nn.Module.__getattr__ per step, not two
+        if model is None:
+            raise ConfigError(f"{type(self).__name__} has no model.", hint="pass model= (any nn.Module).")
+        return model(inputs)
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        inputs, targets = self.unpack_batch(batch)
+        loss = self.compute_loss(self(inputs), targets)
+        self.log("train_loss", loss, prog_bar=True)
+        return loss
+
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        inputs, targets = self.unpack_batch(batch)
+        outputs = self(inputs)
+        self.log("val_loss", self.compute_loss(outputs, targets), prog_bar=True, sync_dist=True)
+        if len(self.val_metrics):
+            self.val_metrics.update(outputs, targets)
+            self.log_dict(self.val_metrics, prog_bar=True)
+
+    def compute_loss(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        if self.loss_fn is None:
+            raise ConfigError(f"{type(self).__name__} has no loss_fn.", hint="pass loss_fn=, e.g. torch.nn.functional.mse_loss.")
+        return self.loss_fn(outputs, targets)
+
+    @staticmethod
+    def unpack_batch(batch: Any) -> tuple[Any, Any]:
+        # tuple/list first: a concrete isinstance, where isinstance(batch, Mapping) goes through
+        # the ABC machinery on every step.
+        if not isinstance(batch, (tuple, list)) and isinstance(batch, Mapping):
+            return batch["input"], batch["target"]
+        inputs, targets = batch
+        return inputs, targets
+
+    # ---- optimizer and scheduler -------------------------------------------------------
+    def configure_optimizers(self) -> Any:
+        # Imported here: the strategy routes and the plan gathering know the Trainer.
+        from flashdist.runtime.planning import record_resolved_scheduler, training_plan
+        from flashdist.strategies import route_for
+
+        route = route_for(self.trainer.strategy)
+        optimizer = route.build_optimizer(self, self.optimizer_spec, self.learning_rate, self.weight_decay)
+        if self.scheduler_spec is None:
+            return optimizer
+        spec = self.scheduler_spec
+        kwargs = None
+        if spec.entry is not None and not spec.entry.is_recipe:
+            kwargs = resolve_scheduler_kwargs(spec, optimizer, training_plan(self.trainer))
+        scheduler, config = instantiate_scheduler(optimizer, spec, kwargs)
+        record_resolved_scheduler(self.trainer, spec, kwargs)
+        return {"optimizer": optimizer, "lr_scheduler": config}
+
+    def lr_scheduler_step(self, scheduler: Any, metric: Any) -> None:
+        # Lightning's own rule, extended to metric-driven schedules that are not
+        # ReduceLROnPlateau subclasses (transformers' GreedyLR).
+        if metric is None:
+            scheduler.step()
+        else:
+            scheduler.step(metric)
+
+
+def _as_metric_dict(metrics: MetricsArg) -> dict[str, torchmetrics.Metric]:
+    if metrics is None:
+        return {}
+    if isinstance(metrics, torchmetrics.Metric):
+        return {_metric_name(metrics): metrics}
+    if isinstance(metrics, Mapping):
+        return dict(metrics)
+    if isinstance(metrics, Sequence):
+        return {_metric_name(m): m for m in metrics}
+    raise ConfigError(f"metrics={metrics!r} is not a torchmetrics Metric, a dict or a list of them.")
+
+
+def _metric_name(metric: torchmetrics.Metric) -> str:
+    name = type(metric).__name__
+    for prefix in ("Multiclass", "Binary", "Multilabel"):
+        name = name.removeprefix(prefix)
+    return name.lower()

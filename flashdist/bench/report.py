@@ -11,6 +11,7 @@ IMPLEMENTATION_COLOURS = {
     "transformers": "#e9c46a",
     "torch": "#264653",
     "deepspeed": "#e76f51",
+    "user": "#8d6cab",
 }
 
 

@@ -23,12 +23,14 @@ from __future__ import annotations
 import random
 import warnings
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
 
 from flashdist.bench.stats import bootstrap_ci, environment, iqr, median, time_calls_us
+from flashdist.bench.user_specs import UserSchedulerSpec
+from flashdist.errors import ConfigError
 from flashdist.optim.fast import ClosedFormLR
 
 Implementation = str  # "flashdist" | "transformers" | "torch" | "deepspeed"
@@ -186,10 +188,40 @@ def build_candidate(name: str, entry: Any, groups: int, total_steps: int) -> Can
 
 
 def implementation_of(entry: Any, scheduler: Any) -> Implementation:
-    if entry.provider in ("flashdist", "transformers", "torch", "deepspeed"):
+    if entry is not None and entry.provider in ("flashdist", "transformers", "torch", "deepspeed"):
         return entry.provider
-    module = type(scheduler).__module__.split(".")[0]  # a recipe: who implements what it returned
-    return {"flashdist": "flashdist", "transformers": "transformers", "deepspeed": "deepspeed"}.get(module, "torch")
+    module = type(scheduler).__module__.split(".")[0]  # a recipe or a callable: who implements what it returned
+    return module if module in ("flashdist", "transformers", "deepspeed", "torch") else "user"
+
+
+def build_user_candidate(user: UserSchedulerSpec, groups: int, total_steps: int) -> Candidate:
+    """Build one ``--scheduler`` spec as a Task would; any failure is a ConfigError naming the spec."""
+    from flashdist.optim.build import build_lr_scheduler
+    from flashdist.optim.specs import normalize_scheduler
+
+    reason = SKIP_REASONS.get(user.label.lower().removeprefix("hf:")) if user.uses_bench_kwargs else None
+    if reason is not None:
+        raise ConfigError(f"--scheduler {user.label!r} is not timed per step: it {reason}.")
+    try:
+        if user.uses_bench_kwargs:  # a bare name: built as in the full run, with the bench's kwargs
+            ((name, entry),) = scheduler_names([user.spec])
+            return replace(build_candidate(name, entry, groups, total_steps), scheduler=user.label)
+        optimizer = make_optimizer(groups)
+        spec = normalize_scheduler(user.spec)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            scheduler, _ = build_lr_scheduler(optimizer, spec, total_steps)
+            optimizer.step()  # as in build_candidate: torch's order-warning path is not what we time
+            scheduler.step()  # one untimed step: a scheduler that cannot step per batch fails here, not mid-run
+    except ConfigError:
+        raise
+    except Exception as error:  # the library's own message is the most precise one
+        raise ConfigError(f"--scheduler {user.label!r} failed to build: {type(error).__name__}: {error}",
+                          hint="it must build like Task(lr_scheduler=...) on an SGD optimizer.") from error
+    same_schedule = None
+    if isinstance(scheduler, ClosedFormLR):
+        same_schedule = direct_assignment_of(scheduler.schedule.multiplier_fn(), make_optimizer(groups))
+    return Candidate(user.label, implementation_of(spec.entry, scheduler), scheduler.step, same_schedule)
 
 
 def run(
@@ -201,8 +233,13 @@ def run(
     seed: int = 0,
     clock: str = "wall",
     progress: Callable[[str], None] | None = None,
+    specs: Iterable[UserSchedulerSpec] | None = None,
 ) -> dict[str, Any]:
-    """Time every buildable scheduler; return the JSON-ready result (see the module docstring).
+    """Time every buildable scheduler, or only ``specs``; return the JSON-ready result (see the module docstring).
+
+    ``specs`` (from :func:`flashdist.bench.user_specs.parse_scheduler_arg`) are what a user
+    brings: each is built once before any timing (a failure is a ConfigError then), and is
+    timed against the same baselines as the registry's schedulers.
 
     Example:
         >>> result = run(groups=(1,), steps=10, repeats=2, warmup_steps=2, include=["steplr"])
@@ -213,7 +250,10 @@ def run(
     env_before = environment()
     # Long enough that no schedule runs past its end (OneCycleLR refuses to), with a 10% warmup.
     total_steps = warmup_steps + steps * repeats + 10
-    names = scheduler_names(include)
+    specs = list(specs or [])
+    names = [] if specs else scheduler_names(include)
+    for user in specs:  # every user spec builds before anything is timed
+        build_user_candidate(user, groups[0], total_steps)
     skipped: dict[str, str] = {}
     baseline: dict[str, float] = {}
     results: list[dict[str, Any]] = []
@@ -229,6 +269,7 @@ def run(
                 candidates.append(build_candidate(name, entry, group_count, total_steps))
             except Exception as error:  # a scheduler that cannot be built here is reported, not fatal
                 skipped[name] = f"failed to build: {type(error).__name__}: {str(error).splitlines()[0][:160]}"
+        candidates += [build_user_candidate(user, group_count, total_steps) for user in specs]
         # The baseline runs one block per candidate per round: its schedule spans all of them
         # (10% warmup, then decay), so it never runs past its end while timed.
         direct_total = warmup_steps + steps * repeats * max(1, len(candidates)) + 10

@@ -1,6 +1,7 @@
 """``flashdist bench schedulers | fit``: measure what LR scheduling (and flashdist) cost per step.
 
     flashdist bench schedulers [--groups 1,4,64] [--steps N] [--repeats R] [--json out.json] [--plot out.png]
+    flashdist bench schedulers --scheduler 'mymodule:my_schedule' --scheduler '[steplr, {step_size: 10}]'
     flashdist bench fit [--devices 1,2] [--strategy ddp] [--steps N] [--repeats R] [--json out.json] [--plot out.png]
 
 Both print a table with ratios against a baseline measured in the same run, and the method.
@@ -45,6 +46,11 @@ def parser() -> argparse.ArgumentParser:
     sched.add_argument("--warmup-steps", type=int, default=500, help="untimed steps per scheduler first (default 500)")
     sched.add_argument("--only", type=lambda t: [n.strip() for n in t.split(",") if n.strip()], default=None,
                        help="comma-separated registry names to time (default: all)")
+    sched.add_argument("--scheduler", dest="specs", action="append", default=None, metavar="SPEC",
+                       help="time this spec instead of the registry (repeatable): a name or recipe, "
+                       "'[name, {kwargs}]' as YAML/JSON, or module:callable taking the optimizer")
+    sched.add_argument("--import", dest="imports", action="append", default=[], metavar="MODULE",
+                       help="import MODULE first (repeatable), e.g. one that registers recipes on a Task class")
     sched.add_argument("--clock", choices=("wall", "cpu"), default="wall",
                        help="wall: perf_counter; cpu: this thread's CPU time, for a machine others are loading")
     sched.add_argument("--json", dest="json_path", default=None, help="write the results here")
@@ -75,17 +81,27 @@ def run(argv: list[str]) -> int:
     console = Console(width=None if sys.stdout.isatty() else 150)  # a log file gets the whole table
     progress = lambda message: console.print(f"[dim]{message}[/dim]")  # noqa: E731
     if args.what == "schedulers":
-        from flashdist.bench import schedulers
+        from flashdist.bench import schedulers, user_specs
+        from flashdist.errors import ConfigError
 
-        result = schedulers.run(
-            groups=args.groups,
-            steps=args.steps,
-            repeats=args.repeats,
-            warmup_steps=args.warmup_steps,
-            include=args.only,
-            clock=args.clock,
-            progress=progress,
-        )
+        try:  # every spec is parsed here and built by run() before anything is timed
+            user_specs.import_modules(args.imports)
+            specs = [user_specs.parse_scheduler_arg(text) for text in args.specs or []]
+            if specs and args.only:
+                raise ConfigError("--only and --scheduler were both given.", hint="--scheduler NAME times a name too.")
+            result = schedulers.run(
+                specs=specs,
+                groups=args.groups,
+                steps=args.steps,
+                repeats=args.repeats,
+                warmup_steps=args.warmup_steps,
+                include=args.only,
+                clock=args.clock,
+                progress=progress,
+            )
+        except ConfigError as error:
+            print(f"flashdist bench schedulers: {error}", file=sys.stderr)
+            return 2
         report.print_scheduler_table(result, console)
         if args.plot != "none" and result["results"]:
             console.print(f"plot: {report.plot_schedulers(result, args.plot)}")

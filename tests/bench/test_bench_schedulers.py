@@ -75,3 +75,43 @@ def test_same_schedule_baseline_writes_the_same_lrs_as_the_fast_path():
         scheduler.step()
         direct_step()
         assert [g["lr"] for g in direct_optimizer.param_groups] == [g["lr"] for g in fast_optimizer.param_groups]
+
+
+def test_cli_times_the_specs_a_user_brings(tmp_path, capsys):
+    out_json = tmp_path / "user.json"
+    specs = ["tests.bench.user_schedules:warmup_then_inverse_sqrt", "[cosine_schedule_with_warmup, {num_warmup_steps: 0.1}]",
+             "halve_every_100", "hf:linear_schedule_with_warmup"]
+    argv = ["bench", "schedulers", "--groups", "1,2", "--steps", "10", "--repeats", "2", "--warmup-steps", "2",
+            "--import", "tests.bench.user_schedules", "--json", str(out_json), "--plot", "none"]
+    code = main([*argv, *(arg for spec in specs for arg in ("--scheduler", spec))])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "direct assignment (baseline)" in printed and "warmup_then_inverse_sqrt" in printed
+    result = json.loads(out_json.read_text())
+    rows = {(row["scheduler"], row["groups"]): row for row in result["results"]}
+    assert set(rows) == {(spec, groups) for spec in specs for groups in (1, 2)}, "one row per spec and group count, nothing else"
+    implementations = {spec: rows[spec, 1]["implementation"] for spec in specs}
+    assert implementations == {specs[0]: "torch", specs[1]: "flashdist", specs[2]: "torch", specs[3]: "transformers"}
+    for row in rows.values():
+        low, high = row["ratio_ci95"]
+        assert 0 < low <= row["ratio_to_direct"] <= high
+    # the fast path (the YAML spec) is also compared with its own schedule written by hand
+    assert "ratio_to_same_schedule_direct" in rows[specs[1], 2]
+    assert "ratio_to_same_schedule_direct" not in rows[specs[0], 2]
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ("tests.bench.user_schedules:no_such_schedule", "has no attribute"),
+        ("[cosine_schedule_with_warmup, {num_warmup_step: 0.1}]", "did you mean 'num_warmup_steps'"),
+        ("[steplr, {step_size: 10}", "not valid YAML"),
+        ("cosine_shedule_with_warmup", "did you mean"),
+        ("reducelronplateau", "monitored metric"),
+    ],
+)
+def test_a_bad_user_spec_is_refused_before_anything_is_timed(spec, message, capsys):
+    code = main(["bench", "schedulers", "--groups", "1", "--steps", "5", "--repeats", "1", "--scheduler", spec, "--plot", "none"])
+    captured = capsys.readouterr()
+    assert code == 2 and message in captured.err
+    assert "round 1/1" not in captured.out, "refused before the first timed round"

@@ -48,6 +48,9 @@ class StepPlan:
     planned_total_steps: int
     global_batch_size: int | None  # samples per optimizer step across all ranks
     accumulation: Accumulation = "per_epoch"
+    # Lightning's fast_dev_run=N (0: off). The run is a smoke test of N batches, so a schedule
+    # written for the full run may be longer than it: builders warn instead of refusing.
+    fast_dev_run: int = 0
 
     @property
     def epochs(self) -> int:
@@ -151,15 +154,29 @@ def per_rank_batches(
 
 
 def limit_batches(batches: int, limit: int | float | None) -> int:
-    """Apply ``limit_train_batches`` exactly as Lightning does (int: a cap; float: a fraction, floored)."""
+    """Apply ``limit_train_batches`` exactly as Lightning does.
+
+    The type decides, as in Lightning: an int caps the batches (``1`` is one batch), a float in
+    [0, 1] is a fraction, floored (``1.0`` is all of them); a whole float above 1 (``2.0``) is
+    read as the int, and any other float above 1 is refused.
+
+    Example:
+        >>> limit_batches(10, 1), limit_batches(10, 1.0), limit_batches(10, 0.55), limit_batches(10, 2.0)
+        (1, 10, 5, 2)
+    """
     if limit is None:
         return batches
-    if isinstance(limit, bool) or not isinstance(limit, (int, float)) or limit < 0:
-        raise ConfigError(f"limit_train_batches={limit!r} is not a non-negative int or float.")
+    if isinstance(limit, bool) or not isinstance(limit, (int, float)) or not limit >= 0 or limit == math.inf:
+        raise ConfigError(
+            f"limit_train_batches={limit!r} is not a non-negative int or float.",
+            accepted="an int (a number of batches) or a float in [0.0, 1.0] (a fraction of them)",
+        )
+    if isinstance(limit, float) and limit > 1.0:
+        if limit != int(limit):
+            raise ConfigError(f"limit_train_batches={limit} is a float above 1.0.", hint="use an int to cap batches.")
+        limit = int(limit)  # Lightning's _determine_batch_limits reads 2.0 as 2 batches
     if isinstance(limit, int):
         return min(batches, limit)
-    if limit > 1.0:
-        raise ConfigError(f"limit_train_batches={limit} is a float above 1.0.", hint="use an int to cap batches.")
     return int(batches * limit)
 
 
@@ -175,6 +192,7 @@ def plan_steps(
     max_steps: int = -1,
     limit_train_batches: int | float | None = None,
     accumulation: Accumulation = "per_epoch",
+    fast_dev_run: int | bool = 0,
 ) -> StepPlan:
     """The optimizer steps a fit with these settings executes.
 
@@ -182,6 +200,8 @@ def plan_steps(
     Lightning injects), or ``batches_per_rank`` (what one rank's loader yields before
     ``limit_train_batches``), or neither for an iterable without a length (then ``max_steps``
     is required). ``max_epochs=None`` with ``max_steps=-1`` means Lightning's default of 1000.
+    ``fast_dev_run=N`` (``True`` is 1) applies Lightning's rule: one epoch, ``max_steps=N`` and
+    ``limit_train_batches=N``, whatever those were set to.
 
     Example:
         >>> plan = plan_steps(dataset_size=1000, batch_size=9, data_parallel_size=2,
@@ -191,6 +211,11 @@ def plan_steps(
     """
     _check_positive("data_parallel_size", data_parallel_size)
     _check_positive("accumulate_grad_batches", accumulate_grad_batches)
+    if not isinstance(fast_dev_run, int) or fast_dev_run < 0:
+        raise ConfigError(f"fast_dev_run={fast_dev_run!r} must be True/False or a non-negative int (a number of batches).")
+    fast_dev_run = int(fast_dev_run)
+    if fast_dev_run:  # Lightning's _init_debugging_flags
+        max_epochs, max_steps, limit_train_batches = 1, fast_dev_run, fast_dev_run
     if max_steps is None:
         max_steps = -1
     if max_steps < -1 or max_steps == 0:
@@ -219,9 +244,16 @@ def plan_steps(
                 "the training data has no length (an IterableDataset), so the number of steps is unknown.",
                 hint="set Trainer(max_steps=N); flashdist never guesses a schedule length.",
             )
-        return StepPlan(data_parallel_size, accumulate_grad_batches, max_epochs, max_steps, None, (), max_steps, global_batch, accumulation)
+        return StepPlan(
+            data_parallel_size, accumulate_grad_batches, max_epochs, max_steps, None, (), max_steps, global_batch, accumulation, fast_dev_run
+        )
 
     micro = limit_batches(batches_per_rank, limit_train_batches)
+    if micro == 0 and limit_train_batches == 0:
+        raise ConfigError(
+            f"limit_train_batches={limit_train_batches!r} trains on no batch, so there is no schedule to plan.",
+            hint="to only validate, call trainer.validate(model, dataloader); to train, set limit_train_batches > 0.",
+        )
     if micro == 0:
         detail = (
             f"{dataset_size} samples over {data_parallel_size} data-parallel rank(s) with batch_size={batch_size}, drop_last={drop_last}"
@@ -235,8 +267,9 @@ def plan_steps(
 
     per_epoch = _steps_per_epoch(micro, accumulate_grad_batches, max_epochs, max_steps, accumulation)
     return StepPlan(
-        data_parallel_size, accumulate_grad_batches, max_epochs, max_steps, micro, per_epoch, sum(per_epoch), global_batch, accumulation
-    )
+        data_parallel_size, accumulate_grad_batches, max_epochs, max_steps, micro, per_epoch, sum(per_epoch), global_batch, accumulation,
+        fast_dev_run,
+    )  # fmt: skip
 
 
 def _steps_per_epoch(micro: int, accumulate: int, max_epochs: int | None, max_steps: int, accumulation: Accumulation) -> tuple[int, ...]:

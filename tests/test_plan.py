@@ -34,12 +34,27 @@ CASES = [
     pytest.param(dict(batches_per_rank=17, accumulate_grad_batches=4, max_epochs=2), 17, (5, 5), id="batches-per-rank"),
     # DeepSpeed left alone: windows run across epochs: 56 → 18 r2; 2+56=58 → 19 r1; 1+56=57 → 19 (the engine's measured 56)
     pytest.param(dict(dataset_size=1000, batch_size=9, data_parallel_size=2, accumulate_grad_batches=3, max_epochs=3, accumulation="continuous"), 56, (18, 19, 19), id="continuous"),
+    # Lightning's types: the int 1 is one batch per epoch → 1 step in each of 2 epochs ...
+    pytest.param(dict(dataset_size=100, batch_size=10, max_epochs=2, limit_train_batches=1), 1, (1, 1), id="limit-int-1-is-one-batch"),
+    # ... the float 1.0 is all 10 batches
+    pytest.param(dict(dataset_size=100, batch_size=10, max_epochs=2, limit_train_batches=1.0), 10, (10, 10), id="limit-float-1.0-is-all"),
+    # a whole float above 1 is Lightning's int: 2.0 → 2 batches
+    pytest.param(dict(dataset_size=100, batch_size=10, max_epochs=2, limit_train_batches=2.0), 2, (2, 2), id="limit-float-2.0-is-two"),
+    # fast_dev_run=True: one batch, one epoch, one step, whatever max_epochs/limit say
+    pytest.param(dict(dataset_size=100, batch_size=10, max_epochs=5, limit_train_batches=0.5, fast_dev_run=True), 1, (1,), id="fast-dev-run-true"),
+    # fast_dev_run=4: 4 batches in one epoch, max_steps=4 → 4 steps
+    pytest.param(dict(dataset_size=100, batch_size=10, max_epochs=5, fast_dev_run=4), 4, (4,), id="fast-dev-run-4"),
+    # fast_dev_run=5 with accumulation 2: 5 batches → 2 full windows + 1 flushed at the epoch end = 3
+    pytest.param(dict(dataset_size=100, batch_size=10, accumulate_grad_batches=2, fast_dev_run=5), 5, (3,), id="fast-dev-run-accumulated"),
+    # fast_dev_run=20 on a 10-batch loader: the loader runs out first → 10 steps
+    pytest.param(dict(dataset_size=100, batch_size=10, fast_dev_run=20), 10, (10,), id="fast-dev-run-longer-than-data"),
 ]
 
 
 @pytest.mark.parametrize(("inputs", "micro_batches", "steps_per_epoch"), CASES)
 def test_plan_table(inputs, micro_batches, steps_per_epoch):
     plan = plan_steps(**inputs)
+    assert plan.fast_dev_run == int(inputs.get("fast_dev_run", 0))
     assert plan.micro_batches_per_epoch_per_rank == micro_batches
     assert plan.optimizer_steps_per_epoch == steps_per_epoch
     assert plan.planned_total_steps == sum(steps_per_epoch)
@@ -62,6 +77,9 @@ def test_iterable_without_length_needs_max_steps():
         (dict(dataset_size=100, batch_size=10, accumulate_grad_batches=0, max_epochs=1), r"accumulate_grad_batches=0"),
         (dict(dataset_size=100, batch_size=10, max_steps=0), r"max_steps=0"),
         (dict(dataset_size=100, batch_size=10, limit_train_batches=1.5), r"limit_train_batches=1.5 is a float above 1.0"),
+        (dict(dataset_size=100, batch_size=10, limit_train_batches=float("nan")), r"limit_train_batches=nan is not a non-negative"),
+        (dict(dataset_size=100, batch_size=10, limit_train_batches=0), r"limit_train_batches=0 trains on no batch.*trainer.validate"),
+        (dict(dataset_size=100, batch_size=10, fast_dev_run=-1), r"fast_dev_run=-1 must be"),
     ],
 )
 def test_invalid_plans_are_refused(inputs, match):

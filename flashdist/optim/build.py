@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 import math
 import warnings
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from typing import Any
 
 import torch
@@ -111,7 +111,7 @@ def resolve_scheduler_kwargs(spec: SchedulerSpec, optimizer: torch.optim.Optimiz
     for arg in entry.duration_args:
         if arg in kwargs:
             kwargs[arg] = resolve_duration(kwargs[arg], arg, plan)
-    _check_durations_fit(entry, kwargs)
+    _check_durations_fit(entry, kwargs, fast_dev_run=plan.fast_dev_run if plan is not None else 0)
     lr = optimizer.param_groups[0]["lr"]
     filled = {arg: factor * lr for arg, factor in entry.lr_defaults if arg not in kwargs}
     if filled:
@@ -139,16 +139,23 @@ def resolve_duration(value: Any, what: str, plan: StepPlan | None) -> int:
     return plan.resolve_steps(value, what=what)
 
 
-def _check_durations_fit(entry: SchedulerEntry, kwargs: Mapping[str, Any]) -> None:
+def _check_durations_fit(entry: SchedulerEntry, kwargs: dict[str, Any], fast_dev_run: int = 0) -> None:
     total = kwargs.get(entry.total_steps_arg) if entry.total_steps_arg else None
     if total is None:
         return
     for arg in entry.duration_args:
         if arg in kwargs and kwargs[arg] >= total and arg != "num_decay_steps":
-            raise ConfigError(
-                f"lr_scheduler {entry.name!r}: {arg}={kwargs[arg]} is not less than the {total} training steps.",
-                hint="shorten the warmup, or train longer (max_epochs / max_steps).",
-            )
+            message = f"lr_scheduler {entry.name!r}: {arg}={kwargs[arg]} is not less than the {total} training steps."
+            if fast_dev_run:
+                # A smoke run of N batches on a config written for the real run: the schedule
+                # only has to build and step. Refusing would fail every fast_dev_run of a
+                # config with a real warmup, so the duration is cut to the run, loudly.
+                warnings.warn(
+                    f"{message} fast_dev_run={fast_dev_run}: using {arg}={total} for this smoke run only.", UserWarning, stacklevel=4
+                )
+                kwargs[arg] = total
+                continue
+            raise ConfigError(message, hint="shorten the warmup, or train longer (max_epochs / max_steps).")
 
 
 def _nested(optimizer: torch.optim.Optimizer, child: Any, plan: StepPlan | None) -> Any:

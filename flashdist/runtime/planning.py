@@ -68,9 +68,16 @@ def _compute(trainer: Any) -> StepPlan:
         accumulate_grad_batches=trainer.accumulate_grad_batches,
         max_epochs=trainer.max_epochs,
         max_steps=trainer.max_steps,
-        limit_train_batches=trainer.limit_train_batches if trainer.limit_train_batches != 1.0 else None,
+        # As Lightning resolved them (fast_dev_run and overfit_batches folded in), passed as they
+        # are: the type carries the meaning (int 1: one batch; float 1.0: all), and `1 == 1.0`.
+        limit_train_batches=trainer.limit_train_batches,
+        # Lightning's fast_dev_run already set the three above; the plan records it (a smoke run
+        # of N batches, shorter than the schedule it was written for). Not under overfit_batches,
+        # whose limit Lightning keeps over fast_dev_run's.
+        fast_dev_run=int(trainer.fast_dev_run) if not trainer.overfit_batches else 0,
     )
-    inputs = _loader_inputs(loader, dp_size)
+    # limit_train_batches=0: Lightning loads no train loader at all; plan_steps says why that cannot be planned.
+    inputs = {"batches_per_rank": 0} if loader is None and trainer.limit_train_batches == 0 else _loader_inputs(loader, dp_size)
     plan = plan_steps(**inputs, **common)
     lightning_batches = trainer.num_training_batches
     if plan.micro_batches_per_epoch_per_rank is not None and lightning_batches != plan.micro_batches_per_epoch_per_rank:

@@ -2,6 +2,7 @@
 
     flashdist bench schedulers [--groups 1,4,64] [--steps N] [--repeats R] [--json out.json] [--plot out.png]
     flashdist bench schedulers --scheduler 'mymodule:my_schedule' --scheduler '[steplr, {step_size: 10}]'
+    flashdist bench compile [--workloads mlp,gpt2] [--backend inductor] [--json out.json]
     flashdist bench fit [--devices 1,2] [--strategy ddp] [--steps N] [--repeats R] [--json out.json] [--plot out.png]
 
 Both print a table with ratios against a baseline measured in the same run, and the method.
@@ -12,7 +13,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-HELP = "measure scheduler step overhead: bench schedulers | bench fit"
+HELP = "measure per-step overhead: bench schedulers | bench compile | bench fit"
 
 DEFAULT_SCHEDULERS_PLOT = "flashdist/bench/results/schedulers.png"
 DEFAULT_FIT_PLOT = "flashdist/bench/results/fit.png"
@@ -57,6 +58,16 @@ def parser() -> argparse.ArgumentParser:
     sched.add_argument(
         "--plot", default=DEFAULT_SCHEDULERS_PLOT, help=f"bar chart PNG (default {DEFAULT_SCHEDULERS_PLOT}); 'none' for none"
     )
+
+    comp = commands.add_parser("compile", help="compiled optimizer step (tensor LR) against eager, and recompiles")
+    comp.add_argument("--workloads", type=lambda t: [n.strip() for n in t.split(",") if n.strip()], default=["mlp", "gpt2"],
+                      help="comma-separated: mlp, gpt2 (default both)")
+    comp.add_argument("--steps", type=_positive, default=200, help="calls per timed block (default 200)")
+    comp.add_argument("--repeats", type=_positive, default=15, help="interleaved rounds (default 15)")
+    comp.add_argument("--warmup-steps", type=_positive, default=20, help="untimed calls first, the compile (default 20)")
+    comp.add_argument("--float-steps", type=_positive, default=20, help="steps of the float-LR contrast (default 20)")
+    comp.add_argument("--backend", default="inductor", help="torch.compile backend (default inductor)")
+    comp.add_argument("--json", dest="json_path", default=None, help="write the results here")
 
     fit = commands.add_parser("fit", help="per-step overhead of the scheduler and of flashdist inside real fits")
     fit.add_argument("--devices", type=_int_list, default=[1, 2], help="process counts, CPU (default 1,2)")
@@ -105,6 +116,15 @@ def run(argv: list[str]) -> int:
         report.print_scheduler_table(result, console)
         if args.plot != "none" and result["results"]:
             console.print(f"plot: {report.plot_schedulers(result, args.plot)}")
+    elif args.what == "compile":
+        import torch
+
+        from flashdist.bench import compiled
+
+        torch.set_num_threads(1)
+        result = compiled.run(workloads=args.workloads, steps=args.steps, repeats=args.repeats, warmup_steps=args.warmup_steps,
+                              float_steps=args.float_steps, backend=args.backend, progress=progress)
+        compiled.print_table(result, console)
     else:
         from flashdist.bench import fit
 

@@ -62,7 +62,7 @@ class ClosedFormLR(LRScheduler):
         if not isinstance(lr_as_tensor, bool):
             raise ConfigError(f"lr_as_tensor={lr_as_tensor!r} must be True or False.")
         if lr_as_tensor:
-            _lr_to_tensors(optimizer)
+            lr_to_tensors(optimizer)
         self.schedule = schedule
         self.lr_as_tensor = lr_as_tensor
         self._multiplier: Callable[[int], float] = schedule.multiplier_fn()
@@ -175,7 +175,16 @@ class ClosedFormLR(LRScheduler):
         return f"ClosedFormLR({self.schedule!r}, last_epoch={self.last_epoch})"
 
 
-def _lr_to_tensors(optimizer: torch.optim.Optimizer) -> None:
+def lr_to_tensors(optimizer: torch.optim.Optimizer) -> None:
+    """Make each group's ``lr`` a 0-dim float32 tensor on its parameters' device (base LR kept as the exact float).
+
+    Torch's schedulers then ``fill_`` it in place too, so a compiled step reads it as an input.
+
+    Example:
+        >>> opt = torch.optim.SGD(torch.nn.Linear(2, 1).parameters(), lr=0.1)
+        >>> lr_to_tensors(opt); type(opt.param_groups[0]["lr"]).__name__
+        'Tensor'
+    """
     for group in optimizer.param_groups:
         if isinstance(group["lr"], torch.Tensor):
             continue

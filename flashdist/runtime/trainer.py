@@ -35,6 +35,9 @@ class Trainer(pl.Trainer):
     ``strict_ledger=False`` turns a planned-vs-taken mismatch from an error into a warning.
     ``resume_policy`` says what a resume may do when the schedule's identity changed:
     ``"strict"`` (default) refuses, ``"keep_schedule"`` or ``"rescale"`` adapt.
+    ``compile_optimizer=True`` (or a dict of ``torch.compile`` kwargs) compiles the optimizer's
+    update; the LR then lives in a tensor the schedule writes in place, so it never recompiles
+    (flashdist/optim/compiled.py).
 
     Example:
         >>> trainer = Trainer(max_epochs=1, accelerator="cpu", logger=False, enable_progress_bar=False)
@@ -48,6 +51,7 @@ class Trainer(pl.Trainer):
         strict_ledger: bool = True,
         resume_policy: ResumePolicy = "strict",
         num_nodes: int | Literal["auto"] = "auto",
+        compile_optimizer: bool | dict[str, Any] = False,
         **kwargs: Any,
     ):
         from flashdist.strategies.names import resolve_strategy
@@ -61,6 +65,7 @@ class Trainer(pl.Trainer):
         strategy = kwargs.get("strategy", "auto")
         self.strategy_name = strategy if isinstance(strategy, str) else type(strategy).__name__
         kwargs["strategy"] = resolve_strategy(strategy, kwargs.get("accelerator", "auto"))
+        self.compile_optimizer = checked_compile_option(compile_optimizer, kwargs["strategy"])
         user_callbacks = list(kwargs.pop("callbacks", None) or [])
         # Resume guard before the ledger: the ledger must see the scheduler the guard decides on.
         own: list[Callback] = [ResumeGuard(resume_policy)]
@@ -91,6 +96,21 @@ class Trainer(pl.Trainer):
         init_process_group_for_restart(self)
         super().fit(*args, **kwargs)
         finish_preempted_fit(self)
+
+
+def checked_compile_option(value: Any, strategy: Any) -> dict[str, Any] | None:
+    """``compile_optimizer=`` as torch.compile kwargs (None: off), refused where the strategy owns the step."""
+    from lightning.pytorch.strategies import DeepSpeedStrategy
+
+    from flashdist.optim.compiled import normalize_compile_option
+
+    options = normalize_compile_option(value)
+    if options is not None and isinstance(strategy, DeepSpeedStrategy):
+        raise ConfigError(
+            "compile_optimizer=True with a DeepSpeed strategy: DeepSpeed's engine runs its own optimizer step.",
+            hint="drop compile_optimizer, or train with strategy='ddp' / 'fsdp'.",
+        )
+    return options
 
 
 # Hooks Lightning calls on every callback at every training step.

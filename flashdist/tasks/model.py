@@ -14,6 +14,7 @@ from flashdist.tasks.recipes import accessors
 from flashdist.errors import ConfigError
 from flashdist.optim import LR_SCHEDULERS, OPTIMIZERS
 from flashdist.optim.build import dry_run, instantiate_scheduler, resolve_scheduler_kwargs
+from flashdist.optim.compiled import compile_optimizer_step, tensor_lr_kwargs, wants_tensor_lr
 from flashdist.optim.specs import normalize_optimizer, normalize_scheduler
 
 MetricsArg = torchmetrics.Metric | Mapping[str, torchmetrics.Metric] | Sequence[torchmetrics.Metric] | None
@@ -121,13 +122,24 @@ class Task(LightningModule):
 
         route = route_for(self.trainer.strategy)
         optimizer = route.build_optimizer(self, self.optimizer_spec, self.learning_rate, self.weight_decay)
+        # flashdist.Trainer(compile_optimizer=...): torch.compile kwargs, or None (a plain Lightning Trainer has none)
+        compile_kwargs = getattr(self.trainer, "compile_optimizer", None)
         if self.scheduler_spec is None:
+            if compile_kwargs is not None:
+                compile_optimizer_step(optimizer, **compile_kwargs)
             return optimizer
         spec = self.scheduler_spec
         kwargs = None
         if spec.entry is not None and not spec.entry.is_recipe:
             kwargs = resolve_scheduler_kwargs(spec, optimizer, training_plan(self.trainer))
-        scheduler, config = instantiate_scheduler(optimizer, spec, kwargs)
+        build_kwargs = kwargs
+        if wants_tensor_lr(optimizer, compiled_step=compile_kwargs is not None):
+            target = spec.entry.target if spec.entry is not None and not spec.entry.is_recipe else None
+            build_kwargs = tensor_lr_kwargs(optimizer, target, kwargs, compile_kwargs is not None, spec.name)
+        scheduler, config = instantiate_scheduler(optimizer, spec, build_kwargs)
+        if compile_kwargs is not None:  # after the scheduler, which wraps optimizer.step itself
+            compile_optimizer_step(optimizer, **compile_kwargs)
+        # the schedule's identity (checked on resume) is the same compiled or not: LRs are the same
         record_resolved_scheduler(self.trainer, spec, kwargs)
         return {"optimizer": optimizer, "lr_scheduler": config}
 

@@ -1,0 +1,1 @@
+"""One module per dependency for everything flashdist takes from its private internals (see DESIGN.md)."""

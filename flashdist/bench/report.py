@@ -131,47 +131,43 @@ def plot_schedulers(result: dict[str, Any], path: str | Path) -> Path:
 
 
 def print_fit_table(result: dict[str, Any], console: Any = None) -> None:
-    """Per process count: µs/step per variant with its 95% CI, then the paired comparisons."""
+    """Per workload and process count: µs/step per variant with its 95% CI, then the paired ratios."""
     from rich.console import Console
     from rich.table import Table
 
     console = console or Console()
     for config in result["configs"]:
-        title = f"fit, {config['devices']} process(es), strategy={config['strategy']}: µs per training step"
+        title = (f"fit {config['workload']}, {config['devices']} process(es): µs per training step "
+                 f"({config['rounds']} rounds, {config['steps_timed_per_fit']} steps timed per fit)")
         table = Table(title=title)
         for column in ("variant", "wall µs/step", "95% CI", "CPU µs/step", "95% CI ", "fit wall s"):
             table.add_column(column, justify="right" if column != "variant" else "left")
         for name, stats in config["variants"].items():
             low, high = stats["ci95"]
             cpu_low, cpu_high = stats["cpu_ci95"]
-            table.add_row(
-                name,
-                f"{stats['us_per_step']:.1f}",
-                f"[{low:.1f}, {high:.1f}]",
-                f"{stats['cpu_us_per_step']:.1f}",
-                f"[{cpu_low:.1f}, {cpu_high:.1f}]",
-                f"{stats['fit_wall_s']:.2f}",
-            )
+            style = "bold green" if name.endswith("/flashdist") else None
+            table.add_row(name, f"{stats['us_per_step']:.1f}", f"[{low:.1f}, {high:.1f}]", f"{stats['cpu_us_per_step']:.1f}",
+                          f"[{cpu_low:.1f}, {cpu_high:.1f}]", f"{stats['fit_wall_s']:.2f}", style=style)
         console.print(table)
-        comparisons = Table(title="paired by round (same round, interleaved): median and 95% CI")
-        for column in ("comparison", "wall", "95% CI", "CPU", "95% CI "):
-            comparisons.add_column(column, justify="right" if column != "comparison" else "left")
-        for name, stats in config["scheduler_overhead_us"].items():
-            cells = [f"{stats['median']:+.1f}", "[{:+.1f}, {:+.1f}]".format(*stats["ci95"])]
-            cells += [f"{stats['cpu_median']:+.1f}", "[{:+.1f}, {:+.1f}]".format(*stats["cpu_ci95"])]
-            comparisons.add_row(f"scheduler overhead µs/step: {name}", *cells)
-        for name, stats in config["harness_ratio"].items():
-            cells = [f"{stats['median']:.3f}", "[{:.3f}, {:.3f}]".format(*stats["ci95"])]
-            cells += [f"{stats['cpu_median']:.3f}", "[{:.3f}, {:.3f}]".format(*stats["cpu_ci95"])]
-            label = "all 3 schedules pooled" if name == "all" else name
-            comparisons.add_row(f"flashdist / lightning per step: {label}", *cells)
+        comparisons = Table(title="ratios per step, paired by round: median and 95% CI")
+        for column in ("strategy", "ratio", "wall", "95% CI", "CPU", "95% CI "):
+            comparisons.add_column(column, justify="right" if column not in ("strategy", "ratio") else "left")
+        for strategy, ratios in config["ratios"].items():
+            for name, stats in ratios.items():
+                cells = [f"{stats['median']:.3f}", "[{:.3f}, {:.3f}]".format(*stats["ci95"])]
+                cells += [f"{stats['cpu_median']:.3f}", "[{:.3f}, {:.3f}]".format(*stats["cpu_ci95"])]
+                comparisons.add_row(strategy, name, *cells, style="green" if name.startswith("flashdist") else None)
         console.print(comparisons)
     console.print(f"[dim]method: {result['method']}[/dim]")
     console.print(f"[dim]environment: {json.dumps(result['environment'])}[/dim]")
 
 
+HARNESS_COLOURS = {"flashdist": "#2a9d8f", "lightning": "#792ee5", "hf": "#e9c46a", "torch": "#264653",
+                   "deepspeed": "#e76f51", "fsdp2": "#457b9d"}
+
+
 def plot_fit(result: dict[str, Any], path: str | Path) -> Path:
-    """Bars of µs/step per variant (with 95% CI), one panel per process count."""
+    """Bars of µs/step per variant (with 95% CI), one panel per workload and process count."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -180,18 +176,18 @@ def plot_fit(result: dict[str, Any], path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     configs = result["configs"]
-    fig, axes = plt.subplots(1, len(configs), figsize=(6.0 * len(configs), 4.0), squeeze=False)
+    fig, axes = plt.subplots(1, len(configs), figsize=(5.0 * len(configs), 4.2), squeeze=False)
     for ax, config in zip(axes[0], configs):
         names = list(config["variants"])
-        values = [config["variants"][n]["us_per_step"] for n in names]
-        cis = [config["variants"][n]["ci95"] for n in names]
+        values = [config["variants"][n]["us_per_step"] / 1e3 for n in names]
+        cis = [[c / 1e3 for c in config["variants"][n]["ci95"]] for n in names]
         errors = [[v - low for v, (low, _) in zip(values, cis)], [high - v for v, (_, high) in zip(values, cis)]]
-        colours = ["#2a9d8f" if n.startswith("flashdist") else "#264653" for n in names]
+        colours = [HARNESS_COLOURS.get(n.split("/")[1], "#999999") for n in names]
         ax.bar(range(len(names)), values, yerr=errors, color=colours, capsize=3)
         ax.set_xticks(range(len(names)))
-        ax.set_xticklabels(names, rotation=30, ha="right", fontsize=8)
-        ax.set_ylabel("µs per training step")
-        ax.set_title(f"{config['devices']} process(es), {config['strategy']}")
+        ax.set_xticklabels(names, rotation=35, ha="right", fontsize=8)
+        ax.set_ylabel("ms per training step")
+        ax.set_title(f"{config['workload']}, {config['devices']} process(es)")
     fig.suptitle("flashdist bench fit: time per step (median of fits, 95% CI)")
     fig.tight_layout()
     fig.savefig(path, dpi=110)

@@ -34,11 +34,7 @@ class Workload:
         """A fresh model (seed first for the same weights in every harness)."""
         if self.name == "mlp":
             return nn.Sequential(nn.Linear(MLP_FEATURES, MLP_HIDDEN), nn.ReLU(), nn.Linear(MLP_HIDDEN, MLP_CLASSES))
-        from transformers import GPT2Config, GPT2LMHeadModel
-
-        config = GPT2Config(n_layer=2, n_embd=64, n_head=4, vocab_size=GPT2_VOCAB, n_positions=64, bos_token_id=0,
-                            eos_token_id=0, pad_token_id=0)
-        return GPT2LMHeadModel(config)
+        return TinyCausalLM()
 
     def samples(self, count: int) -> tuple[torch.Tensor, torch.Tensor]:
         """``count`` (input, target) pairs, the same on every rank and in every harness."""
@@ -49,11 +45,30 @@ class Workload:
         ids = torch.randint(0, GPT2_VOCAB, (count, GPT2_TOKENS), generator=generator)
         return ids, ids.clone()
 
-    def loss(self, model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        """The training loss, as each hand-written loop computes it."""
-        if self.name == "mlp":
-            return nn.functional.cross_entropy(model(inputs), targets)
-        return model(input_ids=inputs, labels=targets).loss
+    @property
+    def loss_fn(self) -> Any:
+        """``loss_fn(outputs, targets)``: the same function in every harness."""
+        return nn.functional.cross_entropy if self.name == "mlp" else causal_lm_loss
+
+
+class TinyCausalLM(nn.Module):
+    """A 2-layer GPT-2 from a config (nothing downloaded); ``forward(input_ids)`` returns the logits."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        from transformers import GPT2Config, GPT2LMHeadModel
+
+        config = GPT2Config(n_layer=2, n_embd=64, n_head=4, vocab_size=GPT2_VOCAB, n_positions=64, bos_token_id=0,
+                            eos_token_id=0, pad_token_id=0)
+        self.gpt = GPT2LMHeadModel(config)
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        return self.gpt(input_ids=input_ids).logits
+
+
+def causal_lm_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Next-token cross-entropy: position t predicts token t + 1 (transformers' causal-LM loss)."""
+    return nn.functional.cross_entropy(logits[:, :-1].reshape(-1, logits.size(-1)), labels[:, 1:].reshape(-1))
 
 
 def workload(name: str) -> Workload:

@@ -3,7 +3,7 @@
     flashdist bench schedulers [--groups 1,4,64] [--steps N] [--repeats R] [--json out.json] [--plot out.png]
     flashdist bench schedulers --scheduler 'mymodule:my_schedule' --scheduler '[steplr, {step_size: 10}]'
     flashdist bench compile [--workloads mlp,gpt2] [--backend inductor] [--json out.json]
-    flashdist bench fit [--devices 1,2] [--strategy ddp] [--steps N] [--repeats R] [--json out.json] [--plot out.png]
+    flashdist bench fit [--workloads mlp,gpt2] [--devices 1,2] [--strategies ddp,deepspeed,fsdp] [--repeats R] [--json out.json]
 
 Both print a table with ratios against a baseline measured in the same run, and the method.
 """
@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import Any
 
 HELP = "measure per-step overhead: bench schedulers | bench compile | bench fit"
 
 DEFAULT_SCHEDULERS_PLOT = "flashdist/bench/results/schedulers.png"
 DEFAULT_FIT_PLOT = "flashdist/bench/results/fit.png"
+WORKLOADS = ("mlp", "gpt2")  # flashdist.bench.workloads.WORKLOADS, without importing torch to parse arguments
 
 
 def _int_list(text: str) -> list[int]:
@@ -27,6 +29,17 @@ def _int_list(text: str) -> list[int]:
     if not values or any(v < 1 for v in values):
         raise argparse.ArgumentTypeError(f"{text!r}: give positive ints, e.g. 1,4,64")
     return values
+
+
+def _names(allowed: tuple[str, ...]) -> Any:
+    def parse(text: str) -> list[str]:
+        values = [n.strip() for n in text.split(",") if n.strip()]
+        unknown = [v for v in values if v not in allowed]
+        if not values or unknown:
+            raise argparse.ArgumentTypeError(f"{text!r}: give a comma-separated list of {', '.join(allowed)}")
+        return values
+
+    return parse
 
 
 def _positive(text: str) -> int:
@@ -60,7 +73,7 @@ def parser() -> argparse.ArgumentParser:
     )
 
     comp = commands.add_parser("compile", help="compiled optimizer step (tensor LR) against eager, and recompiles")
-    comp.add_argument("--workloads", type=lambda t: [n.strip() for n in t.split(",") if n.strip()], default=["mlp", "gpt2"],
+    comp.add_argument("--workloads", type=_names(WORKLOADS), default=["mlp", "gpt2"],
                       help="comma-separated: mlp, gpt2 (default both)")
     comp.add_argument("--steps", type=_positive, default=200, help="calls per timed block (default 200)")
     comp.add_argument("--repeats", type=_positive, default=15, help="interleaved rounds (default 15)")
@@ -69,17 +82,19 @@ def parser() -> argparse.ArgumentParser:
     comp.add_argument("--backend", default="inductor", help="torch.compile backend (default inductor)")
     comp.add_argument("--json", dest="json_path", default=None, help="write the results here")
 
-    fit = commands.add_parser("fit", help="per-step overhead of the scheduler and of flashdist inside real fits")
+    fit = commands.add_parser("fit", help="flashdist per step against hand-written loops, plain Lightning and the HF Trainer")
+    fit.add_argument("--workloads", type=_names(WORKLOADS), default=["mlp", "gpt2"], help="mlp (~1 ms step), gpt2 (~20 ms) (default both)")
     fit.add_argument("--devices", type=_int_list, default=[1, 2], help="process counts, CPU (default 1,2)")
-    fit.add_argument("--strategy", default=None, help="default: auto for 1 process, ddp for more")
-    fit.add_argument("--steps", type=_positive, default=400, help="timed steps per fit (default 400)")
-    fit.add_argument("--warmup-steps", type=int, default=50, help="steps dropped at the start of each fit (default 50)")
-    fit.add_argument("--repeats", type=_positive, default=8, help="interleaved rounds of all variants (default 8)")
+    fit.add_argument("--strategies", type=_names(("ddp", "deepspeed", "fsdp")), default=None, help="at 2+ processes: ddp,deepspeed,fsdp (default all)")
+    fit.add_argument("--harnesses", type=_names(("lightning", "flashdist", "hf")), default=None,
+                     help="keep only these next to each strategy's hand-written loop: lightning,flashdist,hf (default all)")
+    fit.add_argument("--steps", type=_positive, default=None, help="timed steps per fit (default mlp 300, gpt2 60)")
+    fit.add_argument("--warmup-steps", type=int, default=None, help="steps dropped per fit (default mlp 50, gpt2 10)")
+    fit.add_argument("--repeats", type=_positive, default=10, help="interleaved rounds of all variants (default 10)")
     fit.add_argument("--warmup-rounds", type=int, default=1, help="untimed rounds first (default 1)")
-    fit.add_argument("--batch-size", type=_positive, default=8)
-    fit.add_argument("--hidden", type=_positive, default=32)
     fit.add_argument("--json", dest="json_path", default=None, help="write the results here")
     fit.add_argument("--plot", default=DEFAULT_FIT_PLOT, help=f"bar chart PNG (default {DEFAULT_FIT_PLOT}); 'none' for none")
+    fit.add_argument("--table", dest="table_path", default=None, help="also write the printed tables here (.txt)")
     return root
 
 
@@ -129,17 +144,21 @@ def run(argv: list[str]) -> int:
         from flashdist.bench import fit
 
         result = fit.run(
+            workloads=args.workloads,
             devices=args.devices,
-            strategy=args.strategy,
+            strategies=args.strategies,
+            harnesses=args.harnesses,
             steps=args.steps,
             warmup_steps=args.warmup_steps,
             repeats=args.repeats,
             warmup_rounds=args.warmup_rounds,
-            batch_size=args.batch_size,
-            hidden=args.hidden,
             progress=progress,
         )
         report.print_fit_table(result, console)
+        if args.table_path:
+            with open(args.table_path, "w") as handle:
+                report.print_fit_table(result, Console(file=handle, width=150))
+            console.print(f"table: {args.table_path}")
         if args.plot != "none":
             console.print(f"plot: {report.plot_fit(result, args.plot)}")
     if args.json_path:

@@ -1,4 +1,4 @@
-"""`flashdist bench fit` end to end on a tiny fit, and its paired statistics as arithmetic."""
+"""`flashdist bench fit` end to end on tiny fits (structure only, no timing claims), and its pairing as arithmetic."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import json
 import pytest
 
 from flashdist.bench import fit
-from flashdist.bench.fit_worker import VARIANTS
+from flashdist.bench.fit_worker import groups_for, round_order
 from flashdist.cli.main import main
 
 
@@ -19,61 +19,69 @@ def _fits(values_by_variant):
     ]
 
 
-def test_summary_pairs_by_round():
-    base = {"lightning:none": [100.0, 200.0, 300.0], "flashdist:none": [101.0, 202.0, 303.0]}
-    values = {**base, "lightning:hf": [110.0, 210.0, 310.0], "lightning:fast": [100.5, 200.5, 300.5],
-              "flashdist:hf": [111.0, 212.0, 313.0], "flashdist:fast": [101.5, 202.5, 303.5]}
-    config = {"devices": 1, "strategy": "auto", "variants": list(VARIANTS)}
+def test_ratios_pair_fits_by_round():
+    values = {"ddp/torch": [100.0, 200.0, 300.0], "ddp/lightning": [180.0, 360.0, 540.0], "ddp/flashdist": [150.0, 300.0, 450.0],
+              "fsdp/fsdp2": [1000.0, 2000.0, 4000.0], "fsdp/flashdist": [1010.0, 2020.0, 4040.0]}
+    config = {"workload": "mlp", "devices": 2, "steps": 10, "warmup_steps": 2, "repeats": 3,
+              "groups": {"ddp": ["torch", "lightning", "flashdist"], "fsdp": ["fsdp2", "flashdist"]}}
     summary = fit.summarize(config, _fits(values))
-    # round-to-round drift (100 -> 300) cancels in the paired comparisons
-    assert summary["scheduler_overhead_us"]["lightning:hf"]["median"] == pytest.approx(10.0)
-    assert summary["scheduler_overhead_us"]["flashdist:fast"]["per_round"] == pytest.approx([0.5, 0.5, 0.5])
-    assert summary["harness_ratio"]["none"]["median"] == pytest.approx(1.01)
-    assert summary["harness_ratio"]["none"]["cpu_median"] == pytest.approx(1.01)
-    # all schedules pooled per round: (101 + 111 + 101.5) / (100 + 110 + 100.5) in round 0
-    assert summary["harness_ratio"]["all"]["per_round"][0] == pytest.approx(313.5 / 310.5)
-    assert summary["variants"]["flashdist:hf"]["us_per_step"] == 212.0
-    low, high = summary["variants"]["flashdist:hf"]["ci95"]
-    assert 111.0 <= low <= 212.0 <= high <= 313.0
+    ddp = summary["ratios"]["ddp"]
+    # round-to-round drift (100 -> 300) cancels in the paired ratios
+    assert ddp["flashdist / torch"]["per_round"] == pytest.approx([1.5, 1.5, 1.5])
+    assert ddp["lightning / torch"]["median"] == pytest.approx(1.8)
+    assert ddp["flashdist / lightning"]["median"] == pytest.approx(150 / 180)
+    assert set(summary["ratios"]["fsdp"]) == {"flashdist / fsdp2"}
+    assert summary["ratios"]["fsdp"]["flashdist / fsdp2"]["cpu_median"] == pytest.approx(1.01)
+    assert summary["variants"]["ddp/flashdist"]["us_per_step"] == 300.0
 
 
-def test_cli_runs_real_fits_and_writes_json_and_png(tmp_path, capsys):
-    out_json, out_png = tmp_path / "fit.json", tmp_path / "fit.png"
-    code = main(["bench", "fit", "--devices", "1", "--steps", "12", "--warmup-steps", "3", "--repeats", "1",
-                 "--warmup-rounds", "0", "--json", str(out_json), "--plot", str(out_png)])
+def test_each_round_runs_every_variant_once_with_a_strategys_harnesses_adjacent():
+    import random
+
+    groups = groups_for(2)
+    rng = random.Random(3)
+    orders = [round_order(groups, rng) for _ in range(20)]
+    variants = sorted(f"{s}/{h}" for s, hs in groups.items() for h in hs)
+    for order in orders:
+        assert sorted(order) == variants
+        strategies = [v.split("/")[0] for v in order]
+        assert [s for i, s in enumerate(strategies) if i == 0 or s != strategies[i - 1]] == list(dict.fromkeys(strategies))
+    assert len({tuple(order) for order in orders}) > 1, "the order is shuffled from round to round"
+
+
+def test_cli_times_flashdist_against_the_hand_written_loop_lightning_and_hf(tmp_path, capsys):
+    out_json, out_png, out_txt = tmp_path / "fit.json", tmp_path / "fit.png", tmp_path / "fit.txt"
+    code = main(["bench", "fit", "--workloads", "mlp", "--devices", "1", "--steps", "6", "--warmup-steps", "2", "--repeats", "1",
+                 "--warmup-rounds", "0", "--json", str(out_json), "--plot", str(out_png), "--table", str(out_txt)])
     assert code == 0
     printed = capsys.readouterr().out
-    assert "flashdist / lightning per step" in printed and "method:" in printed
+    assert "flashdist / torch" in printed and "method:" in printed
     result = json.loads(out_json.read_text())
     assert set(result) == {"method", "environment", "configs"}
     (config,) = result["configs"]
-    assert config["devices"] == 1 and set(config["variants"]) == set(VARIANTS)
+    assert config["workload"] == "mlp" and config["devices"] == 1
+    assert set(config["variants"]) == {"single/torch", "single/lightning", "single/flashdist", "single/hf"}
     for stats in config["variants"].values():
-        assert stats["us_per_step"] > 0 and len(stats["per_fit_median_us"]) == 1
-        assert stats["ci95"][0] <= stats["us_per_step"] <= stats["ci95"][1]
-        assert stats["steps_per_fit"] == 3 + 12 + 1
-    assert set(config["harness_ratio"]) == {"none", "hf", "fast", "all"}
-    assert all(stats["median"] > 0 for stats in config["harness_ratio"].values())
+        assert stats["us_per_step"] > 0 and stats["steps_per_fit"] == 2 + 6 + 1
+    expected = {"lightning / torch", "flashdist / torch", "hf / torch", "flashdist / lightning", "flashdist / hf"}
+    assert set(config["ratios"]["single"]) == expected
+    for stats in config["ratios"]["single"].values():
+        assert stats["ci95"][0] <= stats["median"] <= stats["ci95"][1] and stats["median"] > 0
     assert out_png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "flashdist / hf" in out_txt.read_text()
 
 
 @pytest.mark.multiprocess
 def test_two_processes_under_torchrun():
-    result = fit.run(devices=(2,), steps=8, warmup_steps=2, repeats=1, warmup_rounds=0)
+    result = fit.run(workloads=["mlp"], devices=(2,), strategies=["ddp"], harnesses=["flashdist"], steps=6, warmup_steps=2,
+                     repeats=1, warmup_rounds=0)
     (config,) = result["configs"]
-    assert config["devices"] == 2 and config["strategy"] == "ddp"
-    assert all(stats["steps_per_fit"] == 2 + 8 + 1 for stats in config["variants"].values())
+    assert config["devices"] == 2 and set(config["variants"]) == {"ddp/torch", "ddp/flashdist"}
+    assert all(stats["steps_per_fit"] == 2 + 6 + 1 for stats in config["variants"].values())
+    assert set(config["ratios"]["ddp"]) == {"flashdist / torch"}
 
 
-def test_each_round_runs_every_variant_once_with_compared_pairs_adjacent():
-    import random
-
-    from flashdist.bench.fit_worker import round_order
-
-    rng = random.Random(3)
-    orders = [round_order(list(VARIANTS), rng) for _ in range(20)]
-    for order in orders:
-        assert sorted(order) == sorted(VARIANTS)
-        for first, second in zip(order[::2], order[1::2]):
-            assert first.split(":")[1] == second.split(":")[1] and first != second
-    assert len({tuple(order) for order in orders}) > 1, "the order is shuffled from round to round"
+def test_an_unknown_workload_is_a_usage_error(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["bench", "fit", "--workloads", "resnet"])
+    assert exit_info.value.code == 2 and "mlp, gpt2" in capsys.readouterr().err

@@ -1,0 +1,219 @@
+"""Every harness ``flashdist bench fit`` compares, each training one workload for one epoch.
+
+A harness is ``run(workload, samples, total_steps, world, root, stamp)``: it builds a fresh
+model (seeded), trains one epoch, and calls ``stamp()`` at the end of every training step (after
+the optimizer and scheduler). The hand-written loops are what a user writes without a harness:
+the limit.
+
+- ``torch``: model, AdamW, a LambdaLR linear warmup, ``loss.backward(); step(); zero_grad()``;
+  under several processes the model is wrapped in ``DistributedDataParallel``.
+- ``deepspeed``: ``deepspeed.initialize`` (ZeRO-2 with Lightning's default ZeRO settings),
+  ``engine.backward``, ``engine.step``.
+- ``fsdp2``: ``fully_shard`` on each transformer block, then the root, on a CPU device mesh.
+- ``lightning``: a plain ``lightning.Trainer`` and the LightningModule a user writes.
+- ``flashdist``: ``flashdist.Trainer`` and ``flashdist.Task`` (its fast linear warmup).
+- ``hf``: the Hugging Face ``Trainer`` (with accelerate), its own linear schedule.
+
+All use AdamW (lr 1e-3, weight decay 0, no clipping), batch ``workload.batch_size`` per rank, no
+shuffling where the harness lets one choose, and the same linear warmup (10%, ceil) to zero.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, DistributedSampler
+
+from flashdist.bench.workloads import LEARNING_RATE, PairDataset, Workload, linear_warmup_factor, warmup_steps_of
+
+Stamp = Callable[[], None]
+HarnessFn = Callable[[Workload, tuple[torch.Tensor, torch.Tensor], int, int, str, Stamp], None]
+
+# Lightning's DeepSpeedStrategy defaults for ZeRO-2, so the hand-written engine runs the same ZeRO settings.
+LIGHTNING_ZERO2 = {
+    "stage": 2,
+    "contiguous_gradients": True,
+    "overlap_comm": True,
+    "allgather_partitions": True,
+    "reduce_scatter": True,
+    "allgather_bucket_size": 200_000_000,
+    "reduce_bucket_size": 200_000_000,
+    "sub_group_size": 1_000_000_000_000,
+}
+
+
+def _loader(workload: Workload, samples: tuple[torch.Tensor, torch.Tensor], world: int) -> DataLoader:
+    dataset = PairDataset(*samples)
+    sampler = DistributedSampler(dataset, shuffle=False) if world > 1 else None
+    return DataLoader(dataset, batch_size=workload.batch_size, shuffle=False, sampler=sampler)
+
+
+def _init_process_group(world: int) -> None:
+    """What a hand-written multi-process loop starts with (a harness fit earlier in the process may have done it)."""
+    if world > 1 and not torch.distributed.is_initialized():
+        torch.distributed.init_process_group("gloo")
+
+
+def _adamw(params: Any) -> torch.optim.Optimizer:
+    return torch.optim.AdamW(params, lr=LEARNING_RATE, weight_decay=0.0)
+
+
+def hand_torch(workload: Workload, samples: Any, total_steps: int, world: int, root: str, stamp: Stamp) -> None:
+    """The limit: a plain loop (DistributedDataParallel when ``world > 1``)."""
+    _init_process_group(world)
+    model = workload.model()
+    if world > 1:
+        model = nn.parallel.DistributedDataParallel(model)
+    optimizer = _adamw(model.parameters())
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, linear_warmup_factor(total_steps))
+    model.train()
+    for inputs, targets in _loader(workload, samples, world):
+        loss = workload.loss_fn(model(inputs), targets)
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        stamp()
+
+
+def hand_deepspeed(workload: Workload, samples: Any, total_steps: int, world: int, root: str, stamp: Stamp) -> None:
+    """A hand-written DeepSpeed engine loop, ZeRO-2 on CPU (gloo)."""
+    import deepspeed
+
+    if not torch.distributed.is_initialized():
+        deepspeed.init_distributed(dist_backend="gloo")
+    model = workload.model()
+    optimizer = _adamw(model.parameters())
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, linear_warmup_factor(total_steps))
+    config = {
+        "train_micro_batch_size_per_gpu": workload.batch_size,
+        "gradient_accumulation_steps": 1,
+        "zero_allow_untested_optimizer": True,
+        "zero_optimization": dict(LIGHTNING_ZERO2),
+    }
+    engine, _, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, lr_scheduler=scheduler, config=config)
+    engine.train()
+    for inputs, targets in _loader(workload, samples, world):
+        loss = workload.loss_fn(engine(inputs), targets)
+        engine.backward(loss)
+        engine.step()  # the optimizer step, zero_grad and the scheduler step
+        stamp()
+    engine.destroy()
+
+
+def hand_fsdp2(workload: Workload, samples: Any, total_steps: int, world: int, root: str, stamp: Stamp) -> None:
+    """A hand-written FSDP2 loop: ``fully_shard`` per transformer block, then the root."""
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import fully_shard
+
+    _init_process_group(world)
+    mesh = init_device_mesh("cpu", (world,))
+    model = workload.model()
+    for module in list(model.modules()):
+        if isinstance(module, nn.ModuleList):  # where transformer blocks live (flashdist's default too)
+            for block in module:
+                fully_shard(block, mesh=mesh)
+    fully_shard(model, mesh=mesh)
+    optimizer = _adamw(model.parameters())
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, linear_warmup_factor(total_steps))
+    model.train()
+    for inputs, targets in _loader(workload, samples, world):
+        loss = workload.loss_fn(model(inputs), targets)
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        stamp()
+
+
+def _lightning_kwargs(world: int, root: str, stamp: Stamp, strategy: Any) -> dict[str, Any]:
+    from lightning.pytorch import Callback
+
+    class StepStamp(Callback):
+        def on_train_batch_end(self, *args: Any) -> None:
+            stamp()
+
+    return dict(
+        default_root_dir=root, accelerator="cpu", devices=world, strategy=strategy, max_epochs=1, limit_val_batches=0,
+        num_sanity_val_steps=0, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+        enable_model_summary=False, callbacks=[StepStamp()],
+    )
+
+
+def plain_lightning(workload: Workload, samples: Any, total_steps: int, world: int, root: str, stamp: Stamp) -> None:
+    """Plain Lightning: the LightningModule a user writes, with the hand-written loop's schedule."""
+    from lightning.pytorch import LightningModule, Trainer
+
+    class PlainModule(LightningModule):
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = workload.model()
+
+        def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+            inputs, targets = batch
+            loss = workload.loss_fn(self.model(inputs), targets)
+            self.log("train_loss", loss, prog_bar=True)
+            return loss
+
+        def configure_optimizers(self) -> Any:
+            optimizer = _adamw(self.parameters())
+            scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, linear_warmup_factor(total_steps))
+            return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    strategy = "ddp" if world > 1 else "auto"
+    Trainer(**_lightning_kwargs(world, root, stamp, strategy)).fit(PlainModule(), _loader(workload, samples, 1))
+
+
+def flashdist_fit(strategy: str) -> HarnessFn:
+    """flashdist's Trainer and Task under ``strategy``: what a flashdist user writes."""
+
+    def fit(workload: Workload, samples: Any, total_steps: int, world: int, root: str, stamp: Stamp) -> None:
+        import flashdist
+
+        task = flashdist.Task(
+            workload.model(), loss_fn=workload.loss_fn, optimizer=("adamw", {"weight_decay": 0.0}),
+            learning_rate=LEARNING_RATE, lr_scheduler=("linear_schedule_with_warmup", {"num_warmup_steps": 0.1}),
+        )
+        chosen = strategy if world > 1 else "auto"
+        flashdist.Trainer(**_lightning_kwargs(world, root, stamp, chosen)).fit(task, _loader(workload, samples, 1))
+
+    return fit
+
+
+def hf_trainer(workload: Workload, samples: Any, total_steps: int, world: int, root: str, stamp: Stamp) -> None:
+    """The Hugging Face Trainer (accelerate underneath), DDP over gloo when ``world > 1``."""
+    from transformers import Trainer, TrainerCallback, TrainingArguments
+
+    class StepStamp(TrainerCallback):
+        def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            stamp()
+
+    class WithLoss(nn.Module):  # the HF Trainer reads the loss from the model's output
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = workload.model()
+
+        def forward(self, x: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
+            return {"loss": workload.loss_fn(self.model(x), labels)}
+
+    args = TrainingArguments(
+        output_dir=root, per_device_train_batch_size=workload.batch_size, num_train_epochs=1, learning_rate=LEARNING_RATE,
+        weight_decay=0.0, max_grad_norm=0.0, lr_scheduler_type="linear", warmup_steps=warmup_steps_of(total_steps),
+        logging_strategy="no", save_strategy="no", report_to="none", use_cpu=True, disable_tqdm=True, seed=0,
+        optim="adamw_torch", dataloader_num_workers=0, ddp_backend="gloo" if world > 1 else None,
+    )
+    trainer = Trainer(model=WithLoss(), args=args, train_dataset=PairDataset(*samples, as_dict=True),
+                      callbacks=[StepStamp()])
+    trainer.train()
+
+
+def harness(name: str, strategy: str) -> HarnessFn:
+    """The harness function for a variant ``<strategy>/<name>``."""
+    table: dict[str, HarnessFn] = {
+        "torch": hand_torch, "deepspeed": hand_deepspeed, "fsdp2": hand_fsdp2, "lightning": plain_lightning,
+        "hf": hf_trainer, "flashdist": flashdist_fit(strategy),
+    }
+    return table[name]

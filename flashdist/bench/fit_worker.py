@@ -108,7 +108,7 @@ def round_order(groups: dict[str, list[str]], rng: random.Random) -> list[str]:
 
     Example:
         >>> round_order({"ddp": ["torch", "flashdist"], "fsdp": ["fsdp2", "flashdist"]}, random.Random(0))
-        ['fsdp/fsdp2', 'fsdp/flashdist', 'ddp/flashdist', 'ddp/torch']
+        ['ddp/torch', 'ddp/flashdist', 'fsdp/flashdist', 'fsdp/fsdp2']
     """
     strategies = list(groups)
     rng.shuffle(strategies)

@@ -41,6 +41,8 @@ def check_task_specs(model_config: Any, section: str = "model") -> None:
         if key not in init_args or not hasattr(task_class, registry_name):
             continue
         value = init_args[key]
+        if value is None:  # optimizer=None: the Task's default; lr_scheduler=None: none
+            continue
         path = f"{section}.init_args.{key}"
         try:
             spec = normalize(value, getattr(task_class, registry_name))

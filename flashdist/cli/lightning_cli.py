@@ -18,7 +18,7 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from flashdist.cli.checks import check_model_matches_data, check_task_specs, section_of_failure
 from flashdist.cli.config_errors import config_error_from_parse
 from flashdist.tasks.model import Task
-from flashdist.runtime.trainer import Trainer
+from flashdist.runtime.trainer import Trainer, check_strategy_before_launch
 from flashdist.errors import ConfigError
 
 # Raise instead of exit, so errors become ConfigErrors; no abbreviations, so a misspelt
@@ -83,6 +83,8 @@ class FlashdistCLI(LightningCLI):
 
     def after_instantiate_classes(self) -> None:
         check_model_matches_data(self.model, self.datamodule)
+        if self.subcommand == "fit":  # Trainer.fit repeats it; here it runs before LightningCLI's own set-up
+            check_strategy_before_launch(self.trainer, self.model)
 
     # ---- helpers ---------------------------------------------------------------------------
     def _section_config(self) -> Any:

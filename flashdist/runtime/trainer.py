@@ -23,6 +23,7 @@ from flashdist.runtime.planning import reset_plan
 from flashdist.runtime.preemption import Preemption, finish_preempted_fit
 from flashdist.runtime.report import report_callbacks
 from flashdist.launching.topology import apply_launch_topology
+from flashdist.strategies.checks import LaunchFacts, check_before_launch, check_precision
 from flashdist.runtime.resume import RESUME_POLICIES, ResumeGuard, ResumePolicy
 from flashdist.errors import ConfigError
 
@@ -54,7 +55,7 @@ class Trainer(pl.Trainer):
         compile_optimizer: bool | dict[str, Any] = False,
         **kwargs: Any,
     ):
-        from flashdist.strategies.names import resolve_strategy
+        from flashdist.strategies.names import resolve_strategy, runs_on_cpu
 
         # "auto" (typed here so LightningCLI accepts it from YAML): the launcher's node count, else 1.
         kwargs["num_nodes"] = num_nodes
@@ -66,6 +67,7 @@ class Trainer(pl.Trainer):
         self.strategy_name = strategy if isinstance(strategy, str) else type(strategy).__name__
         kwargs["strategy"] = resolve_strategy(strategy, kwargs.get("accelerator", "auto"))
         self.compile_optimizer = checked_compile_option(compile_optimizer, kwargs["strategy"])
+        check_precision(kwargs["strategy"], kwargs.get("precision"), runs_on_cpu(kwargs.get("accelerator", "auto")))
         user_callbacks = list(kwargs.pop("callbacks", None) or [])
         # Resume guard before the ledger: the ledger must see the scheduler the guard decides on.
         own: list[Callback] = [ResumeGuard(resume_policy)]
@@ -87,6 +89,7 @@ class Trainer(pl.Trainer):
         A preempted fit raises ``SystemExit(75)`` after its checkpoint (runtime/preemption.py).
         """
         reset_plan(self)
+        check_strategy_before_launch(self, args[0] if args else kwargs.get("model"))
         if len(args) >= 5:
             args = (*args[:4], resolve_ckpt_path(self, args[4]), *args[5:])
             check_sharded_resume(self, args[4])
@@ -111,6 +114,19 @@ def checked_compile_option(value: Any, strategy: Any) -> dict[str, Any] | None:
             hint="drop compile_optimizer, or train with strategy='ddp' / 'fsdp'.",
         )
     return options
+
+
+def check_strategy_before_launch(trainer: pl.Trainer, model: Any) -> None:
+    """The strategy-config checks of strategies/checks.py, in the launching process (one message, before any rank)."""
+    algorithm = trainer.gradient_clip_algorithm
+    facts = LaunchFacts(
+        precision=str(trainer.precision),
+        gradient_clip_val=trainer.gradient_clip_val,
+        gradient_clip_algorithm=getattr(algorithm, "value", algorithm),
+        accumulate_grad_batches=trainer.accumulate_grad_batches,
+        task=model,
+    )
+    check_before_launch(trainer.strategy, facts)
 
 
 # Hooks Lightning calls on every callback at every training step.

@@ -39,7 +39,7 @@ from flashdist.errors import ConfigError
 from flashdist.optim.specs import OptimizerSpec
 from flashdist.strategies import register_route
 from flashdist.strategies.base import StepCounter, StrategyRoute, unwrap_optimizer
-from flashdist.strategies.deepspeed_config import AutoValues, fill_auto_config, is_offloaded
+from flashdist.strategies.deepspeed_config import AutoValues, fill_auto_config, is_offloaded, task_optimizer_if_given
 
 # Adam-family names the route may serve with DeepSpeed's kernels, and whether they decouple
 # weight decay (AdamW) or add it to the gradient (Adam's L2).
@@ -93,9 +93,11 @@ class FlashDeepSpeedStrategy(DeepSpeedStrategy):
         if trainer.state.fn != TrainerFn.FITTING:
             return super()._format_batch_size_and_grad_accum_config()
         plan = training_plan(trainer)
-        values = AutoValues.from_task(task, plan, micro_batch_size=_loader_batch_size(trainer))
+        values = AutoValues.from_task(
+            task, plan, micro_batch_size=_loader_batch_size(trainer), precision=trainer.precision, gradient_clip_val=trainer.gradient_clip_val
+        )
         self.config = fill_auto_config(self.config, values, task_has_scheduler=getattr(task, "scheduler_spec", None) is not None,
-                                       task_optimizer=_explicit_task_optimizer(task))
+                                       task_optimizer=task_optimizer_if_given(task))
         # Lightning refuses a config that names gradient_accumulation_steps; the filled value
         # equals the Trainer's (fill_auto_config checked), so hand it back to Lightning to set.
         self.config.pop("gradient_accumulation_steps", None)
@@ -257,26 +259,6 @@ def _defaults(torch_class: type) -> dict[str, Any]:
 def _loader_batch_size(trainer: Any) -> int | None:
     loader = trainer.train_dataloader
     return getattr(loader, "batch_size", None) if loader is not None else None
-
-
-def _explicit_task_optimizer(task: Any) -> OptimizerSpec | None:
-    """The Task's optimizer spec unless it is the untouched default (then a config optimizer may win)."""
-    spec = getattr(task, "optimizer_spec", None)
-    if spec is None:
-        return None
-    default = _optimizer_default(type(task))
-    is_default = isinstance(default, str) and spec.name.lower() == default.lower() and not spec.kwargs
-    return None if is_default else spec
-
-
-def _optimizer_default(task_class: type) -> Any:
-    """The ``optimizer=`` default of the first class in the MRO that names it (subclasses pass **kwargs)."""
-    for cls in task_class.__mro__:
-        init = cls.__dict__.get("__init__")
-        parameter = inspect.signature(init).parameters.get("optimizer") if init is not None else None
-        if parameter is not None:
-            return parameter.default
-    return None
 
 
 def route_for_strategy(strategy: Any) -> StrategyRoute:

@@ -23,6 +23,7 @@ MetricsArg = torchmetrics.Metric | Mapping[str, torchmetrics.Metric] | Sequence[
 # refuses a mapping at parse time with its key path, and shows the forms in `flashdist fit --help`.
 OptimizerArg = str | tuple | list | Callable[..., Any]
 SchedulerArg = str | tuple | list | Callable[..., Any] | None
+DEFAULT_OPTIMIZER = "Adam"
 
 
 class Task(LightningModule):
@@ -46,7 +47,7 @@ class Task(LightningModule):
         model: nn.Module | None = None,
         loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
         learning_rate: float | None = None,
-        optimizer: OptimizerArg = "Adam",
+        optimizer: OptimizerArg | None = None,
         lr_scheduler: SchedulerArg = None,
         metrics: MetricsArg = None,
         weight_decay: float | None = None,
@@ -59,7 +60,10 @@ class Task(LightningModule):
             raise ConfigError(f"weight_decay={weight_decay!r} must be a non-negative number.")
         self.weight_decay = weight_decay
         cls = type(self)
-        self.optimizer_spec = normalize_optimizer(optimizer, cls.optimizers)
+        # Whether optimizer= was passed at all (a DeepSpeed config's optimizer may only fill
+        # in for a Task that names none); None means DEFAULT_OPTIMIZER.
+        self.optimizer_given = optimizer is not None
+        self.optimizer_spec = normalize_optimizer(DEFAULT_OPTIMIZER if optimizer is None else optimizer, cls.optimizers)
         self.scheduler_spec = normalize_scheduler(lr_scheduler, cls.lr_schedulers)
         if weight_decay is not None and "weight_decay" in self.optimizer_spec.kwargs:
             raise ConfigError(

@@ -107,3 +107,56 @@ def test_missing_config_file_and_missing_sections(capsys, no_launch):
     assert run(["fit"]) == 2
     err = capsys.readouterr().err
     assert "needs the section(s) ['data', 'model']" in err and "--config configs/quickstart.yaml" in err
+
+
+# DeepSpeed/FSDP config errors: refused in the launching process (not once per rank), rc 2.
+_ZERO2 = {"zero_optimization": {"stage": 2}}
+STRATEGY_CASES = {
+    "deepspeed auto flashdist cannot fill": (
+        {"zero_optimization": {"stage": 2, "sub_group_size": "auto"}, "steps_per_print": "auto"}, [],
+        ["'auto' values flashdist cannot fill: ['zero_optimization.sub_group_size', 'steps_per_print']", "HINT"]),
+    "deepspeed clipping contradicts the trainer": (
+        {**_ZERO2, "gradient_clipping": 1.0}, ["--trainer.gradient_clip_val=0.5"],
+        ["gradient_clipping=1.0 contradicts Trainer(gradient_clip_val=...) = 0.5"]),
+    "deepspeed bf16 contradicts the trainer": (
+        {**_ZERO2, "bf16": {"enabled": True}}, [], ["bf16.enabled=True contradicts Trainer(precision='32-true')"]),
+    "deepspeed optimizer in both places": (
+        {**_ZERO2, "optimizer": {"type": "AdamW", "params": {"lr": "auto"}}}, [],
+        ["optimizer is given both in the DeepSpeed config ('AdamW') and on the Task (optimizer=adamw())"]),
+    "deepspeed clips by value": (
+        "deepspeed_stage_2", ["--trainer.gradient_clip_val=0.5", "--trainer.gradient_clip_algorithm=value"],
+        ["gradient_clip_algorithm='value' with a DeepSpeed strategy", "gradient_clip_algorithm='norm'"]),
+    "float16 autocast on cpu": ("fsdp", ["--trainer.precision=16-mixed"], ["precision='16-mixed' (float16 AMP) does not run on CPU", "bf16-mixed"]),
+}
+
+
+@pytest.mark.parametrize("strategy, overrides, fragments", list(STRATEGY_CASES.values()), ids=list(STRATEGY_CASES))
+def test_bad_strategy_config_is_refused_once_before_launch(tmp_path, capsys, no_launch, strategy, overrides, fragments):
+    import json
+
+    if isinstance(strategy, dict):
+        path = tmp_path / "ds.json"
+        path.write_text(json.dumps(strategy))
+        strategy = str(path)
+    err = refused(tmp_path, capsys, QUICKSTART, f"--trainer.strategy={strategy}", *overrides)
+    assert err.count("flashdist fit: error:") == 1, err
+    for fragment in fragments:
+        assert fragment in err, f"{fragment!r} missing from:\n{err}"
+
+
+@pytest.mark.multiprocess
+def test_a_bad_deepspeed_json_under_the_real_cli_prints_one_message_and_starts_no_rank(tmp_path):
+    # Before the check moved to the launching process, this error was raised inside each rank
+    # and printed four times for two ranks.
+    import json
+
+    from tests.cli.cli_runs import config_copy, flashdist_fit
+
+    bad = tmp_path / "ds.json"
+    bad.write_text(json.dumps({"zero_optimization": {"stage": 3, "sub_group_size": "auto"}, "gradient_clipping": "auto"}))
+    proc = flashdist_fit(config_copy("quickstart.yaml", tmp_path), f"--trainer.strategy={bad}")
+    stdout, stderr = proc.communicate(timeout=240)
+    output = stdout + stderr
+    assert proc.returncode == 2, output
+    assert output.count("error:") == 1 and "cannot fill: ['zero_optimization.sub_group_size']" in output, output
+    assert "Initializing distributed" not in output and "Traceback" not in output, output  # no rank was set up

@@ -70,6 +70,7 @@ def write_extra(trainer, recorder: RecordLosses, root: str) -> None:
         "sharded_modules": [name for name, m in module.named_modules() if FSDPModule and isinstance(m, FSDPModule)],
         "dtensor_params": sum(1 for p in module.parameters() if DTensor and isinstance(p, DTensor)),
         "strategy_class": type(trainer.strategy).__name__,
+        "deepspeed_config": getattr(trainer.strategy, "config", None) if engine is not None else None,
     }
     if trainer.is_global_zero:
         Path(root, "fit_extra.json").write_text(json.dumps(extra, indent=1, default=str))

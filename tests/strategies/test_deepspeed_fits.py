@@ -67,7 +67,7 @@ def test_user_config_auto_values_are_filled_and_its_optimizer_keeps_the_no_decay
     config_path = tmp_path / "ds_config.json"
     config_path.write_text(json.dumps(HF_STYLE_CONFIG))
     summary = run_fit(
-        tmp_path, strategy=str(config_path), optimizer="Adam", lr_scheduler=None, weight_decay=0.01,
+        tmp_path, strategy=str(config_path), optimizer=None, lr_scheduler=None, weight_decay=0.01,
         dataset_size=200, batch_size=8, accumulate_grad_batches=3, max_epochs=2,
     )
     extra = _extra(tmp_path)
@@ -78,6 +78,50 @@ def test_user_config_auto_values_are_filled_and_its_optimizer_keeps_the_no_decay
     assert [g["weight_decay"] for g in extra["param_groups"]] == [0.01, 0.0]
     # total_num_steps=auto → 10, warmup 0.2dur → 2, warmup_max_lr=auto → Task's 0.01.
     assert _lr_column(tmp_path) == _deepspeed_warmup_decay_lrs(total=10, warmup=2, peak=0.01)
+
+
+def _deepspeed_warmup_lrs(total: int, warmup: int, peak: float) -> list[float]:
+    from deepspeed.runtime.lr_schedules import WarmupLR
+
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=peak)
+    scheduler = WarmupLR(optimizer, warmup_min_lr=0.0, warmup_max_lr=peak, warmup_num_steps=warmup)
+    lrs = []
+    for _ in range(total):
+        lrs.append(optimizer.param_groups[0]["lr"])
+        scheduler.step()
+    return lrs
+
+
+HF_CONFIGS = Path(__file__).parent
+
+
+@pytest.mark.multiprocess
+@pytest.mark.parametrize("name", ["hf_ds_config_zero2.json", "hf_ds_config_zero3.json"])
+def test_the_stock_hugging_face_configs_train_unchanged_with_an_exact_ledger(tmp_path, name):
+    # The files are the transformers documentation's ZeRO-2 / ZeRO-3 examples, every value "auto",
+    # used as they are: the Task names no optimizer and no scheduler, so the config's win.
+    stock = json.loads((HF_CONFIGS / name).read_text())
+    summary = run_fit(
+        tmp_path, strategy=str(HF_CONFIGS / name), optimizer=None, lr_scheduler=None,
+        dataset_size=200, batch_size=8, accumulate_grad_batches=3, max_epochs=2,
+    )
+    extra = _extra(tmp_path)
+    assert summary["planned_total_steps"] == summary["optimizer_steps"] == summary["scheduler_steps"] == 10
+    assert extra["engine_global_steps"] == extra["global_step"] == 10
+    assert extra["optimizer_class"] == "DeepSpeedCPUAdam"  # the config's AdamW, offloaded
+    filled = extra["deepspeed_config"]
+    assert filled["fp16"]["enabled"] is False and filled["bf16"]["enabled"] is False  # precision 32-true
+    assert filled["gradient_clipping"] == 0.0  # gradient_clip_val unset: no clipping, as under DDP
+    assert (filled["train_micro_batch_size_per_gpu"], filled["gradient_accumulation_steps"], filled["train_batch_size"]) == (8, 3, 48)
+    assert filled["optimizer"]["params"] == {"lr": 0.01, "betas": [0.9, 0.999], "eps": 1e-8, "weight_decay": 0.01}
+    hidden = 32  # the widest nn.Linear of fit_tiny's model (it has no config.hidden_size)
+    zero = filled["zero_optimization"]
+    if stock["zero_optimization"]["stage"] == 3:
+        assert (zero["reduce_bucket_size"], zero["stage3_prefetch_bucket_size"], zero["stage3_param_persistence_threshold"]) == (
+            hidden * hidden, int(0.9 * hidden * hidden), 10 * hidden)
+    else:
+        assert zero["reduce_bucket_size"] == 2e8  # concrete values are kept
+    assert _lr_column(tmp_path) == _deepspeed_warmup_lrs(total=10, warmup=1, peak=0.01)
 
 
 @pytest.mark.multiprocess

@@ -108,13 +108,16 @@ def test_fsdp_blocks_by_class_or_class_name():
     assert [name for name, _ in _blocks(_net(), [nn.LayerNorm])] == ["layers.0.norm", "layers.1.norm"]
 
 
-def test_a_task_left_at_its_default_optimizer_lets_a_deepspeed_config_optimizer_win():
+def test_a_task_without_optimizer_lets_a_deepspeed_config_optimizer_win_and_any_typed_one_is_given():
     from flashdist import Task
-    from flashdist.strategies.deepspeed import _explicit_task_optimizer
+    from flashdist.strategies.deepspeed_config import task_optimizer_if_given
 
-    assert _explicit_task_optimizer(Task(nn.Linear(2, 2), learning_rate=0.1)) is None
-    assert _explicit_task_optimizer(Task(nn.Linear(2, 2), learning_rate=0.1, optimizer="sgd")).name == "SGD"
-    assert _explicit_task_optimizer(Task(nn.Linear(2, 2), learning_rate=0.1, optimizer=("adam", {"amsgrad": True}))) is not None
+    assert task_optimizer_if_given(Task(nn.Linear(2, 2), learning_rate=0.1)) is None
+    assert Task(nn.Linear(2, 2), learning_rate=0.1).optimizer_spec.name == "Adam"  # the default still builds
+    assert task_optimizer_if_given(Task(nn.Linear(2, 2), learning_rate=0.1, optimizer="sgd")).name == "SGD"
+    # The default's own name, typed: the user asked for it, so a config optimizer would contradict it.
+    assert task_optimizer_if_given(Task(nn.Linear(2, 2), learning_rate=0.1, optimizer="Adam")).name == "Adam"
+    assert task_optimizer_if_given(Task(nn.Linear(2, 2), learning_rate=0.1, optimizer=("adam", {"amsgrad": True}))) is not None
 
 
 @pytest.mark.parametrize("name", ["FusedLamb", "FusedLion"])
@@ -139,7 +142,7 @@ def test_fsdp1_refuses_flat_parameters_when_groups_need_names():
 
 def test_a_task_subclass_passing_kwargs_still_has_the_default_optimizer():
     from flashdist.tasks.classification import ClassificationTask
-    from flashdist.strategies.deepspeed import _explicit_task_optimizer
+    from flashdist.strategies.deepspeed_config import task_optimizer_if_given
 
-    assert _explicit_task_optimizer(ClassificationTask(nn.Linear(2, 2), num_classes=2, learning_rate=0.1)) is None
-    assert _explicit_task_optimizer(ClassificationTask(nn.Linear(2, 2), num_classes=2, learning_rate=0.1, optimizer="adamw")) is not None
+    assert task_optimizer_if_given(ClassificationTask(nn.Linear(2, 2), num_classes=2, learning_rate=0.1)) is None
+    assert task_optimizer_if_given(ClassificationTask(nn.Linear(2, 2), num_classes=2, learning_rate=0.1, optimizer="adam")) is not None

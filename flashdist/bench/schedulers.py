@@ -22,7 +22,8 @@ from __future__ import annotations
 
 import random
 import warnings
-from collections.abc import Callable, Iterable
+import inspect
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -31,6 +32,7 @@ import torch
 from flashdist.bench.stats import bootstrap_ci, environment, iqr, median, time_calls_us
 from flashdist.bench.user_specs import UserSchedulerSpec
 from flashdist.errors import ConfigError
+from flashdist.optim.build import check_scheduler_api
 from flashdist.optim.fast import ClosedFormLR
 
 Implementation = str  # "flashdist" | "transformers" | "torch" | "deepspeed"
@@ -177,7 +179,7 @@ def build_candidate(name: str, entry: Any, groups: int, total_steps: int) -> Can
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         if entry.is_recipe:
-            scheduler = entry.target(optimizer)
+            scheduler = _recipe_scheduler(entry.target(optimizer))
         else:
             scheduler, _ = build_lr_scheduler(optimizer, (name, bench_kwargs(name)), total_steps)
     optimizer.step()  # once, so torch's "step() before optimizer.step()" warning path is not what we time
@@ -185,6 +187,31 @@ def build_candidate(name: str, entry: Any, groups: int, total_steps: int) -> Can
     if isinstance(scheduler, ClosedFormLR):
         same_schedule = direct_assignment_of(scheduler.schedule.multiplier_fn(), make_optimizer(groups))
     return Candidate(name, implementation_of(entry, scheduler), scheduler.step, same_schedule)
+
+
+class NotTimed(Exception):
+    """A candidate that cannot be timed per step, with the reason."""
+
+
+def _recipe_scheduler(built: Any) -> Any:
+    """What a recipe returned (a scheduler or a Lightning scheduler config) as a scheduler to time."""
+    config = built if isinstance(built, Mapping) else {}
+    scheduler = config.get("scheduler", built)
+    if config.get("reduce_on_plateau") or _step_needs_an_argument(scheduler):
+        raise NotTimed(SKIP_REASONS["reducelronplateau"])
+    try:
+        check_scheduler_api(scheduler, config)
+    except ConfigError as error:  # no Task could use it either
+        raise NotTimed(f"not an LR scheduler, refused at Task construction: {str(error).split(' HINT:')[0]}") from None
+    return scheduler
+
+
+def _step_needs_an_argument(scheduler: Any) -> bool:
+    try:
+        params = inspect.signature(scheduler.step).parameters.values()
+    except (AttributeError, TypeError, ValueError):
+        return False
+    return any(p.default is p.empty and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) for p in params)
 
 
 def implementation_of(entry: Any, scheduler: Any) -> Implementation:
@@ -267,6 +294,8 @@ def run(
                 continue
             try:
                 candidates.append(build_candidate(name, entry, group_count, total_steps))
+            except NotTimed as reason:
+                skipped[name] = str(reason)
             except Exception as error:  # a scheduler that cannot be built here is reported, not fatal
                 skipped[name] = f"failed to build: {type(error).__name__}: {str(error).splitlines()[0][:160]}"
         candidates += [build_user_candidate(user, group_count, total_steps) for user in specs]

@@ -10,12 +10,14 @@ model/data mismatches (``after_instantiate_classes``).
 from __future__ import annotations
 
 from argparse import ArgumentError
+from pathlib import Path
 from typing import Any
 
 from lightning.pytorch import LightningDataModule
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from flashdist.cli.checks import check_model_matches_data, check_task_specs, section_of_failure
+from flashdist.cli.config_file import load_run_config
 from flashdist.cli.config_errors import config_error_from_parse
 from flashdist.tasks.model import Task
 from flashdist.runtime.trainer import Trainer, check_strategy_before_launch
@@ -36,6 +38,9 @@ class FlashdistCLI(LightningCLI):
 
     def __init__(self, args: list[str], run: bool = True):
         self._args = list(args)
+        for config_file in _config_files(self._args):
+            if Path(config_file).exists():  # a missing file: jsonargparse says so, with its own hint
+                load_run_config(config_file)  # a directory, a non-mapping, a duplicated key: refused here
         super().__init__(
             model_class=Task,
             datamodule_class=LightningDataModule,

@@ -144,13 +144,9 @@ def _settings(args: argparse.Namespace) -> dict[str, Any]:
 
 def _from_config(path: str) -> dict[str, Any]:
     """Plan inputs from a ``flashdist fit`` YAML: trainer.*, data.init_args.*, model.init_args.*."""
-    import yaml
+    from flashdist.cli.config_file import load_run_config
 
-    try:
-        with open(path) as handle:
-            config = yaml.safe_load(handle) or {}
-    except OSError as error:
-        raise ConfigError(f"--config {path!r} cannot be read: {error}.") from error
+    config = load_run_config(path)  # a directory, a non-mapping or a duplicated key: a ConfigError
     trainer = config.get("trainer") or {}
     data = (config.get("data") or {}).get("init_args", config.get("data") or {})
     model = (config.get("model") or {}).get("init_args", {})

@@ -8,9 +8,10 @@ LR-relative defaults from the optimizer.
 from __future__ import annotations
 
 import functools
+import inspect
 import math
 import warnings
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import torch
@@ -18,7 +19,14 @@ import torch
 from flashdist.errors import ConfigError
 from flashdist.optim.entries import SchedulerEntry
 from flashdist.optim.schedulers import NESTED_SCHEDULERS
-from flashdist.optim.specs import OptimizerSpec, SchedulerSpec, normalize_optimizer, normalize_scheduler
+from flashdist.optim.specs import (
+    OptimizerSpec,
+    SchedulerSpec,
+    check_learning_rate,
+    merge_lightning_config,
+    normalize_optimizer,
+    normalize_scheduler,
+)
 from flashdist.plan import StepPlan, parse_duration
 from flashdist.registry import resolve_lazy
 
@@ -37,13 +45,14 @@ def build_optimizer(
     """
     spec = normalize_optimizer(spec)
     kwargs = optimizer_kwargs(spec, learning_rate)
-    if spec.entry is not None and spec.entry.is_recipe:
-        return spec.entry.target(params, kwargs.get("lr"))
+    # Recipes and callables are called as Flash called them: fn(params, **kwargs), with lr= only
+    # when a learning rate was given, so a recipe's own default lr holds otherwise.
     factory = target if target is not None else (resolve_lazy(spec.entry.target) if spec.entry else spec.factory)
     return factory(params, **kwargs)
 
 
 def optimizer_kwargs(spec: OptimizerSpec, learning_rate: float | None) -> dict[str, Any]:
+    learning_rate = check_learning_rate(learning_rate)
     kwargs = dict(spec.kwargs)
     if learning_rate is not None:
         if "lr" in kwargs and kwargs["lr"] != learning_rate:
@@ -73,7 +82,7 @@ def build_lr_scheduler(
         >>> config["interval"], sched.get_last_lr()[0]
         ('step', 0.0)
     """
-    spec = normalize_scheduler(spec)
+    spec = normalize_scheduler(spec, for_trainer=False)
     if spec is None:
         raise ConfigError("lr_scheduler=None cannot be built.", hint="pass a scheduler spec.")
     if plan is None and num_training_steps is not None:
@@ -81,18 +90,113 @@ def build_lr_scheduler(
     elif plan is not None and num_training_steps is not None and num_training_steps != plan.planned_total_steps:
         raise ConfigError(f"num_training_steps={num_training_steps} disagrees with the plan's {plan.planned_total_steps}.")
     kwargs = resolve_scheduler_kwargs(spec, optimizer, plan) if spec.entry is not None and not spec.entry.is_recipe else None
+    if kwargs is not None and num_training_steps is not None:
+        problem = schedule_length_conflict(spec, kwargs, num_training_steps)
+        if problem:
+            raise ConfigError(problem, hint="leave the total out: it is filled from num_training_steps.")
     return instantiate_scheduler(optimizer, spec, kwargs)
 
 
 def instantiate_scheduler(optimizer: torch.optim.Optimizer, spec: SchedulerSpec, kwargs: dict[str, Any] | None) -> tuple[Any, dict[str, Any]]:
-    """Construct the scheduler from kwargs already resolved by :func:`resolve_scheduler_kwargs`."""
+    """Construct the scheduler from kwargs already resolved by :func:`resolve_scheduler_kwargs`.
+
+    A recipe or callable may return a scheduler or a Lightning scheduler config
+    (``{"scheduler": s, "interval": "step", ...}``); either way the result is checked against
+    the API Lightning will call (:func:`check_scheduler_api`).
+    """
     if spec.entry is None:
-        scheduler = spec.factory(optimizer)
+        built = spec.factory(optimizer)
     elif spec.entry.is_recipe:
-        scheduler = spec.entry.target(optimizer)
+        built = spec.entry.target(optimizer)
     else:
-        scheduler = resolve_lazy(spec.entry.target)(optimizer=optimizer, **(kwargs or {}))
-    return scheduler, {**spec.lightning_config, "scheduler": scheduler}
+        built = resolve_lazy(spec.entry.target)(optimizer=optimizer, **(kwargs or {}))
+    config = spec.lightning_config
+    if isinstance(built, Mapping):
+        if "scheduler" not in built:
+            raise ConfigError(
+                f"lr_scheduler {spec.name!r} returned a dict without a 'scheduler' key: {sorted(built)}.",
+                hint="return the scheduler, or a Lightning scheduler config {'scheduler': scheduler, 'interval': 'step'}.",
+            )
+        config, built = merge_lightning_config(spec, built), built["scheduler"]
+    check_scheduler_api(built, config, f"lr_scheduler {spec.name!r}")
+    return built, {**config, "scheduler": built}
+
+
+def check_scheduler_api(scheduler: Any, config: Mapping[str, Any], what: str = "lr_scheduler") -> None:
+    """Refuse what Lightning could not step: Lightning's own check, which the Task's
+    ``lr_scheduler_step`` override (for transformers' metric-driven GreedyLR) would skip.
+
+    A scheduler needs ``step()``, ``state_dict()`` and ``load_state_dict()``. Lightning calls
+    ``step()`` with no argument, or ``step(metric)`` when the config says ``reduce_on_plateau``.
+
+    Example:
+        >>> opt = torch.optim.SGD(torch.nn.Linear(2, 1).parameters(), lr=0.1)
+        >>> check_scheduler_api(torch.optim.lr_scheduler.StepLR(opt, 1), {"reduce_on_plateau": False})
+    """
+    missing = [name for name in ("step", "state_dict", "load_state_dict") if not callable(getattr(scheduler, name, None))]
+    hint = "return a torch.optim.lr_scheduler.LRScheduler, or a Lightning scheduler config {'scheduler': scheduler, 'interval': 'step'}."
+    if isinstance(scheduler, torch.optim.Optimizer):  # has all three methods, and is the usual slip
+        raise ConfigError(f"{what} gave a {type(scheduler).__name__}, which is not an LR scheduler but the optimizer.", hint=hint)
+    if missing:
+        raise ConfigError(
+            f"{what} gave a {type(scheduler).__name__}, which is not an LR scheduler (it lacks {', '.join(missing)}).",
+            hint=hint,
+        )
+    if isinstance(scheduler, (torch.optim.lr_scheduler.LRScheduler, torch.optim.lr_scheduler.ReduceLROnPlateau)):
+        return
+    try:
+        params = list(inspect.signature(scheduler.step).parameters.values())
+    except (TypeError, ValueError):
+        return  # a builtin: nothing to read
+    positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    required = [p.name for p in positional if p.default is p.empty]
+    takes_one = bool(positional) or any(p.kind is p.VAR_POSITIONAL for p in params)
+    if config.get("reduce_on_plateau"):
+        if not takes_one or len(required) > 1:
+            raise ConfigError(
+                f"{what}: {type(scheduler).__name__}.step() cannot take the monitored metric (reduce_on_plateau=True), "
+                "but Lightning calls step(metric).",
+                hint="give step() one argument for the metric, or drop reduce_on_plateau.",
+            )
+    elif required:
+        raise ConfigError(
+            f"{what}: {type(scheduler).__name__}.step() needs {required}, but Lightning calls step() with no argument.",
+            hint="if it steps on a metric, say so in the Lightning config: {'reduce_on_plateau': True, 'monitor': 'val_loss'} "
+            "(a recipe may return {'scheduler': s, 'reduce_on_plateau': True, 'monitor': 'val_loss'}); otherwise give the argument a default.",
+        )
+
+
+def schedule_length_conflict(spec: SchedulerSpec, kwargs: Mapping[str, Any], total_steps: int) -> str | None:
+    """A user-given schedule length that differs from the planned total, described; None when it lands.
+
+    The schedule's length is its total-steps kwarg when the user gave it, or what its
+    alternatives add up to (wsd's warmup + stable + decay, OneCycleLR's epochs × steps_per_epoch).
+
+    Example:
+        >>> spec = normalize_scheduler(("linear_schedule_with_warmup", {"num_warmup_steps": 2, "num_training_steps": 1000}))
+        >>> schedule_length_conflict(spec, spec.kwargs, 40)[:60]
+        "lr_scheduler 'linear_schedule_with_warmup' was given num_tra"
+    """
+    entry = spec.entry
+    if entry is None or entry.is_recipe or not entry.total_steps_arg:
+        return None
+    name = entry.name.lower()
+    given: str | None = None
+    length: int | None = None
+    if entry.total_steps_arg in spec.kwargs:
+        given, length = f"{entry.total_steps_arg}={kwargs[entry.total_steps_arg]}", kwargs[entry.total_steps_arg]
+    elif name.endswith("wsd_schedule") and "num_stable_steps" in spec.kwargs:
+        parts = {k: kwargs.get(k, 0) for k in ("num_warmup_steps", "num_stable_steps", "num_decay_steps")}
+        given, length = " + ".join(f"{k}={v}" for k, v in parts.items()), sum(parts.values())
+    elif name == "onecyclelr" and {"epochs", "steps_per_epoch"} <= set(spec.kwargs):
+        given = f"epochs={kwargs['epochs']} × steps_per_epoch={kwargs['steps_per_epoch']}"
+        length = kwargs["epochs"] * kwargs["steps_per_epoch"]
+    if given is None or length == total_steps:
+        return None
+    return (
+        f"lr_scheduler {entry.name!r} was given {given} (a schedule of {length} steps), but this fit plans {total_steps} "
+        "optimizer steps, so the schedule would not land."
+    )
 
 
 def resolve_scheduler_kwargs(spec: SchedulerSpec, optimizer: torch.optim.Optimizer, plan: StepPlan | None) -> dict[str, Any]:
@@ -185,7 +289,14 @@ def dry_run(optimizer_spec: OptimizerSpec, scheduler_spec: SchedulerSpec | None,
     if optimizer_spec.entry is not None and optimizer_spec.entry.provider == "deepspeed":
         optimizer = torch.optim.SGD(dummy, lr=learning_rate or 1e-3, momentum=0.9)  # DeepSpeed JIT-builds its ops: not now
     else:
-        optimizer = _attempt(f"optimizer {optimizer_spec.describe()}", lambda: build_optimizer(dummy, optimizer_spec, learning_rate))
+        is_callable = optimizer_spec.entry is None or optimizer_spec.entry.is_recipe
+        hint = (
+            "an optimizer recipe or callable is called fn(params), or fn(params, lr=...) when the Task has learning_rate=; "
+            "give it the arguments it needs (a default lr, or learning_rate= on the Task)."
+            if is_callable
+            else None
+        )
+        optimizer = _attempt(f"optimizer {optimizer_spec.describe()}", lambda: build_optimizer(dummy, optimizer_spec, learning_rate), hint)
     if scheduler_spec is not None:
         _attempt(
             f"lr_scheduler {scheduler_spec.describe()}",
@@ -203,7 +314,7 @@ def _placeholder_plan(spec: SchedulerSpec) -> StepPlan:
     return StepPlan(1, 1, 1000, -1, total // 1000 or 1, (max(1, math.ceil(total / 1000)),) * 1000, total, None)
 
 
-def _attempt(what: str, build: Any) -> Any:
+def _attempt(what: str, build: Any, hint: str | None = None) -> Any:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -211,4 +322,4 @@ def _attempt(what: str, build: Any) -> Any:
     except ConfigError:
         raise
     except Exception as error:  # the library's own message is the most precise one
-        raise ConfigError(f"{what} failed to build: {type(error).__name__}: {error}", hint="fix the arguments above.") from error
+        raise ConfigError(f"{what} failed to build: {type(error).__name__}: {error}", hint=hint or "fix the arguments above.") from error

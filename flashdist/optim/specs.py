@@ -13,6 +13,8 @@ import copy
 import difflib
 import functools
 import inspect
+import math
+import re
 import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -28,9 +30,16 @@ from flashdist.registry import Registry, resolve_lazy
 LIGHTNING_CONFIG_DEFAULTS: Mapping[str, Any] = MappingProxyType(
     {"interval": "epoch", "frequency": 1, "monitor": "val_loss", "strict": True, "name": None}
 )
-LIGHTNING_CONFIG_KEYS = frozenset(LIGHTNING_CONFIG_DEFAULTS) | {"scheduler"}
+# reduce_on_plateau: Lightning's key telling it to call step(metric) (a custom metric-driven scheduler needs it).
+LIGHTNING_CONFIG_KEYS = frozenset(LIGHTNING_CONFIG_DEFAULTS) | {"scheduler", "reduce_on_plateau"}
 INTERVALS = ("step", "epoch")
+# Lightning Flash registered these with interval="step" (flash/core/optimizers/schedulers.py);
+# flashdist keeps the spec's and Lightning's default, "epoch" (see the README's Decisions), and
+# says so when a Flash user's spec names one without an interval.
+FLASH_STEPPED = frozenset({"steplr", "multisteplr", "cosineannealinglr", "cosineannealingwarmrestarts"})
 _FROZEN_EMPTY: Mapping[str, Any] = MappingProxyType({})
+# A YAML scalar PyYAML (YAML 1.1) leaves as a string though a person meant a number: 1e-3, "3e-4".
+_NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
 
 
 @dataclass(frozen=True)
@@ -94,8 +103,13 @@ def normalize_optimizer(spec: Any, registry: Registry[OptimizerEntry] = OPTIMIZE
     )
 
 
-def normalize_scheduler(spec: Any, registry: Registry[SchedulerEntry] = LR_SCHEDULERS) -> SchedulerSpec | None:
+def normalize_scheduler(
+    spec: Any, registry: Registry[SchedulerEntry] = LR_SCHEDULERS, *, for_trainer: bool = True
+) -> SchedulerSpec | None:
     """Turn any accepted ``lr_scheduler=`` form into a :class:`SchedulerSpec` (None stays None).
+
+    ``for_trainer=False`` (a scheduler built on its own, outside Lightning) does not ask for the
+    ``monitor`` of a metric-driven schedule, nor warn about Lightning intervals.
 
     Example:
         >>> normalize_scheduler(("StepLR", {"step_size": 10})).lightning_config["interval"]
@@ -104,13 +118,13 @@ def normalize_scheduler(spec: Any, registry: Registry[SchedulerEntry] = LR_SCHED
     if spec is None or isinstance(spec, SchedulerSpec):
         return spec
     if isinstance(spec, str):
-        return _checked_scheduler(registry.get(spec), {}, {})
+        return _checked_scheduler(registry.get(spec), {}, {}, for_trainer)
     if isinstance(spec, (tuple, list)):
         name, kwargs, lightning_config = _split_tuple(spec, "lr_scheduler", max_len=3)
-        return _checked_scheduler(registry.get(name), kwargs, lightning_config)
+        return _checked_scheduler(registry.get(name), kwargs, lightning_config, for_trainer)
     if isinstance(spec, functools.partial) and not spec.args and _registered_scheduler(spec.func, registry):
         # partial(CyclicLR, step_size_up=1500) is (name, kwargs): LR-relative defaults get filled.
-        return _checked_scheduler(_registered_scheduler(spec.func, registry), _copy(spec.keywords), {})
+        return _checked_scheduler(_registered_scheduler(spec.func, registry), _copy(spec.keywords), {}, for_trainer)
     if callable(spec):
         return SchedulerSpec(factory=spec, lightning_config=_lightning_config({}, "epoch", requires_monitor=False))
     raise ConfigError(
@@ -152,20 +166,70 @@ def _registered_scheduler(cls: Any, registry: Registry[SchedulerEntry]) -> Sched
 
 
 def _checked_optimizer(entry: OptimizerEntry, kwargs: dict[str, Any]) -> OptimizerSpec:
+    if isinstance(kwargs.get("lr"), (str, int, float)):  # not a tensor lr (capturable optimizers)
+        check_learning_rate(kwargs["lr"], what="lr", where=f" in optimizer {entry.name!r}'s kwargs")
+    check_numbers(kwargs, f"optimizer {entry.name!r}", allow_inf=False)
     if not entry.is_recipe:
         _check_kwargs(entry.name, "optimizer", resolve_lazy(entry.target), kwargs, skip=set(), filled=set(), first_is_params=True)
     return OptimizerSpec(entry=entry, kwargs=MappingProxyType(kwargs))
 
 
-def _checked_scheduler(entry: SchedulerEntry, kwargs: dict[str, Any], lightning_config: dict[str, Any]) -> SchedulerSpec:
+def _checked_scheduler(
+    entry: SchedulerEntry, kwargs: dict[str, Any], lightning_config: dict[str, Any], for_trainer: bool = True
+) -> SchedulerSpec:
     if entry.is_recipe and kwargs:
         raise ConfigError(f"lr_scheduler recipe {entry.name!r} takes no kwargs, got {sorted(kwargs)}.",
                           hint="a recipe is fn(optimizer); put its settings inside the recipe.")
+    # inf stays allowed here: ReduceLROnPlateau(patience=math.inf) and the like are meaningful.
+    check_numbers(kwargs, f"lr_scheduler {entry.name!r}", allow_inf=True)
     if not entry.is_recipe:
         filled = {entry.total_steps_arg} | {name for name, _ in entry.lr_defaults}
         _check_kwargs(entry.name, "lr_scheduler", resolve_lazy(entry.target), kwargs, skip={"optimizer"}, filled=filled)
-    config = _lightning_config(lightning_config, entry.default_interval, entry.requires_monitor, entry.name)
+    config = _lightning_config(lightning_config, entry.default_interval, entry.requires_monitor, entry.name, demand_monitor=for_trainer)
+    if for_trainer and entry.name.lower() in FLASH_STEPPED and "interval" not in lightning_config:
+        warnings.warn(
+            f"lr_scheduler {entry.name!r} steps once per epoch (interval='epoch', Lightning's default); Lightning Flash "
+            f"stepped it once per optimizer step. Pass ({entry.name.lower()!r}, {{...}}, {{'interval': 'step'}}) to step it per "
+            "batch, or {'interval': 'epoch'} to keep this and silence the warning.",
+            UserWarning,
+            stacklevel=4,
+        )
     return SchedulerSpec(entry=entry, kwargs=MappingProxyType(kwargs), lightning_config=config)
+
+
+def check_learning_rate(value: Any, *, what: str = "learning_rate", where: str = "") -> float | None:
+    """A learning rate is None (the optimizer's default) or a finite number >= 0; refuse anything else.
+
+    PyYAML reads ``1e-3`` (no dot) as the string ``"1e-3"``; torch then fails comparing it, so the
+    string is refused here, naming the value and the fix.
+
+    Example:
+        >>> check_learning_rate(1e-3)
+        0.001
+    """
+    if value is None:
+        return None
+    hint = "pass a float such as learning_rate=1e-3, or leave it out to use the optimizer's default lr."
+    if isinstance(value, str):
+        raise ConfigError(
+            f"{what}={value!r}{where} is a string, not a number.",
+            hint="in YAML write 1.0e-3 (PyYAML reads 1e-3 without a dot as a string); in Python pass the float 1e-3.",
+        )
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigError(f"{what}={value!r}{where} has type {type(value).__name__}, not a number.", hint=hint)
+    if not math.isfinite(value):
+        raise ConfigError(f"{what}={value!r}{where} is not finite: every update would be {value}.", accepted="a finite number >= 0", hint=hint)
+    if value < 0:
+        raise ConfigError(f"{what}={value!r}{where} is negative.", accepted="a finite number >= 0", hint=hint)
+    return value
+
+
+def check_numbers(kwargs: Mapping[str, Any], what: str, *, allow_inf: bool) -> None:
+    """Refuse NaN (and, unless ``allow_inf``, infinite) numbers in kwargs, tuples such as ``betas`` included."""
+    for key, value in kwargs.items():
+        for item in value if isinstance(value, (tuple, list)) else (value,):
+            if isinstance(item, float) and (math.isnan(item) or (math.isinf(item) and not allow_inf)):
+                raise ConfigError(f"{what} got {key}={value!r}, which is not a finite number.", hint=f"give {key} a finite value.")
 
 
 def _check_kwargs(
@@ -184,6 +248,7 @@ def _check_kwargs(
         skip = skip | {next(iter(params), "")}
     takes_var_kwargs = any(p.kind is p.VAR_KEYWORD for p in params.values())
     known = [p for p in params if p not in skip and params[p].kind not in (params[p].VAR_POSITIONAL, params[p].VAR_KEYWORD)]
+    _check_number_strings(name, what, params, kwargs)
     unknown = [k for k in kwargs if k not in params or k in skip]
     if unknown and not takes_var_kwargs:
         bad = unknown[0]
@@ -206,7 +271,28 @@ def _check_kwargs(
         )
 
 
-def _lightning_config(given: dict[str, Any], default_interval: str, requires_monitor: bool, name: str = "") -> Mapping[str, Any]:
+def _check_number_strings(name: str, what: str, params: Mapping[str, inspect.Parameter], kwargs: Mapping[str, Any]) -> None:
+    """Refuse ``eps: "1e-8"`` where the constructor's default is a number: PyYAML (YAML 1.1) reads
+    ``1e-8`` without a dot as a string, and torch would fail mid-build comparing it.
+
+    Strings stay legal where the argument takes them (``num_warmup_steps: "2ep"``, ``mode: max``).
+    """
+    for key, value in kwargs.items():
+        if not isinstance(value, str) or not _NUMBER.fullmatch(value.strip()) or key not in params:
+            continue
+        default = params[key].default
+        if isinstance(default, (int, float)) and not isinstance(default, bool):
+            number = float(value)
+            written = repr(int(number)) if number.is_integer() and isinstance(default, int) else repr(number)
+            raise ConfigError(
+                f"{what} {name!r} got {key}={value!r}: a string, but {name} takes a number there (default {default!r}).",
+                hint=f"write it unquoted, with a dot before any exponent: {key}: {written}.",
+            )
+
+
+def _lightning_config(
+    given: dict[str, Any], default_interval: str, requires_monitor: bool, name: str = "", demand_monitor: bool = True
+) -> Mapping[str, Any]:
     unknown = set(given) - LIGHTNING_CONFIG_KEYS
     if unknown:
         raise ConfigError(
@@ -221,7 +307,8 @@ def _lightning_config(given: dict[str, Any], default_interval: str, requires_mon
             stacklevel=4,
         )
         given = {k: v for k, v in given.items() if k != "scheduler"}
-    if requires_monitor and not given.get("monitor"):
+    # Only a Trainer has metrics to monitor: a scheduler built on its own is stepped by its caller.
+    if requires_monitor and demand_monitor and not given.get("monitor"):
         raise ConfigError(
             f"lr_scheduler {name!r} steps on a metric, but no 'monitor' was given.",
             hint=f"pass it in the lightning config: ({name!r}, {{...}}, {{'monitor': 'val_accuracy'}}).",
@@ -234,9 +321,27 @@ def _lightning_config(given: dict[str, Any], default_interval: str, requires_mon
         raise ConfigError(f"lr_scheduler frequency={frequency!r} must be a positive int.")
     if not isinstance(config["strict"], bool):
         raise ConfigError(f"lr_scheduler strict={config['strict']!r} must be True or False.")
+    if not isinstance(config.get("reduce_on_plateau", False), bool):
+        raise ConfigError(f"lr_scheduler reduce_on_plateau={config['reduce_on_plateau']!r} must be True or False.")
     if requires_monitor:
         config["reduce_on_plateau"] = True  # tells Lightning to pass the monitored value to step()
     return MappingProxyType(config)
+
+
+def merge_lightning_config(spec: SchedulerSpec, returned: Mapping[str, Any]) -> Mapping[str, Any]:
+    """A recipe's returned Lightning scheduler config (``{"scheduler": s, "interval": "step"}``, as
+    Flash's recipes return) over the spec's: validated like one given in the spec.
+
+    Example:
+        >>> spec = normalize_scheduler(lambda optimizer: None)
+        >>> merge_lightning_config(spec, {"scheduler": None, "interval": "step"})["interval"]
+        'step'
+    """
+    given = {k: v for k, v in returned.items() if k != "scheduler"}
+    merged = {**{k: v for k, v in spec.lightning_config.items() if k != "reduce_on_plateau"}, **given}
+    if spec.lightning_config.get("reduce_on_plateau") and "reduce_on_plateau" not in given:
+        merged["reduce_on_plateau"] = True
+    return _lightning_config(merged, merged["interval"], requires_monitor=False, name=spec.name)
 
 
 def _callable_name(factory: Any) -> str:

@@ -147,10 +147,14 @@ class StepLedger(Callback):
 
     def _count(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
         self.optimizer_steps += 1
-        lrs = [float(group["lr"]) for group in optimizer.param_groups]
-        if self.lr_first is None:
-            self.lr_first = lrs[0]
-        self.lr_peak = lrs[0] if self.lr_peak is None else max(self.lr_peak, lrs[0])
+        # lr None: the optimizer sizes each step itself (transformers' Adafactor with relative_step),
+        # so there is no group LR to report: NaN in lr.csv, None in summary.json.
+        lrs = [float(lr) if (lr := group["lr"]) is not None else math.nan for group in optimizer.param_groups]
+        first = lrs[0]
+        if first == first:  # not NaN
+            if self.lr_first is None:
+                self.lr_first = first
+            self.lr_peak = first if self.lr_peak is None else max(self.lr_peak, first)
         if self._log is not None:
             self._log.append(lrs)
 
@@ -223,7 +227,8 @@ class StepLedger(Callback):
         schedule = resolved_schedule(trainer)
         scheduler = _scheduler(trainer)
         route = route_for(trainer.strategy)
-        final_lr = float(innermost_optimizer(trainer.optimizers[0]).param_groups[0]["lr"]) if trainer.optimizers else None
+        final_lr = innermost_optimizer(trainer.optimizers[0]).param_groups[0]["lr"] if trainer.optimizers else None
+        final_lr = float(final_lr) if final_lr is not None else None
         expected_sched = None
         if schedule is not None and schedule.interval == "step" and schedule.frequency == 1:
             expected_sched = self.optimizer_steps

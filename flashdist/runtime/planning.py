@@ -6,6 +6,7 @@ This is the one place that reads Lightning's state for step accounting; it repla
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -112,8 +113,13 @@ def _loader_inputs(loader: Any, dp_size: int) -> dict[str, Any]:
     return {"batches_per_rank": len(loader)}  # a custom sampler: trust its length
 
 
-def record_resolved_scheduler(trainer: Any, spec: SchedulerSpec, kwargs: dict[str, Any] | None) -> ResolvedSchedule:
-    """Remember what the scheduler was built with (warmup steps in particular)."""
+def record_resolved_scheduler(
+    trainer: Any, spec: SchedulerSpec, kwargs: dict[str, Any] | None, config: Mapping[str, Any] | None = None
+) -> ResolvedSchedule:
+    """Remember what the scheduler was built with (warmup steps in particular).
+
+    ``config`` is the Lightning config it was built with (a recipe may return its own interval).
+    """
     warmup = None
     kwargs_repr = spec.describe()
     total_arg = None
@@ -123,7 +129,7 @@ def record_resolved_scheduler(trainer: Any, spec: SchedulerSpec, kwargs: dict[st
             if "warmup" in arg and arg in kwargs:
                 warmup = int(kwargs[arg])
         kwargs_repr = f"{spec.name.lower()}(" + ", ".join(f"{k}={v!r}" for k, v in kwargs.items() if k != "schedulers") + ")"
-    config = spec.lightning_config
+    config = config if config is not None else spec.lightning_config
     resolved = ResolvedSchedule(spec.name, kwargs_repr, warmup, total_arg, config["interval"], config["frequency"])
     setattr(trainer, _SCHEDULE_ATTR, resolved)
     return resolved

@@ -196,11 +196,7 @@ def fill_auto_config(
         _check_optimizer_not_doubled(out["optimizer"], task_optimizer, task_has_scheduler)
         out["optimizer"] = _fill_optimizer(out["optimizer"], values)
     if "scheduler" in out:
-        if task_has_scheduler:
-            raise ConfigError(
-                f"a scheduler is given both in the DeepSpeed config ({out['scheduler'].get('type')!r}) and on the Task (lr_scheduler=...).",
-                hint="keep one: remove the config's 'scheduler' section or the Task's lr_scheduler.",
-            )
+        check_scheduler_not_doubled(out, task_has_scheduler)
         out["scheduler"] = _fill_scheduler(out["scheduler"], values)
     leftovers = [path for path in _auto_paths(out) if planned or path not in PLANNED_KEYS]
     if leftovers:
@@ -210,6 +206,25 @@ def fill_auto_config(
             hint="give these a concrete value.",
         )
     return out
+
+
+def check_scheduler_not_doubled(config: Mapping[str, Any] | None, task_has_scheduler: bool) -> None:
+    """Refuse a scheduler both in the DeepSpeed config and on the Task (the engine would step its
+    own, Lightning the Task's). Needs no plan, so callers run it before any process launches.
+
+    Example:
+        >>> check_scheduler_not_doubled({"scheduler": {"type": "WarmupLR"}}, task_has_scheduler=True)
+        Traceback (most recent call last):
+        ...
+        flashdist.errors.ConfigError: a scheduler is given both in the DeepSpeed config ('WarmupLR') and on the Task ...
+    """
+    section = config.get("scheduler") if isinstance(config, Mapping) else None
+    if section is not None and task_has_scheduler:
+        kind = section.get("type") if isinstance(section, Mapping) else section
+        raise ConfigError(
+            f"a scheduler is given both in the DeepSpeed config ({kind!r}) and on the Task (lr_scheduler=...).",
+            hint="keep one: remove the config's 'scheduler' section or the Task's lr_scheduler.",
+        )
 
 
 FILLABLE = (

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -13,9 +15,9 @@ from torch import nn
 from flashdist.tasks.recipes import accessors
 from flashdist.errors import ConfigError
 from flashdist.optim import LR_SCHEDULERS, OPTIMIZERS
-from flashdist.optim.build import dry_run, instantiate_scheduler, resolve_scheduler_kwargs
+from flashdist.optim.build import dry_run, instantiate_scheduler, resolve_scheduler_kwargs, schedule_length_conflict
 from flashdist.optim.compiled import compile_optimizer_step, tensor_lr_kwargs, wants_tensor_lr
-from flashdist.optim.specs import normalize_optimizer, normalize_scheduler
+from flashdist.optim.specs import check_learning_rate, normalize_optimizer, normalize_scheduler
 
 MetricsArg = torchmetrics.Metric | Mapping[str, torchmetrics.Metric] | Sequence[torchmetrics.Metric] | None
 # The forms optimizer= / lr_scheduler= accept (flashdist.optim.specs normalizes them). Spelled as
@@ -55,9 +57,11 @@ class Task(LightningModule):
         super().__init__()
         self.model = model
         self.loss_fn = loss_fn
-        self.learning_rate = learning_rate
-        if weight_decay is not None and (isinstance(weight_decay, bool) or not isinstance(weight_decay, (int, float)) or weight_decay < 0):
-            raise ConfigError(f"weight_decay={weight_decay!r} must be a non-negative number.")
+        self.learning_rate = check_learning_rate(learning_rate, where=f" on the {type(self).__name__}")
+        if weight_decay is not None and (
+            isinstance(weight_decay, bool) or not isinstance(weight_decay, (int, float)) or not 0 <= weight_decay < math.inf
+        ):
+            raise ConfigError(f"weight_decay={weight_decay!r} on the {type(self).__name__} must be a finite non-negative number.")
         self.weight_decay = weight_decay
         cls = type(self)
         # Whether optimizer= was passed at all (a DeepSpeed config's optimizer may only fill
@@ -135,7 +139,9 @@ class Task(LightningModule):
         spec = self.scheduler_spec
         kwargs = None
         if spec.entry is not None and not spec.entry.is_recipe:
-            kwargs = resolve_scheduler_kwargs(spec, optimizer, training_plan(self.trainer))
+            plan = training_plan(self.trainer)
+            kwargs = resolve_scheduler_kwargs(spec, optimizer, plan)
+            self._check_schedule_length(spec, kwargs, plan.planned_total_steps)
         build_kwargs = kwargs
         if wants_tensor_lr(optimizer, compiled_step=compile_kwargs is not None):
             target = spec.entry.target if spec.entry is not None and not spec.entry.is_recipe else None
@@ -144,8 +150,19 @@ class Task(LightningModule):
         if compile_kwargs is not None:  # after the scheduler, which wraps optimizer.step itself
             compile_optimizer_step(optimizer, **compile_kwargs)
         # the schedule's identity (checked on resume) is the same compiled or not: LRs are the same
-        record_resolved_scheduler(self.trainer, spec, kwargs)
+        record_resolved_scheduler(self.trainer, spec, kwargs, config)
         return {"optimizer": optimizer, "lr_scheduler": config}
+
+    def _check_schedule_length(self, spec: Any, kwargs: dict[str, Any], planned_total_steps: int) -> None:
+        """A schedule length the user wrote that the plan contradicts: refused, or a warning under strict_ledger=False."""
+        problem = schedule_length_conflict(spec, kwargs, planned_total_steps)
+        if problem is None:
+            return
+        ledger = getattr(self.trainer, "ledger", None)
+        if ledger is not None and not ledger.strict:
+            warnings.warn(f"{problem} Kept (strict_ledger=False).", UserWarning, stacklevel=2)
+            return
+        raise ConfigError(problem, hint="leave the total out: flashdist fills it from the plan (or pass Trainer(strict_ledger=False) to keep yours).")
 
     def lr_scheduler_step(self, scheduler: Any, metric: Any) -> None:
         # Lightning's own rule, extended to metric-driven schedules that are not

@@ -51,7 +51,8 @@ def test_every_registered_scheduler_is_timed_or_skipped_with_a_reason():
     result = schedulers.run(groups=(2,), steps=2, repeats=1, warmup_steps=1)
     timed = {row["scheduler"] for row in result["results"]}
     skipped = {row["scheduler"]: row["reason"] for row in result["skipped"]}
-    assert timed | set(skipped) == set(LR_SCHEDULERS.names())
+    # Every registry name; recipes on Task classes other test modules imported come on top.
+    assert set(LR_SCHEDULERS.names()) <= timed | set(skipped)
     assert not [name for name, reason in skipped.items() if reason.startswith("failed to build")], skipped
     implementations = {row["implementation"] for row in result["results"]}
     assert {"flashdist", "transformers", "torch"} <= implementations

@@ -66,7 +66,7 @@ CASES = {
                                       "[reducelronplateau, {mode: max}, {monitr: val_accuracy}]"),
                                  ["model.init_args.lr_scheduler", "'monitr'", "'monitor'"]),
     "quoted number in optimizer kwargs": (edit("optimizer: adamw", 'optimizer: [adamw, {eps: "1e-8"}]'),
-                                          ["model.init_args.optimizer", "eps='1e-8' is a string", "eps: 1e-08"]),
+                                          ["model.init_args.optimizer", "eps='1e-8': a string", "eps: 1e-08"]),
     "unknown class": (edit("flashdist.image.ImageClassifier", "flashdist.image.ImageClassifer"),
                       ["model.class_path='flashdist.image.ImageClassifer'", "no attribute 'ImageClassifer'"]),
     "bad backbone": (edit("backbone: resnet_tiny", "backbone: resnet_tinyy"), ["model.init_args (flashdist.image.ImageClassifier)", "'resnet_tiny'"]),

@@ -23,7 +23,8 @@ def task(**kwargs):
     [
         pytest.param({"optimizer": "adamm"}, r"unknown optimizer 'adamm'.*did you mean 'adam' or 'adamw'", id="unknown-optimizer"),
         pytest.param({"optimizer": ("Adam", {"amsgradd": True})}, r"unknown argument 'amsgradd'.*did you mean 'amsgrad'", id="unknown-kwarg"),
-        pytest.param({"optimizer": "sgd", "learning_rate": -0.1}, r"Invalid learning rate: -0.1", id="negative-lr-dry-build"),
+        pytest.param({"optimizer": "sgd", "learning_rate": -0.1}, r"learning_rate=-0.1 on the ClassificationTask is negative", id="negative-lr"),
+        pytest.param({"optimizer": ("sgd", {"momentum": -1.0})}, r"Invalid momentum value: -1.0", id="dry-build"),
         pytest.param({"optimizer": ("adam", {"lr": 0.1}), "learning_rate": 0.2}, r"learning_rate=0.2 and the optimizer's lr=0.1 disagree", id="lr-twice"),
         pytest.param({"optimizer": 3}, r"optimizer=3 has type int.*Accepted", id="bad-optimizer-type"),
         pytest.param({"optimizer": ("adam", ["amsgrad"])}, r"item 1 must be a dict", id="kwargs-not-dict"),
@@ -38,7 +39,7 @@ def task(**kwargs):
         pytest.param({"lr_scheduler": ("linear_schedule_with_warmup", {"num_warmup_steps": "2weeks"})}, r"is not a duration", id="bad-duration"),
         pytest.param({"lr_scheduler": ("linear_schedule_with_warmup", {"num_warmup_steps": 50, "num_training_steps": 20})}, r"num_warmup_steps=50 is not less than the 20", id="warmup-over-total"),
         pytest.param({"lr_scheduler": "adafactor_schedule"}, r"works only with optimizer 'hf:adafactor'", id="schedule-needs-its-optimizer"),
-        pytest.param({"weight_decay": -1}, r"weight_decay=-1 must be a non-negative", id="weight-decay"),
+        pytest.param({"weight_decay": -1}, r"weight_decay=-1 on the ClassificationTask must be a finite non-negative", id="weight-decay"),
     ],
 )
 def test_bad_specs_fail_at_construction(kwargs, match):

@@ -254,9 +254,8 @@ def _check_durations_fit(entry: SchedulerEntry, kwargs: dict[str, Any], fast_dev
                 # A smoke run of N batches on a config written for the real run: the schedule
                 # only has to build and step. Refusing would fail every fast_dev_run of a
                 # config with a real warmup, so the duration is cut to the run, loudly.
-                warnings.warn(
-                    f"{message} fast_dev_run={fast_dev_run}: using {arg}={total} for this smoke run only.", UserWarning, stacklevel=4
-                )
+                action = f"using {arg}={total}" if kwargs[arg] > total else "kept"
+                warnings.warn(f"{message} fast_dev_run={fast_dev_run}: {action} for this smoke run only.", UserWarning, stacklevel=4)
                 kwargs[arg] = total
                 continue
             raise ConfigError(message, hint="shorten the warmup, or train longer (max_epochs / max_steps).")

@@ -29,10 +29,10 @@ from flashdist.optim.compiled import compile_optimizer_step
 from flashdist.optim.fast import linear_schedule_with_warmup
 
 
-def make_step(name: str, variant: str, total_steps: int, compile_kwargs: dict[str, Any]) -> Callable[[], None]:
+def make_step(name: str, variant: str, total_steps: int, compile_kwargs: dict[str, Any], device: str = "cpu") -> Callable[[], None]:
     """One optimizer update and one scheduler step on ``name``'s parameters, eager or compiled."""
     torch.manual_seed(0)
-    params = [p for p in workload(name).model().parameters()]
+    params = [p for p in workload(name).model().to(device).parameters()]
     for p in params:
         p.grad = torch.full_like(p, 1e-3)
     optimizer = torch.optim.AdamW(params, lr=LEARNING_RATE)
@@ -56,6 +56,7 @@ def run(
     warmup_steps: int = 20,
     float_steps: int = 20,
     backend: str = "inductor",
+    device: str = "cpu",
     seed: int = 0,
     progress: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
@@ -73,7 +74,7 @@ def run(
     rng = random.Random(seed)
     results = []
     for name in workloads:
-        variants = {v: make_step(name, v, total_steps, compile_kwargs) for v in ("eager", "compiled")}
+        variants = {v: make_step(name, v, total_steps, compile_kwargs, device) for v in ("eager", "compiled")}
         before_warmup = dynamo_frame_compiles()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -87,7 +88,7 @@ def run(
             order = list(variants)
             rng.shuffle(order)
             before = dynamo_frame_compiles()
-            timings = {v: time_calls_us(variants[v], steps) for v in order}
+            timings = {v: _timed_us(variants[v], steps, device) for v in order}
             recompiles += dynamo_frame_compiles() - before
             for v, us in timings.items():
                 samples[v].append(us)
@@ -108,7 +109,7 @@ def run(
     # From a clean slate, as in a fresh process: what dynamo learned about the frames above
     # (automatic dynamic marks an input that changed between compiles) must not shape this count.
     torch.compiler.reset()
-    float_fn = make_step(next(iter(workloads)), "compiled_float_lr", float_steps + 10, compile_kwargs)
+    float_fn = make_step(next(iter(workloads)), "compiled_float_lr", float_steps + 10, compile_kwargs, device)
     before = dynamo_frame_compiles()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -125,8 +126,26 @@ def run(
     }
     torch.compiler.reset()
     env["load_average_after"] = environment()["load_average_1_5_15min"]
+    env["device"] = device
     return {"method": method_text(steps, repeats, warmup_steps, backend), "environment": env, "results": results,
             "float_lr_contrast": contrast}
+
+
+def _timed_us(fn: Callable[[], None], steps: int, device: str) -> float:
+    if device.startswith("cuda"):  # the kernels run asynchronously: time what the device did
+        return _cuda_timed_us(fn, steps)
+    return time_calls_us(fn, steps)
+
+
+def _cuda_timed_us(fn: Callable[[], None], steps: int) -> float:
+    import time
+
+    torch.cuda.synchronize()
+    start = time.perf_counter_ns()
+    for _ in range(steps):
+        fn()
+    torch.cuda.synchronize()
+    return (time.perf_counter_ns() - start) / steps / 1e3
 
 
 def method_text(steps: int, repeats: int, warmup_steps: int, backend: str) -> str:

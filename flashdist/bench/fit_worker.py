@@ -34,6 +34,8 @@ GROUPS_MULTI_PROCESS: dict[str, tuple[str, ...]] = {
     "deepspeed": ("deepspeed", "flashdist"),
     "fsdp": ("fsdp2", "flashdist"),
 }
+# Not in the default comparison: plain Lightning without self.log, which measures what logging costs.
+EXTRA_HARNESSES = {"single": ("lightning_nolog",), "ddp": ("lightning_nolog",)}
 FLASHDIST_STRATEGY = {"single": "auto", "ddp": "ddp", "deepspeed": "deepspeed_stage_2", "fsdp": "fsdp"}
 
 
@@ -47,7 +49,8 @@ def groups_for(devices: int, strategies: list[str] | None = None, harnesses: lis
     table = GROUPS_ONE_PROCESS if devices == 1 else GROUPS_MULTI_PROCESS
     chosen = {s: list(h) for s, h in table.items() if strategies is None or s in strategies}
     if harnesses is not None:
-        chosen = {s: [h for h in hs if h in harnesses or h == hs[0]] for s, hs in chosen.items()}
+        extra = {s: [h for h in EXTRA_HARNESSES.get(s, ()) if h in harnesses] for s in chosen}
+        chosen = {s: [h for h in hs if h in harnesses or h == hs[0]] + extra[s] for s, hs in chosen.items()}
     return {s: hs for s, hs in chosen.items() if len(hs) > 1}
 
 

@@ -143,7 +143,8 @@ def _lightning_kwargs(world: int, root: str, stamp: Stamp, strategy: Any) -> dic
     )
 
 
-def plain_lightning(workload: Workload, samples: Any, total_steps: int, world: int, root: str, stamp: Stamp) -> None:
+def plain_lightning(workload: Workload, samples: Any, total_steps: int, world: int, root: str, stamp: Stamp,
+                    log: bool = True) -> None:
     """Plain Lightning: the LightningModule a user writes, with the hand-written loop's schedule."""
     from lightning.pytorch import LightningModule, Trainer
 
@@ -155,7 +156,8 @@ def plain_lightning(workload: Workload, samples: Any, total_steps: int, world: i
         def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
             inputs, targets = batch
             loss = workload.loss_fn(self.model(inputs), targets)
-            self.log("train_loss", loss, prog_bar=True)
+            if log:
+                self.log("train_loss", loss, prog_bar=True)
             return loss
 
         def configure_optimizers(self) -> Any:
@@ -215,5 +217,6 @@ def harness(name: str, strategy: str) -> HarnessFn:
     table: dict[str, HarnessFn] = {
         "torch": hand_torch, "deepspeed": hand_deepspeed, "fsdp2": hand_fsdp2, "lightning": plain_lightning,
         "hf": hf_trainer, "flashdist": flashdist_fit(strategy),
+        "lightning_nolog": lambda *args: plain_lightning(*args, log=False),
     }
     return table[name]

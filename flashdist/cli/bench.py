@@ -80,14 +80,16 @@ def parser() -> argparse.ArgumentParser:
     comp.add_argument("--warmup-steps", type=_positive, default=20, help="untimed calls first, the compile (default 20)")
     comp.add_argument("--float-steps", type=_positive, default=20, help="steps of the float-LR contrast (default 20)")
     comp.add_argument("--backend", default="inductor", help="torch.compile backend (default inductor)")
+    comp.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     comp.add_argument("--json", dest="json_path", default=None, help="write the results here")
 
     fit = commands.add_parser("fit", help="flashdist per step against hand-written loops, plain Lightning and the HF Trainer")
     fit.add_argument("--workloads", type=_names(WORKLOADS), default=["mlp", "gpt2"], help="mlp (~1 ms step), gpt2 (~20 ms) (default both)")
     fit.add_argument("--devices", type=_int_list, default=[1, 2], help="process counts, CPU (default 1,2)")
     fit.add_argument("--strategies", type=_names(("ddp", "deepspeed", "fsdp")), default=None, help="at 2+ processes: ddp,deepspeed,fsdp (default all)")
-    fit.add_argument("--harnesses", type=_names(("lightning", "flashdist", "hf")), default=None,
-                     help="keep only these next to each strategy's hand-written loop: lightning,flashdist,hf (default all)")
+    fit.add_argument("--harnesses", type=_names(("lightning", "flashdist", "hf", "lightning_nolog")), default=None,
+                     help="keep only these next to each strategy's hand-written loop: lightning,flashdist,hf (default all); "
+                     "lightning_nolog (plain Lightning without self.log) only when named")
     fit.add_argument("--steps", type=_positive, default=None, help="timed steps per fit (default mlp 300, gpt2 60)")
     fit.add_argument("--warmup-steps", type=int, default=None, help="steps dropped per fit (default mlp 50, gpt2 10)")
     fit.add_argument("--repeats", type=_positive, default=10, help="interleaved rounds of all variants (default 10)")
@@ -138,7 +140,8 @@ def run(argv: list[str]) -> int:
 
         torch.set_num_threads(1)
         result = compiled.run(workloads=args.workloads, steps=args.steps, repeats=args.repeats, warmup_steps=args.warmup_steps,
-                              float_steps=args.float_steps, backend=args.backend, progress=progress)
+                              float_steps=args.float_steps, backend=args.backend, device=args.device,
+                              progress=progress)
         compiled.print_table(result, console)
     else:
         from flashdist.bench import fit

@@ -88,6 +88,17 @@ class Task(LightningModule):
         return cls.lr_schedulers.names()
 
     # ---- the training loop -------------------------------------------------------------
+    def __setattr__(self, name: str, value: Any) -> None:
+        # Lightning sets ``_current_fx_name`` on the module around every hook it calls: 46 times a
+        # step, each through nn.Module.__setattr__'s parameter/buffer/module checks (about 2 µs
+        # each here, ~0.8 µs saved per call). An attribute already in the instance dict cannot also
+        # be a parameter, buffer or submodule (nn.Module keeps them exclusive), so for any value but
+        # a Parameter or Module the plain assignment is what nn.Module would end up doing.
+        if name in self.__dict__ and not isinstance(value, (nn.Parameter, nn.Module)):
+            object.__setattr__(self, name, value)
+        else:
+            super().__setattr__(name, value)
+
     def forward(self, inputs: Any) -> torch.Tensor:
         model = self.model  # one nn.Module.__getattr__ per step, not two
         if model is None:

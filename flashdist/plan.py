@@ -18,6 +18,9 @@ Duration units (warmup and other step counts in scheduler kwargs), resolved by
   of the global batch, composer's meaning).
 - ``float`` in (0, 1) / ``"0.1dur"``: a fraction of the total optimizer steps.
 - ``"2ep"``: the optimizer steps of the first two epochs (fractions allowed: ``"0.5ep"``).
+- ``"2e6tok"`` / ``"500000tok"``: tokens, for packed language-model data where every sample
+  holds exactly ``tokens_per_sample`` tokens, so one optimizer step is
+  ``global_batch_size × tokens_per_sample`` tokens; without packing it is a ``ConfigError``.
 Rounding: fractions round *up* (``ceil``), as the Hugging Face Trainer's ``warmup_ratio`` does,
 so a fraction > 0 never becomes 0 steps.
 """
@@ -32,7 +35,8 @@ from typing import Literal
 from flashdist.errors import ConfigError
 
 Accumulation = Literal["per_epoch", "continuous"]
-_DURATION = re.compile(r"^\s*(?P<value>\d+(\.\d*)?|\.\d+)\s*(?P<unit>ep|ba|dur)?\s*$")
+_DURATION = re.compile(r"^\s*(?P<value>(\d+(\.\d*)?|\.\d+)(?P<exponent>[eE][+]?\d+)?)\s*(?P<unit>ep|ba|dur|tok)?\s*$")
+Unit = Literal["ba", "ep", "dur", "tok"]
 
 
 @dataclass(frozen=True)
@@ -51,10 +55,24 @@ class StepPlan:
     # Lightning's fast_dev_run=N (0: off). The run is a smoke test of N batches, so a schedule
     # written for the full run may be longer than it: builders warn instead of refusing.
     fast_dev_run: int = 0
+    tokens_per_sample: int | None = None  # packed LM data: every sample is this many tokens
+    max_tokens: int | None = None  # the token budget max_steps was derived from, if any
 
     @property
     def epochs(self) -> int:
         return len(self.optimizer_steps_per_epoch)
+
+    @property
+    def tokens_per_step(self) -> int | None:
+        """Tokens in one optimizer step (global batch × tokens per sample), when every sample has the same length."""
+        if self.tokens_per_sample is None or self.global_batch_size is None:
+            return None
+        return self.global_batch_size * self.tokens_per_sample
+
+    @property
+    def planned_total_tokens(self) -> int | None:
+        per_step = self.tokens_per_step
+        return per_step * self.planned_total_steps if per_step is not None else None
 
     def resolve_steps(self, value: int | float | str, *, what: str = "num_warmup_steps") -> int:
         """Turn a duration (see the module docstring) into optimizer steps.
@@ -70,6 +88,8 @@ class StepPlan:
             steps = math.ceil(amount * total)
         elif unit == "ep":
             steps = self._steps_in_epochs(amount, what)
+        elif unit == "tok":
+            steps = tokens_to_steps(amount, self.tokens_per_step, what=f"{what}={value!r}")
         else:
             steps = int(amount)
         return steps
@@ -92,17 +112,37 @@ class StepPlan:
     def to_dict(self) -> dict:
         out = asdict(self)
         out["optimizer_steps_per_epoch"] = list(self.optimizer_steps_per_epoch)
+        out["tokens_per_step"] = self.tokens_per_step
+        out["planned_total_tokens"] = self.planned_total_tokens
         return out
 
 
-def parse_duration(value: int | float | str, *, what: str = "num_warmup_steps") -> tuple[float, Literal["ba", "ep", "dur"]]:
+def tokens_to_steps(tokens: float, tokens_per_step: int | None, *, what: str) -> int:
+    """Optimizer steps that cover ``tokens``, rounded up (as fractions are).
+
+    Example:
+        >>> tokens_to_steps(2e6, 32 * 2048, what="num_warmup_steps")
+        31
+    """
+    if tokens_per_step is None:
+        raise ConfigError(
+            f"{what} is a token count, but this fit's samples do not all have the same number of tokens.",
+            hint="token durations need packed data (LanguageModelingDataModule(packing=True)); give steps ('500ba') "
+            "or a fraction ('0.1dur') instead.",
+        )
+    return math.ceil(tokens / tokens_per_step)
+
+
+def parse_duration(value: int | float | str, *, what: str = "num_warmup_steps") -> tuple[float, Unit]:
     """Split a duration into (amount, unit); refuse anything negative or malformed.
 
     Example:
         >>> parse_duration("2ep"), parse_duration(0.1), parse_duration(500)
         ((2.0, 'ep'), (0.1, 'dur'), (500.0, 'ba'))
+        >>> parse_duration("2e6tok")
+        (2000000.0, 'tok')
     """
-    accepted = "an int number of steps (500), a fraction in [0, 1) (0.1), or '500ba', '2ep', '0.1dur'"
+    accepted = "an int number of steps (500), a fraction in [0, 1) (0.1), or '500ba', '2ep', '0.1dur', '2e6tok'"
     if isinstance(value, bool):
         raise ConfigError(f"{what}={value!r} is a bool.", accepted=accepted)
     if isinstance(value, int):
@@ -122,6 +162,10 @@ def parse_duration(value: int | float | str, *, what: str = "num_warmup_steps") 
         if match is None:
             raise ConfigError(f"{what}={value!r} is not a duration.", accepted=accepted)
         amount, unit = float(match["value"]), match["unit"]
+        if match["exponent"] is not None and unit != "tok":
+            raise ConfigError(f"{what}={value!r}: an exponent is accepted for token counts only ('2e6tok').", accepted=accepted)
+        if unit == "tok" and (amount != int(amount) or amount < 1):
+            raise ConfigError(f"{what}={value!r}: 'tok' takes a whole, positive number of tokens.", accepted=accepted)
         if unit is None:
             if "." in match["value"]:
                 return parse_duration(amount, what=what)
@@ -193,6 +237,8 @@ def plan_steps(
     limit_train_batches: int | float | None = None,
     accumulation: Accumulation = "per_epoch",
     fast_dev_run: int | bool = 0,
+    tokens_per_sample: int | None = None,
+    max_tokens: int | None = None,
 ) -> StepPlan:
     """The optimizer steps a fit with these settings executes.
 
@@ -202,6 +248,8 @@ def plan_steps(
     is required). ``max_epochs=None`` with ``max_steps=-1`` means Lightning's default of 1000.
     ``fast_dev_run=N`` (``True`` is 1) applies Lightning's rule: one epoch, ``max_steps=N`` and
     ``limit_train_batches=N``, whatever those were set to.
+    ``max_tokens`` (packed data: ``tokens_per_sample`` set) is a step budget in tokens,
+    ``ceil(max_tokens / tokens_per_step)``; it cannot be combined with ``max_steps``.
 
     Example:
         >>> plan = plan_steps(dataset_size=1000, batch_size=9, data_parallel_size=2,
@@ -218,6 +266,16 @@ def plan_steps(
         max_epochs, max_steps, limit_train_batches = 1, fast_dev_run, fast_dev_run
     if max_steps is None:
         max_steps = -1
+    if tokens_per_sample is not None:
+        _check_positive("tokens_per_sample", tokens_per_sample)
+    if max_tokens is not None and not fast_dev_run:  # a smoke run's N batches replace any budget
+        _check_positive("max_tokens", max_tokens)
+        if max_steps != -1:
+            raise ConfigError(f"max_tokens={max_tokens} and max_steps={max_steps} were both given.", hint="give the budget one way.")
+        per_step = batch_size * accumulate_grad_batches * data_parallel_size * tokens_per_sample if batch_size and tokens_per_sample else None
+        max_steps = tokens_to_steps(max_tokens, per_step, what=f"max_tokens={max_tokens}")
+        if max_epochs is None:
+            max_epochs = -1  # the token budget is the limit, not Lightning's 1000-epoch default
     if max_steps < -1 or max_steps == 0:
         raise ConfigError(f"max_steps={max_steps} must be -1 (no limit) or a positive int.")
     if max_epochs is None or max_epochs == -1:
@@ -245,7 +303,8 @@ def plan_steps(
                 hint="set Trainer(max_steps=N); flashdist never guesses a schedule length.",
             )
         return StepPlan(
-            data_parallel_size, accumulate_grad_batches, max_epochs, max_steps, None, (), max_steps, global_batch, accumulation, fast_dev_run
+            data_parallel_size, accumulate_grad_batches, max_epochs, max_steps, None, (), max_steps, global_batch, accumulation, fast_dev_run,
+            tokens_per_sample, max_tokens,
         )
 
     micro = limit_batches(batches_per_rank, limit_train_batches)
@@ -268,7 +327,7 @@ def plan_steps(
     per_epoch = _steps_per_epoch(micro, accumulate_grad_batches, max_epochs, max_steps, accumulation)
     return StepPlan(
         data_parallel_size, accumulate_grad_batches, max_epochs, max_steps, micro, per_epoch, sum(per_epoch), global_batch, accumulation,
-        fast_dev_run,
+        fast_dev_run, tokens_per_sample, max_tokens,
     )  # fmt: skip
 
 

@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from flashdist import ConfigError
-from flashdist.plan import plan_steps
+from flashdist.plan import parse_duration, plan_steps
 
 CASES = [
     # 500 samples per rank → ceil(500/9)=56 batches → ceil(56/3)=19 steps per epoch (the measured run)
@@ -134,3 +134,55 @@ def test_flashdist_plan_refuses_warmup_over_total_and_draws_the_curve(tmp_path):
     proc = _cli("--dataset-size", "100", "--batch-size", "10", "--max-epochs", "1", "--warmup", "0.2", "--plot", str(png), "--lr-scheduler", "linear_schedule_with_warmup", "--learning-rate", "0.1")
     assert proc.returncode == 0, proc.stderr
     assert png.read_bytes()[:4] == b"\x89PNG"
+
+
+# ---- token budgets (packed language-model data) ----------------------------------------------
+# (samples, batch, ranks, accumulation, seq_length, duration) → steps; tokens per step = batch × ranks × accumulation × seq.
+TOKEN_DURATIONS = [
+    (1000, 4, 2, 1, 128, "1024tok", 1),  # exactly one step of 8 × 128
+    (1000, 4, 2, 1, 128, "1025tok", 2),  # rounds up, as fractions do
+    (1000, 4, 2, 2, 128, "2048tok", 1),  # accumulation doubles the tokens per step
+    (100_000, 4, 16, 1, 2048, "2e8tok", 1526),  # ceil(2e8 / 131072)
+    (1000, 4, 2, 1, 128, "500000tok", 489),
+]
+
+
+@pytest.mark.parametrize(("samples", "batch", "ranks", "accumulate", "seq", "duration", "steps"), TOKEN_DURATIONS)
+def test_token_durations_are_whole_steps_of_global_batch_times_seq_length(samples, batch, ranks, accumulate, seq, duration, steps):
+    plan = plan_steps(dataset_size=samples, batch_size=batch, data_parallel_size=ranks, accumulate_grad_batches=accumulate,
+                      max_epochs=20, drop_last=True, tokens_per_sample=seq)
+    assert plan.tokens_per_step == batch * ranks * accumulate * seq
+    assert plan.resolve_steps(duration) == steps
+
+
+@pytest.mark.parametrize(("max_tokens", "steps"), [(8 * 128 * 10, 10), (8 * 128 * 10 + 1, 11), (8 * 128 * 200, 200)])
+def test_max_tokens_is_a_step_budget_rounded_up_across_epochs(max_tokens, steps):
+    # 1000 samples / 2 ranks / batch 4, drop_last → 125 steps per epoch
+    plan = plan_steps(dataset_size=1000, batch_size=4, data_parallel_size=2, drop_last=True, tokens_per_sample=128, max_tokens=max_tokens)
+    assert plan.planned_total_steps == plan.max_steps == steps
+    assert plan.optimizer_steps_per_epoch == ((125,) * (steps // 125) + ((steps % 125,) if steps % 125 else ()))
+    assert plan.planned_total_tokens == steps * 8 * 128 >= max_tokens
+
+
+def test_token_budgets_need_packed_data_and_one_budget():
+    plan = plan_steps(dataset_size=1000, batch_size=4, max_epochs=1)
+    with pytest.raises(ConfigError, match="token count.*need packed data"):
+        plan.resolve_steps("1000tok")
+    with pytest.raises(ConfigError, match="token count"):
+        plan_steps(dataset_size=1000, batch_size=4, max_tokens=1000)
+    with pytest.raises(ConfigError, match="both given"):
+        plan_steps(dataset_size=1000, batch_size=4, tokens_per_sample=8, max_tokens=1000, max_steps=5)
+    for bad in ("1.5tok", "0tok", "1e3", "2e6ba"):
+        with pytest.raises(ConfigError):
+            parse_duration(bad)
+
+
+def test_flashdist_plan_prints_tokens_per_step_and_in_total():
+    from flashdist.cli.plan import plan_report
+
+    report = plan_report(dataset_size=100_000, batch_size=4, num_nodes=2, devices=8, seq_length=2048, max_tokens=2_000_000_000,
+                         warmup="2e8tok", drop_last=True)
+    assert report["tokens_per_step"] == 64 * 2048
+    assert report["planned_total_steps"] == 15259 == -(-2_000_000_000 // (64 * 2048))
+    assert report["planned_total_tokens"] == 15259 * 64 * 2048
+    assert report["planned_warmup_steps"] == 1526

@@ -17,6 +17,7 @@ COMMANDS = {
     "launch": "flashdist.cli.launch",
     "slurm": "flashdist.cli.slurm",
     "bench": "flashdist.cli.bench",
+    "export": "flashdist.cli.export",
 }
 
 SUMMARIES = {
@@ -26,6 +27,7 @@ SUMMARIES = {
     "launch": "run a command under torchrun (one or many nodes)",
     "slurm": "write (and optionally submit) an sbatch script for a config",
     "bench": "measure scheduler step overhead: bench schedulers | bench fit",
+    "export": "write a Hugging Face model directory (save_pretrained) from a CausalLM checkpoint",
 }
 
 

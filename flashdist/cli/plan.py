@@ -45,7 +45,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--max-steps", type=int, default=None)
     parser.add_argument("--limit-train-batches", type=_number, default=None, help="int: a cap on batches; float: a fraction")
     parser.add_argument("--drop-last", action="store_true", default=None)
-    parser.add_argument("--warmup", default=None, help="0.05 (fraction), 500 (steps), '500ba', '2ep', '0.1dur'")
+    parser.add_argument("--warmup", default=None, help="0.05 (fraction), 500 (steps), '500ba', '2ep', '0.1dur', '2e6tok'")
+    parser.add_argument("--seq-length", type=int, default=None,
+                        help="packed language-model data: tokens per sample (then --dataset-size counts packed sequences, "
+                        "and drop_last is on, as LanguageModelingDataModule's train loader has it)")
+    parser.add_argument("--max-tokens", type=_count, default=None, help="a step budget in tokens (needs --seq-length), e.g. 2e9")
     parser.add_argument("--strategy", default=None, choices=STRATEGIES)
     parser.add_argument("--lr-scheduler", default=None, help="for --plot: a name, or JSON [name, kwargs]")
     parser.add_argument("--learning-rate", type=float, default=None, help="for --plot: the peak LR")
@@ -84,6 +88,8 @@ def plan_report(
     strategy: str = "ddp",
     lr_scheduler: Any = None,
     learning_rate: float | None = None,
+    seq_length: int | None = None,
+    max_tokens: int | None = None,
 ) -> dict[str, Any]:
     """The plan as summary.json's fields.
 
@@ -103,6 +109,8 @@ def plan_report(
         max_epochs=max_epochs,
         max_steps=max_steps,
         limit_train_batches=limit_train_batches,
+        tokens_per_sample=seq_length,
+        max_tokens=max_tokens,
     )
     warmup_steps = plan.resolve_steps(_duration(warmup), what="--warmup") if warmup is not None else None
     if warmup_steps is not None and warmup_steps >= plan.planned_total_steps:
@@ -122,6 +130,10 @@ def plan_report(
         "global_batch_size": plan.global_batch_size,
         "planned_total_steps": plan.planned_total_steps,
         "planned_warmup_steps": warmup_steps,
+        "seq_length": seq_length,
+        "max_tokens": max_tokens,
+        "tokens_per_step": plan.tokens_per_step,
+        "planned_total_tokens": plan.planned_total_tokens,
     }
 
 
@@ -130,6 +142,7 @@ def _settings(args: argparse.Namespace) -> dict[str, Any]:
     for key in (
         "dataset_size", "batch_size", "num_nodes", "devices", "model_parallel_size", "accumulate_grad_batches",
         "max_epochs", "max_steps", "limit_train_batches", "drop_last", "warmup", "strategy", "lr_scheduler", "learning_rate",
+        "seq_length", "max_tokens",
     ):  # fmt: skip
         value = getattr(args, key)
         if value is not None:
@@ -137,6 +150,8 @@ def _settings(args: argparse.Namespace) -> dict[str, Any]:
     for required in ("dataset_size", "batch_size"):
         if settings.get(required) is None:
             raise ConfigError(f"--{required.replace('_', '-')} is required (or a --config whose data section gives it).")
+    if settings.get("seq_length") is not None and settings.get("drop_last") is None:
+        settings["drop_last"] = True  # LanguageModelingDataModule's train loader drops the partial batch
     if isinstance(settings.get("lr_scheduler"), str) and settings["lr_scheduler"].lstrip().startswith("["):
         settings["lr_scheduler"] = json.loads(settings["lr_scheduler"])
     return settings
@@ -151,9 +166,12 @@ def _from_config(path: str) -> dict[str, Any]:
     data = (config.get("data") or {}).get("init_args", config.get("data") or {})
     model = (config.get("model") or {}).get("init_args", {})
     out: dict[str, Any] = {}
-    for key in ("num_nodes", "devices", "accumulate_grad_batches", "max_epochs", "max_steps", "limit_train_batches", "strategy"):
+    for key in ("num_nodes", "devices", "accumulate_grad_batches", "max_epochs", "max_steps", "limit_train_batches", "strategy",
+                "max_tokens"):
         if trainer.get(key) not in (None, "auto"):
             out[key] = trainer[key]
+    if data.get("seq_length") is not None and data.get("packing", True) is not False and "train_files" in data:
+        out["seq_length"] = data["seq_length"]  # a LanguageModelingDataModule that packs
     for key, names in (("dataset_size", ("dataset_size", "num_samples", "train_size")), ("batch_size", ("batch_size",)), ("drop_last", ("drop_last",))):
         for name in names:
             if data.get(name) is not None:
@@ -183,6 +201,14 @@ def _duration(value: Any) -> Any:
     return value
 
 
+def _count(text: str) -> int:
+    """An int written plainly or in scientific notation: 2e9 → 2000000000."""
+    value = float(text)
+    if not value.is_integer() or value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive whole number")
+    return int(value)
+
+
 def _number(text: str) -> int | float:
     return float(text) if any(c in text for c in ".eE") else int(text)
 
@@ -201,6 +227,12 @@ def _text(report: dict[str, Any]) -> str:
         ("total optimizer steps", report["planned_total_steps"]),
         ("warmup steps", report["planned_warmup_steps"] if report["planned_warmup_steps"] is not None else "-"),
     ]
+    if report.get("tokens_per_step") is not None:
+        rows += [
+            ("tokens / optimizer step", f"{report['tokens_per_step']:,} = {report['global_batch_size']} × {report['seq_length']} tokens"),
+            ("total tokens", f"{report['planned_total_tokens']:,}"
+             + (f" (max_tokens {report['max_tokens']:,}, rounded up to whole steps)" if report.get("max_tokens") else "")),
+        ]
     width = max(len(label) for label, _ in rows)
     return "\n".join(f"{label:<{width}}  {value}" for label, value in rows)
 

@@ -310,7 +310,9 @@ def _placeholder_plan(spec: SchedulerSpec) -> StepPlan:
         if isinstance(value, int) and not isinstance(value, bool):
             longest = max(longest, value)
     total = max(1000, 10 * longest)
-    return StepPlan(1, 1, 1000, -1, total // 1000 or 1, (max(1, math.ceil(total / 1000)),) * 1000, total, None)
+    # One "token" step of 10**15 tokens: a token duration resolves to 1 step here; the real plan checks it.
+    return StepPlan(1, 1, 1000, -1, total // 1000 or 1, (max(1, math.ceil(total / 1000)),) * 1000, total, 1,
+                    tokens_per_sample=10**15)
 
 
 def _attempt(what: str, build: Any, hint: str | None = None) -> Any:

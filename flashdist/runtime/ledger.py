@@ -21,6 +21,7 @@ import math
 import os
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -109,8 +110,9 @@ def _read_rows(path: Path) -> list[str]:
 class StepLedger(Callback):
     """Counts and checks; added to every ``flashdist.Trainer``."""
 
-    def __init__(self, strict: bool = True):
+    def __init__(self, strict: bool = True, summary_sources: tuple[Callable[[], dict[str, Any]], ...] = ()):
         self.strict = strict
+        self.summary_sources = summary_sources  # more summary.json fields (throughput), no communication
         self.optimizer_steps = 0
         self.resumed_from: str | None = None
         self.lr_first: float | None = None
@@ -263,6 +265,7 @@ class StepLedger(Callback):
             **(guard.summary() if guard is not None else {}),
             "preempted": _preempted(trainer),
             "elapsed_s": round(time.perf_counter() - self._started_at, 3) if self._started_at else None,
+            **{key: value for source in self.summary_sources for key, value in source().items()},
         }
 
 

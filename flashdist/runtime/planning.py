@@ -64,11 +64,13 @@ def _compute(trainer: Any) -> StepPlan:
     fit_loop.setup_data()  # what estimated_stepping_batches does: loads and wraps the train loader
     loader = trainer.train_dataloader
     dp_size = data_parallel_size(trainer)
+    max_tokens = getattr(trainer, "max_tokens", None)
     common = dict(
         data_parallel_size=dp_size,
         accumulate_grad_batches=trainer.accumulate_grad_batches,
         max_epochs=trainer.max_epochs,
-        max_steps=trainer.max_steps,
+        # Under a token budget Lightning's max_steps is the one derived from it (set below).
+        max_steps=-1 if max_tokens is not None else trainer.max_steps,
         # As Lightning resolved them (fast_dev_run and overfit_batches folded in), passed as they
         # are: the type carries the meaning (int 1: one batch; float 1.0: all), and `1 == 1.0`.
         limit_train_batches=trainer.limit_train_batches,
@@ -76,10 +78,16 @@ def _compute(trainer: Any) -> StepPlan:
         # of N batches, shorter than the schedule it was written for). Not under overfit_batches,
         # whose limit Lightning keeps over fast_dev_run's.
         fast_dev_run=int(trainer.fast_dev_run) if not trainer.overfit_batches else 0,
+        # Packed language-model data: every sample holds exactly this many tokens.
+        tokens_per_sample=getattr(getattr(loader, "dataset", None), "tokens_per_sample", None),
+        max_tokens=max_tokens,
     )
     # limit_train_batches=0: Lightning loads no train loader at all; plan_steps says why that cannot be planned.
     inputs = {"batches_per_rank": 0} if loader is None and trainer.limit_train_batches == 0 else _loader_inputs(loader, dp_size)
     plan = plan_steps(**inputs, **common)
+    if max_tokens is not None:
+        # Lightning's step limit lives on the epoch loop (a plain attribute; Trainer.max_steps reads it).
+        trainer.fit_loop.epoch_loop.max_steps = plan.max_steps
     lightning_batches = trainer.num_training_batches
     if plan.micro_batches_per_epoch_per_rank is not None and lightning_batches != plan.micro_batches_per_epoch_per_rank:
         raise RuntimeError(

@@ -18,7 +18,9 @@ from flashdist.runtime.checkpoint import (
     install_atomic_checkpoints,
     resolve_ckpt_path,
 )
+from flashdist.runtime.export import HFExport
 from flashdist.runtime.ledger import StepLedger
+from flashdist.runtime.throughput import Throughput
 from flashdist.runtime.planning import reset_plan
 from flashdist.runtime.preemption import Preemption, finish_preempted_fit
 from flashdist.runtime.report import report_callbacks
@@ -39,6 +41,8 @@ class Trainer(pl.Trainer):
     ``compile_optimizer=True`` (or a dict of ``torch.compile`` kwargs) compiles the optimizer's
     update; the LR then lives in a tensor the schedule writes in place, so it never recompiles
     (flashdist/optim/compiled.py).
+    ``max_tokens`` is a step budget in tokens (packed language-model data; like ``max_steps``).
+    ``peak_flops`` (per device, FLOP/s) sets the MFU denominator where the device's is not known.
 
     Example:
         >>> trainer = Trainer(max_epochs=1, accelerator="cpu", logger=False, enable_progress_bar=False)
@@ -53,6 +57,8 @@ class Trainer(pl.Trainer):
         resume_policy: ResumePolicy = "strict",
         num_nodes: int | Literal["auto"] = "auto",
         compile_optimizer: bool | dict[str, Any] = False,
+        max_tokens: int | None = None,
+        peak_flops: float | None = None,
         **kwargs: Any,
     ):
         from flashdist.strategies.names import resolve_strategy, runs_on_cpu
@@ -62,6 +68,9 @@ class Trainer(pl.Trainer):
         if resume_policy not in RESUME_POLICIES:
             raise ConfigError(f"resume_policy={resume_policy!r} is not known.", accepted=RESUME_POLICIES)
         self.resume_policy = resume_policy
+        self.max_tokens = check_max_tokens(max_tokens, kwargs)
+        if max_tokens is not None and kwargs.get("max_epochs") is None:
+            kwargs["max_epochs"] = -1  # the token budget is the limit, not Lightning's 1000-epoch default
         kwargs = apply_launch_topology(dict(kwargs))
         strategy = kwargs.get("strategy", "auto")
         self.strategy_name = strategy if isinstance(strategy, str) else type(strategy).__name__
@@ -70,10 +79,12 @@ class Trainer(pl.Trainer):
         check_precision(kwargs["strategy"], kwargs.get("precision"), runs_on_cpu(kwargs.get("accelerator", "auto")))
         user_callbacks = list(kwargs.pop("callbacks", None) or [])
         # Resume guard before the ledger: the ledger must see the scheduler the guard decides on.
-        own: list[Callback] = [ResumeGuard(resume_policy)]
+        # Throughput before the ledger: its end-of-fit all-reduce feeds the ledger's summary.
+        throughput = Throughput(peak_flops=peak_flops)
+        own: list[Callback] = [ResumeGuard(resume_policy), throughput]
         if not any(isinstance(c, StepLedger) for c in user_callbacks):
-            own.append(StepLedger(strict=strict_ledger))
-        own += [Preemption(), *report_callbacks()]
+            own.append(StepLedger(strict=strict_ledger, summary_sources=(throughput.summary_fields,)))
+        own += [Preemption(), *report_callbacks(), HFExport()]
         for callback in own:
             skip_inherited_step_hooks(callback)
         super().__init__(*args, callbacks=user_callbacks + own, **kwargs)
@@ -90,6 +101,7 @@ class Trainer(pl.Trainer):
         """
         reset_plan(self)
         check_strategy_before_launch(self, args[0] if args else kwargs.get("model"))
+        before_launch(self, args, kwargs)
         if len(args) >= 5:
             args = (*args[:4], resolve_ckpt_path(self, args[4]), *args[5:])
             check_sharded_resume(self, args[4])
@@ -127,6 +139,36 @@ def check_strategy_before_launch(trainer: pl.Trainer, model: Any) -> None:
         task=model,
     )
     check_before_launch(trainer.strategy, facts)
+
+
+def check_max_tokens(max_tokens: Any, kwargs: dict[str, Any]) -> int | None:
+    if max_tokens is None:
+        return None
+    if isinstance(max_tokens, float) and max_tokens.is_integer():
+        max_tokens = int(max_tokens)  # 2.0e6 from YAML
+    if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1:
+        raise ConfigError(f"max_tokens={max_tokens!r} must be a positive int.", hint="max_tokens: 2000000")
+    if kwargs.get("max_steps", -1) not in (-1, None):
+        raise ConfigError(f"max_tokens={max_tokens} and max_steps={kwargs['max_steps']} were both given.",
+                          hint="give the training budget one way: tokens or steps.")
+    return max_tokens
+
+
+def before_launch(trainer: Trainer, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+    """Let a DataModule check itself against the model (and prepare) before Lightning starts any rank.
+
+    Duck-typed: a DataModule with ``before_launch(model, default_root_dir)`` (the language-model
+    one) is called here, in the launching process, so its ConfigErrors come once, before launch.
+    """
+    model = args[0] if args else kwargs.get("model")
+    datamodule = kwargs.get("datamodule")
+    if datamodule is None and len(args) >= 4:
+        datamodule = args[3]
+    if datamodule is None and len(args) >= 2 and hasattr(args[1], "before_launch"):
+        datamodule = args[1]  # Lightning accepts a DataModule in train_dataloaders' place
+    hook = getattr(datamodule, "before_launch", None)
+    if callable(hook) and model is not None:
+        hook(model, trainer.default_root_dir)
 
 
 # Hooks Lightning calls on every callback at every training step.

@@ -67,6 +67,15 @@ class StrategyRoute:
         """
         return unwrap_optimizer(optimizer).register_step_pre_hook(count)
 
+    def full_state_dict(self, module: nn.Module) -> dict[str, torch.Tensor] | None:
+        """The module's whole state dict on CPU on global rank 0 (None elsewhere); every rank must call it.
+
+        Whole parameters live on every rank here (DDP, ZeRO-1/2); sharding routes gather first.
+        """
+        if self.strategy.global_rank != 0:
+            return None
+        return {key: value.detach().cpu().clone() for key, value in module.state_dict().items()}
+
 
 StepCounter = Callable[[torch.optim.Optimizer, Any, Any], None]
 

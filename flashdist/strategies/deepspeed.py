@@ -173,6 +173,16 @@ class DeepSpeedRoute(StrategyRoute):
             rank_zero_warn(f"flashdist: {type(optimizer).__name__} is not a DeepSpeed CPU optimizer; ZeRO-Offload will run it unfused (slow).")
         return optimizer
 
+    def full_state_dict(self, module: Any) -> dict[str, torch.Tensor] | None:
+        if not getattr(self.strategy, "zero_stage_3", False):
+            return super().full_state_dict(module)
+        import deepspeed
+
+        # ZeRO-3 keeps a 1/world slice of each parameter per rank; GatheredParameters
+        # all-gathers them for the block (every rank), read-only (modifier_rank=None).
+        with deepspeed.zero.GatheredParameters(list(module.parameters()), modifier_rank=None):
+            return super().full_state_dict(module)
+
     def register_step_counter(self, optimizer: Any, count: StepCounter) -> Any:
         # ZeRO's wrapper steps the torch optimizer once per param group (stages 1-2) or per
         # sub-group (stage 3); the wrapper's own step() is the one real update (unless fp16

@@ -138,6 +138,13 @@ class FSDPRoute(StrategyRoute):
     def optimizer_class(self, spec: OptimizerSpec, params: list[Any]) -> tuple[Any, str]:
         return choose_kernel(spec, _device_type(params))
 
+    def full_state_dict(self, module: nn.Module) -> dict[str, torch.Tensor] | None:
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+        # A collective: every rank sends its shards; with cpu_offload only rank 0 keeps the result.
+        state = get_model_state_dict(module, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+        return state if self.strategy.global_rank == 0 else None
+
 
 def choose_kernel(spec: OptimizerSpec, device_type: str) -> tuple[Any, str]:
     """torch's fused kernel when the optimizer and device support it, else foreach; the user's choice wins.

@@ -1,0 +1,232 @@
+"""``LanguageModelingDataModule``: local text for ``CausalLM``, tokenized once, packed or padded.
+
+Data flow, and who does what:
+
+1. ``__init__`` (the launching process): files exist, their format is known, the fields are
+   columns, the tokenizer directory is a tokenizer — each a ``ConfigError`` otherwise.
+2. ``before_launch(model, default_root_dir)`` (``flashdist.Trainer.fit``, before Lightning
+   starts any other rank): learns the tokenizer from the model when ``tokenizer=None`` (the
+   backbone's), checks ``seq_length`` against the model's positions and the tokenizer's
+   vocabulary against its embeddings, and — in a process that is not yet one of several
+   ranks — tokenizes into the cache, so "no sequence of seq_length tokens" fails before launch.
+3. ``prepare_data`` (Lightning: global rank 0 only, the other ranks wait at its barrier):
+   tokenizes into the cache if it is not there (the torchrun / SLURM case, where every rank
+   starts at once).
+4. ``setup`` (every rank): reads the cache (memory-mapped Arrow).
+
+The cache lives in ``cache_dir`` or ``<default_root_dir>/data_cache`` (on a filesystem every
+node sees); a second run with the same inputs reuses it. Train batches are
+``drop_last=True``, so with packing every optimizer step sees exactly
+global batch × ``seq_length`` tokens, and the step plan counts the packed sequences.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from lightning.pytorch import LightningDataModule
+from lightning.pytorch.utilities.rank_zero import rank_zero_warn
+from torch.utils.data import DataLoader, Dataset
+
+from flashdist.data.base import check_positive_int
+from flashdist.data.byte_tokenizer import BYTE_LEVEL
+from flashdist.data.lm_sources import as_paths, check_fields
+from flashdist.data.lm_tokenize import Recipe, build_cache, cache_path, load_tokenizer
+from flashdist.errors import ConfigError
+
+DEFAULT_CACHE = "data_cache"
+
+
+class LMDataset(Dataset):
+    """Rows of a tokenized split as torch tensors; ``tokens_per_sample`` is set when packed (the plan reads it)."""
+
+    def __init__(self, rows: Any, tokens_per_sample: int | None):
+        self.rows = rows.with_format("torch")
+        self.tokens_per_sample = tokens_per_sample
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        return self.rows[index]
+
+
+class LanguageModelingDataModule(LightningDataModule):
+    """Causal-LM batches (``input_ids``, ``labels``, and ``attention_mask`` when padded) from local files.
+
+    Example:
+        >>> data = LanguageModelingDataModule(train_files="pairs.jsonl", prompt_field="prompt",
+        ...                                   completion_field="completion", seq_length=128, batch_size=8)  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        train_files: str | list[str],
+        val_files: str | list[str] | None = None,
+        val_fraction: float | None = None,
+        tokenizer: str | None = None,
+        seq_length: int = 512,
+        packing: bool = True,
+        batch_size: int = 8,
+        text_field: str | None = None,
+        prompt_field: str | None = None,
+        completion_field: str | None = None,
+        cache_dir: str | None = None,
+        num_workers: int = 0,
+        seed: int = 0,
+    ):
+        super().__init__()
+        self.prepare_data_per_node = False  # one tokenization for the whole job (the cache is shared)
+        self.seq_length = check_positive_int("seq_length", seq_length, minimum=2)
+        self.batch_size = check_positive_int("batch_size", batch_size)
+        self.num_workers = check_positive_int("num_workers", num_workers, minimum=0)
+        if not isinstance(packing, bool):
+            raise ConfigError(f"packing={packing!r} must be true or false.")
+        self.packing = packing
+        self.train_paths = as_paths(train_files, "train_files")
+        self.val_paths = as_paths(val_files, "val_files") if val_files is not None else None
+        if val_fraction is not None:
+            if isinstance(val_fraction, bool) or not isinstance(val_fraction, (int, float)) or not 0 < val_fraction < 1:
+                raise ConfigError(f"val_fraction={val_fraction!r} must be a number in (0, 1).", hint="0.1 holds out 10% of the documents.")
+            if self.val_paths is not None:
+                raise ConfigError("both val_files and val_fraction were given.", hint="hold out a fraction or give files, not both.")
+        self.val_fraction = float(val_fraction) if val_fraction is not None else None
+        self.text_field, self.prompt_field, self.completion_field = _fields(text_field, prompt_field, completion_field)
+        fields = {"text_field": self.text_field, "prompt_field": self.prompt_field, "completion_field": self.completion_field}
+        check_fields(self.train_paths, fields, "train_files")
+        if self.val_paths is not None:
+            check_fields(self.val_paths, fields, "val_files")
+        self.tokenizer = _check_tokenizer(tokenizer) if tokenizer is not None else None
+        self.cache_dir = Path(cache_dir).expanduser() if cache_dir is not None else None
+        self.seed = int(seed)
+        self.train_set: LMDataset | None = None
+        self.val_set: LMDataset | None = None
+
+    # ---- the model this data feeds ----------------------------------------------------------
+    def bind_model(self, model: Any) -> None:
+        """Take the tokenizer from ``model`` when none was given; check the data fits the model."""
+        source = self.tokenizer
+        if source is None:
+            source = getattr(model, "tokenizer_source", None)
+            if not source:
+                raise ConfigError(
+                    "data.tokenizer is not set and the model's backbone directory has no tokenizer files.",
+                    hint="set data.init_args.tokenizer to a directory written by tokenizer.save_pretrained().",
+                )
+            source = _check_tokenizer(source)
+        tokenizer = load_tokenizer(source)
+        info = getattr(model, "backbone_info", None)
+        if info is not None:
+            if info.max_positions is not None and self.seq_length > info.max_positions:
+                raise ConfigError(f"data.seq_length={self.seq_length} is above the model's {info.max_positions} positions.",
+                                  hint=f"set data.init_args.seq_length to at most {info.max_positions}.")
+            if len(tokenizer) > info.embedding_rows:
+                raise ConfigError(
+                    f"the tokenizer ({source}) has {len(tokenizer)} tokens but the model has {info.embedding_rows} embedding rows.",
+                    hint="use the backbone's own tokenizer, or resize the model's embeddings and save it again.",
+                )
+        if tokenizer.eos_token_id is None:
+            raise ConfigError(f"the tokenizer ({source}) has no EOS token, which separates documents.",
+                              hint="set tokenizer.eos_token and save it again.")
+        if hasattr(model, "use_tokenizer"):
+            model.use_tokenizer(source)
+        self._bound_tokenizer = source
+
+    def before_launch(self, model: Any, default_root_dir: str | Path) -> None:
+        """Called by ``flashdist.Trainer.fit`` before any rank starts (see the module docstring)."""
+        self.bind_model(model)
+        if not _is_one_of_several_ranks():
+            build_cache(self._cache_root(default_root_dir), self.recipe(), rank=0)
+
+    def recipe(self) -> Recipe:
+        source = getattr(self, "_bound_tokenizer", None) or self.tokenizer
+        if source is None:
+            raise ConfigError("the data module has no tokenizer yet.", hint="pass tokenizer=, or fit it with a CausalLM.")
+        return Recipe(
+            tuple(str(p) for p in self.train_paths), tuple(str(p) for p in self.val_paths) if self.val_paths else None,
+            self.val_fraction, source, self.seq_length, self.packing, self.text_field, self.prompt_field,
+            self.completion_field, self.seed,
+        )
+
+    def _cache_root(self, default_root_dir: str | Path | None = None) -> Path:
+        if self.cache_dir is not None:
+            return self.cache_dir
+        root = default_root_dir if default_root_dir is not None else self.trainer.default_root_dir
+        return Path(root) / DEFAULT_CACHE
+
+    # ---- Lightning's hooks ------------------------------------------------------------------
+    def prepare_data(self) -> None:
+        self._bind_from_trainer()
+        build_cache(self._cache_root(), self.recipe(), rank=self.trainer.global_rank)
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.train_set is not None:
+            return
+        import datasets
+
+        self._bind_from_trainer()
+        recipe = self.recipe()
+        path = cache_path(self._cache_root(), recipe)
+        if not path.exists():
+            # Rank 0 built it, but this node does not see rank 0's filesystem.
+            rank_zero_warn(f"flashdist: {path} is not visible here; tokenizing on this rank too (set data.cache_dir to shared storage).")
+            build_cache(self._cache_root(), recipe, rank=self.trainer.global_rank if self.trainer is not None else 0)
+        parts = datasets.load_from_disk(str(path))
+        per_sample = self.seq_length if self.packing else None
+        self.train_set = LMDataset(parts["train"], per_sample)
+        self.val_set = LMDataset(parts["validation"], per_sample) if "validation" in parts else None
+
+    def _bind_from_trainer(self) -> None:
+        if getattr(self, "_bound_tokenizer", None) is None:
+            self.bind_model(self.trainer.lightning_module if self.trainer is not None else None)
+
+    def train_dataloader(self) -> DataLoader:
+        # drop_last: every optimizer step gets the full global batch (exact tokens per step).
+        return DataLoader(self.train_set, batch_size=self.batch_size, shuffle=True, drop_last=True, num_workers=self.num_workers)
+
+    def val_dataloader(self) -> DataLoader | list:
+        if self.val_set is None:
+            return []
+        return DataLoader(self.val_set, batch_size=self.batch_size, shuffle=False, drop_last=False, num_workers=self.num_workers)
+
+
+def _fields(text: str | None, prompt: str | None, completion: str | None) -> tuple[str | None, str | None, str | None]:
+    if (prompt is None) != (completion is None):
+        raise ConfigError(f"prompt_field={prompt!r} and completion_field={completion!r}: give both or neither.",
+                          hint="prompt_field + completion_field learn the completion only; text_field learns all text.")
+    if prompt is not None and text is not None:
+        raise ConfigError(f"text_field={text!r} and prompt_field/completion_field were all given.", hint="use one or the other.")
+    if prompt is None and text is None:
+        text = "text"
+    for name, value in (("text_field", text), ("prompt_field", prompt), ("completion_field", completion)):
+        if value is not None and (not isinstance(value, str) or not value):
+            raise ConfigError(f"{name}={value!r} must be a column name.")
+    return text, prompt, completion
+
+
+def _check_tokenizer(source: str) -> str:
+    if source == BYTE_LEVEL:
+        return source
+    path = Path(str(source)).expanduser()
+    if not path.is_dir():
+        raise ConfigError(f"tokenizer={source!r} is not a directory.", accepted=[BYTE_LEVEL, "a tokenizer.save_pretrained() directory"],
+                          hint="flashdist never downloads: save a tokenizer with save_pretrained() and pass its directory.")
+    try:
+        load_tokenizer(str(path))
+    except (OSError, ValueError, TypeError, KeyError) as error:
+        held = sorted(p.name for p in path.iterdir())[:12]
+        raise ConfigError(f"tokenizer={source!r} is not a tokenizer directory (it holds {held}): {type(error).__name__}.",
+                          hint="it needs tokenizer.json or tokenizer_config.json with its vocabulary files.") from None
+    return str(path)
+
+
+def _is_one_of_several_ranks() -> bool:
+    """Already a rank of a multi-process job (torchrun, srun, a Lightning-launched child)?"""
+    if "LOCAL_RANK" in os.environ or "RANK" in os.environ:
+        return True
+    return int(os.environ.get("SLURM_NTASKS", "1") or 1) > 1
+
+
+__all__ = ["LMDataset", "LanguageModelingDataModule"]

@@ -97,6 +97,14 @@ def parser() -> argparse.ArgumentParser:
     fit.add_argument("--json", dest="json_path", default=None, help="write the results here")
     fit.add_argument("--plot", default=DEFAULT_FIT_PLOT, help=f"bar chart PNG (default {DEFAULT_FIT_PLOT}); 'none' for none")
     fit.add_argument("--table", dest="table_path", default=None, help="also write the printed tables here (.txt)")
+
+    llm = commands.add_parser("llm", help="a CausalLM fine-tune per step: flashdist against the HF Trainer, paired in one process")
+    llm.add_argument("--rounds", type=_positive, default=8, help="paired rounds (default 8), after one untimed round")
+    llm.add_argument("--steps", type=_positive, default=60, help="optimizer steps per fit (default 60)")
+    llm.add_argument("--warmup-steps", type=int, default=10, help="steps dropped per fit (default 10)")
+    llm.add_argument("--seq-length", type=_positive, default=128)
+    llm.add_argument("--batch-size", type=_positive, default=8)
+    llm.add_argument("--json", dest="json_path", default=None, help="write the results here")
     return root
 
 
@@ -143,6 +151,16 @@ def run(argv: list[str]) -> int:
                               float_steps=args.float_steps, backend=args.backend, device=args.device,
                               progress=progress)
         compiled.print_table(result, console)
+    elif args.what == "llm":
+        from flashdist.bench import llm
+
+        result = llm.run(rounds=args.rounds, steps=args.steps, warmup_steps=args.warmup_steps, seq_length=args.seq_length,
+                         batch_size=args.batch_size, progress=progress)
+        low, high = result["ratio_ci95"]
+        console.print(f"flashdist {result['flashdist_ms']:.2f} ms/step, HF Trainer {result['hf_ms']:.2f} ms/step "
+                      f"({result['settings']['tokens_per_step']} tokens/step); flashdist ÷ HF per step: "
+                      f"{result['ratio_median']:.3f} [95% CI {low:.3f}, {high:.3f}] over {len(result['rounds'])} paired rounds")
+        console.print(f"method: {result['method']}")
     else:
         from flashdist.bench import fit
 

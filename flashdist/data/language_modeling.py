@@ -104,6 +104,11 @@ class LanguageModelingDataModule(LightningDataModule):
         self.train_set: LMDataset | None = None
         self.val_set: LMDataset | None = None
 
+    @property
+    def tokens_per_sample(self) -> int | None:
+        """Tokens in every training sample: ``seq_length`` when packed, None when padded (lengths vary)."""
+        return self.seq_length if self.packing else None
+
     # ---- the model this data feeds ----------------------------------------------------------
     def bind_model(self, model: Any) -> None:
         """Take the tokenizer from ``model`` when none was given; check the data fits the model."""
@@ -130,6 +135,8 @@ class LanguageModelingDataModule(LightningDataModule):
         if tokenizer.eos_token_id is None:
             raise ConfigError(f"the tokenizer ({source}) has no EOS token, which separates documents.",
                               hint="set tokenizer.eos_token and save it again.")
+        if not self.packing:
+            _refuse_token_durations(model)
         if hasattr(model, "use_tokenizer"):
             model.use_tokenizer(source)
         self._bound_tokenizer = source
@@ -220,6 +227,18 @@ def _check_tokenizer(source: str) -> str:
         raise ConfigError(f"tokenizer={source!r} is not a tokenizer directory (it holds {held}): {type(error).__name__}.",
                           hint="it needs tokenizer.json or tokenizer_config.json with its vocabulary files.") from None
     return str(path)
+
+
+def _refuse_token_durations(model: Any) -> None:
+    """A token duration in the model's scheduler needs packed data (a fixed number of tokens per sample)."""
+    spec = getattr(model, "scheduler_spec", None)
+    for key, value in (getattr(spec, "kwargs", None) or {}).items():
+        if isinstance(value, str) and value.strip().endswith("tok"):
+            raise ConfigError(
+                f"lr_scheduler {key}={value!r} is a token count, but data.packing is false: padded samples hold varying numbers "
+                "of tokens, so a token count is no whole number of optimizer steps.",
+                hint="set data.init_args.packing: true, or give the duration in steps ('500ba') or as a fraction ('0.1dur').",
+            )
 
 
 def _is_one_of_several_ranks() -> bool:

@@ -88,6 +88,8 @@ def _compute(trainer: Any) -> StepPlan:
     if max_tokens is not None:
         # Lightning's step limit lives on the epoch loop (a plain attribute; Trainer.max_steps reads it).
         trainer.fit_loop.epoch_loop.max_steps = plan.max_steps
+        if trainer.max_epochs == -1 and plan.epochs:
+            trainer.fit_loop.max_epochs = plan.epochs  # the epochs the budget spans (and a true "Epoch i/N" in the bar)
     lightning_batches = trainer.num_training_batches
     if plan.micro_batches_per_epoch_per_rank is not None and lightning_batches != plan.micro_batches_per_epoch_per_rank:
         raise RuntimeError(

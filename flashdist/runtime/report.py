@@ -81,10 +81,20 @@ def plan_rows(trainer: Any, pl_module: Any) -> list[tuple[str, str]]:
         ("optimizer steps / epoch", per_epoch_text),
         ("total optimizer steps", str(plan.planned_total_steps)),
         ("warmup steps", _or_unknown(schedule.warmup_steps if schedule else None)),
+        *_token_rows(plan),
         ("optimizer", _optimizer_text(trainer, pl_module)),
         ("lr scheduler", f"{schedule.kwargs_repr}, every {schedule.frequency} {schedule.interval}(s)" if schedule else "none"),
     ]
     return rows
+
+
+def _token_rows(plan: Any) -> list[tuple[str, str]]:
+    """Packed language-model data: the plan in tokens too."""
+    if plan.tokens_per_step is None:
+        return []
+    budget = f" (max_tokens {plan.max_tokens:,}, rounded up to whole steps)" if plan.max_tokens else ""
+    return [("tokens / optimizer step", f"{plan.tokens_per_step:,} = {plan.global_batch_size} × {plan.tokens_per_sample}"),
+            ("total tokens", f"{plan.planned_total_tokens:,}{budget}")]
 
 
 def end_rows(trainer: Any, summary: dict[str, Any] | None, root: Path, plot_path: Path | None, wall_s: float | None) -> list[tuple[str, str]]:
@@ -96,6 +106,10 @@ def end_rows(trainer: Any, summary: dict[str, Any] | None, root: Path, plot_path
             rows.append(("scheduler steps", f"{summary['scheduler_steps']} taken / {summary['scheduler_steps_expected']} expected"))
         lr = summary.get("lr") or {}
         rows.append(("lr first / peak / final", " / ".join(_number(lr.get(k)) for k in ("first", "peak", "final"))))
+        if summary.get("tokens_seen") is not None:
+            rate = summary.get("tokens_per_second")
+            mfu = summary.get("mfu")
+            rows.append(("tokens seen", f"{summary['tokens_seen']:,}" + (f" ({rate:,.0f} tokens/s" + (f", MFU {mfu:.1%})" if mfu is not None else ")") if rate else "")))
         if summary.get("elapsed_s") is not None:
             rows.append(("training time", f"{summary['elapsed_s']:.1f} s"))
     if wall_s is not None:

@@ -166,6 +166,12 @@ def before_launch(trainer: Trainer, args: tuple[Any, ...], kwargs: dict[str, Any
         datamodule = args[3]
     if datamodule is None and len(args) >= 2 and hasattr(args[1], "before_launch"):
         datamodule = args[1]  # Lightning accepts a DataModule in train_dataloaders' place
+    if trainer.max_tokens is not None and datamodule is not None and getattr(datamodule, "tokens_per_sample", 0) is None:
+        raise ConfigError(
+            f"trainer.max_tokens={trainer.max_tokens} is a token budget, but the data's samples hold varying numbers of tokens "
+            "(packing is off), so it is no whole number of optimizer steps.",
+            hint="set data.init_args.packing: true, or give the budget as trainer.max_steps.",
+        )
     hook = getattr(datamodule, "before_launch", None)
     if callable(hook) and model is not None:
         hook(model, trainer.default_root_dir)

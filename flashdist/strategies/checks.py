@@ -102,6 +102,14 @@ def check_deepspeed_config(config: Any, facts: LaunchFacts) -> None:
 
 
 def check_fsdp1_groups(strategy: Any, task: Any) -> None:
+    if not strategy.kwargs.get("use_orig_params", True) and task is not None:
+        flags = {p.requires_grad for p in task.parameters()}
+        if flags == {True, False}:  # e.g. LoRA: frozen base weights next to trainable adapters
+            raise ConfigError(
+                "the model has frozen and trainable parameters (LoRA, or requires_grad=False layers), but "
+                "FSDPStrategy(use_orig_params=False) flattens them into one FlatParameter per unit, which must be all one or the other.",
+                hint="use strategy='fsdp' (FSDP2: each parameter sharded on its own), or keep use_orig_params=True.",
+            )
     weight_decay = getattr(task, "weight_decay", None)
     if weight_decay is not None and not strategy.kwargs.get("use_orig_params", True):
         raise ConfigError(

@@ -16,7 +16,7 @@ pytestmark = [pytest.mark.multiprocess, pytest.mark.timeout(300)]
 
 def test_every_config_has_a_test():
     assert sorted(p.name for p in CONFIGS.glob("*.yaml")) == sorted(
-        ["quickstart.yaml", "text_finetune_deepspeed.yaml", "fsdp.yaml", "multinode_slurm.yaml"]
+        ["quickstart.yaml", "text_finetune_deepspeed.yaml", "fsdp.yaml", "multinode_slurm.yaml", "llm_finetune.yaml"]
     )
 
 
@@ -76,3 +76,21 @@ def test_multinode_slurm_config_runs_as_two_nodes_of_one_process(tmp_path):
     summary = read_summary(tmp_path)
     assert summary["num_nodes"] == 2 and summary["world_size"] == 2 and summary["devices"] == 1
     assert summary["planned_total_steps"] == summary["optimizer_steps"] == 4
+
+
+@pytest.mark.usefixtures("deepspeed_ops_built")
+def test_llm_finetune_config_trains_zero2_with_a_token_warmup_and_exports(tmp_path):
+    config = config_copy("llm_finetune.yaml", tmp_path)
+    # 16 sequences of 128 tokens per step (2 ranks × 8): max_tokens 10000 → ceil(10000 / 2048) = 5 steps, warmup 16384 tokens = 8
+    # steps would not fit, so the warmup is shortened too; the rest is the config as shipped.
+    stdout, _ = finish(flashdist_fit(config, "--trainer.max_tokens=10000", "--trainer.num_sanity_val_steps=0",
+                                     "--model.init_args.lr_scheduler=[linear_schedule_with_warmup, {num_warmup_steps: 4096tok}]"))
+    summary = read_summary(tmp_path)
+    assert summary["strategy"] == "deepspeed_stage_2" and summary["global_batch_size"] == 16
+    assert summary["planned_total_steps"] == summary["optimizer_steps"] == summary["scheduler_steps"] == 5
+    assert summary["planned_warmup_steps"] == 2 and summary["tokens_seen"] == 5 * 16 * 128
+    for line in ("tokens / optimizer step", "2,048 = 16 × 128", "total tokens", "10,240 (max_tokens 10,000", "tokens seen"):
+        assert line in stdout, f"{line!r} missing from:\n{stdout}"
+    from transformers import AutoModelForCausalLM
+
+    assert AutoModelForCausalLM.from_pretrained(tmp_path / "run" / "hf_model").config.model_type == "llama"

@@ -152,3 +152,16 @@ def test_the_users_lists_are_not_mutated(tmp_path):
     LanguageModelingDataModule(train_files=files, seq_length=8)
     CausalLM("tiny-llama", lora=lora)
     assert files == [str(tmp_path / "d.jsonl")] and lora == {"r": 2, "target_modules": ["q_proj"]}
+
+
+def test_a_token_duration_or_budget_without_packing_is_refused_before_launch(tmp_path):
+    import flashdist
+
+    path = _jsonl(tmp_path / "d.jsonl", [{"text": "a b c d e f g h"}] * 4)
+    data = LanguageModelingDataModule(train_files=str(path), seq_length=8, packing=False)
+    lm = CausalLM("tiny-llama", lr_scheduler=("linear_schedule_with_warmup", {"num_warmup_steps": "4096tok"}))
+    with pytest.raises(ConfigError, match=r"num_warmup_steps='4096tok' is a token count, but data.packing is false"):
+        data.before_launch(lm, tmp_path)
+    trainer = flashdist.Trainer(default_root_dir=str(tmp_path), accelerator="cpu", devices=1, max_tokens=4096, logger=False)
+    with pytest.raises(ConfigError, match=r"max_tokens=4096 is a token budget, but .* \(packing is off\)"):
+        trainer.fit(CausalLM("tiny-llama"), datamodule=data)

@@ -95,3 +95,14 @@ def test_flops_per_token_is_six_times_parameters_plus_attention():
     assert lm.flops_per_token(seq) == 6 * params + 12 * layers * heads * head_dim * seq
     lora = CausalLM(backbone="tiny-llama", lora={"target_modules": ["q_proj"]})
     assert lora.flops_per_token(seq) == lm.flops_per_token(seq)  # model FLOPs: adapters excluded
+
+
+def test_lora_under_fsdp1_flattening_is_refused_before_launch():
+    from lightning.pytorch.strategies import FSDPStrategy
+
+    from flashdist.strategies.checks import check_fsdp1_groups
+
+    lora = CausalLM(backbone="tiny-llama", lora={"target_modules": ["q_proj"]})
+    with pytest.raises(ConfigError, match=r"frozen and trainable parameters.*use_orig_params=False.*HINT: use strategy='fsdp'"):
+        check_fsdp1_groups(FSDPStrategy(use_orig_params=False), lora)
+    check_fsdp1_groups(FSDPStrategy(), lora)  # use_orig_params=True (Lightning's default) keeps each parameter

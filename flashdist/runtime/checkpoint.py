@@ -89,7 +89,7 @@ def make_sharded_saves_atomic(strategy: Any) -> None:
     All ranks write into ``.<name>.partial/``; after a barrier, rank 0 renames it to ``<name>``
     (replacing an older one of that name only then).
     """
-    if getattr(strategy, "_flashdist_atomic", False) or not hasattr(type(strategy), "zero_stage_3"):
+    if getattr(strategy.save_checkpoint, "atomic", False) or not hasattr(type(strategy), "zero_stage_3"):
         return
     original = strategy.save_checkpoint
 
@@ -109,8 +109,8 @@ def make_sharded_saves_atomic(strategy: Any) -> None:
             _fsync_dir(target.parent)
         strategy.barrier("flashdist_checkpoint_renamed")
 
+    save_checkpoint.atomic = True  # type: ignore[attr-defined]  # wrapped once, however often installed
     strategy.save_checkpoint = save_checkpoint
-    strategy._flashdist_atomic = True
 
 
 def install_atomic_checkpoints(trainer: Any) -> None:

@@ -15,7 +15,7 @@ from typing import Any
 from lightning.pytorch import Callback
 from lightning.pytorch.utilities.rank_zero import rank_zero_info
 
-from flashdist.strategies import route_for
+from flashdist.runtime.fit_run import FitRun
 
 EXPORT_DIR = "hf_model"
 
@@ -23,15 +23,16 @@ EXPORT_DIR = "hf_model"
 class HFExport(Callback):
     """Writes ``hf_model/`` once a fit completed; added to every ``flashdist.Trainer``."""
 
-    def __init__(self) -> None:
+    def __init__(self, run: FitRun) -> None:
+        self.run = run
         self.exported_to: Path | None = None
 
     def on_fit_end(self, trainer: Any, pl_module: Any) -> None:
         if not getattr(pl_module, "export", False) or not callable(getattr(pl_module, "save_hf", None)):
             return
-        if trainer.interrupted or getattr(trainer, "_flashdist_preempted", False) or trainer.global_step == 0:
+        if trainer.interrupted or self.run.preemption.preempted or trainer.global_step == 0:
             return
-        state = route_for(trainer.strategy).full_state_dict(pl_module)
+        state = self.run.route.full_state_dict(pl_module)
         out = Path(trainer.default_root_dir) / EXPORT_DIR
         if trainer.is_global_zero:
             pl_module.save_hf(out, state)

@@ -21,16 +21,16 @@ import math
 import os
 import time
 import warnings
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
 from lightning.pytorch import Callback
 
-from flashdist.runtime.planning import data_parallel_size, resolved_schedule, training_plan
-from flashdist.runtime.resume import ResumeGuard, planned_updates
-from flashdist.strategies import route_for
+from flashdist.runtime.fit_run import FitRun, LedgerCounts
+from flashdist.runtime.planning import data_parallel_size
+from flashdist.runtime.resume import resume_summary
+from flashdist.strategies.base import unwrap_optimizer
 
 SUMMARY_FILE = "summary.json"
 LR_FILE = "lr.csv"
@@ -38,17 +38,6 @@ LR_FILE = "lr.csv"
 
 class LedgerMismatchError(RuntimeError):
     """The fit took a different number of optimizer steps than it planned."""
-
-
-def innermost_optimizer(optimizer: Any) -> torch.optim.Optimizer:
-    """Unwrap LightningOptimizer / DeepSpeed's ZeRO wrappers down to the torch optimizer that updates."""
-    seen = 0
-    while seen < 8:
-        inner = getattr(optimizer, "_optimizer", None) or getattr(optimizer, "optimizer", None)
-        if inner is None or inner is optimizer or not hasattr(inner, "param_groups"):
-            break
-        optimizer, seen = inner, seen + 1
-    return optimizer
 
 
 # Rows are formatted and written in batches (about 2.5 µs a row at 4 groups, mostly repr() of
@@ -100,6 +89,11 @@ class LrLog:
                 os.fsync(handle.fileno())
         self._pending.clear()
 
+    def read_rows(self) -> list[list[float]]:
+        """Every row of the file (every param group's LR, one row per update), pending rows included."""
+        self.flush()
+        return [[float(v) for v in line.split(",")[1:]] for line in _read_rows(self.path)]
+
 
 def _read_rows(path: Path) -> list[str]:
     if not path.exists():
@@ -108,83 +102,75 @@ def _read_rows(path: Path) -> list[str]:
 
 
 class StepLedger(Callback):
-    """Counts and checks; added to every ``flashdist.Trainer``."""
+    """Counts and checks; one per fit of every ``flashdist.Trainer``, its counters in ``run.counts``."""
 
-    def __init__(self, strict: bool = True, summary_sources: tuple[Callable[[], dict[str, Any]], ...] = ()):
-        self.strict = strict
-        self.summary_sources = summary_sources  # more summary.json fields (throughput), no communication
-        self.optimizer_steps = 0
+    def __init__(self, run: FitRun):
+        self.run = run
+        self.strict = run.strict_ledger
         self.resumed_from: str | None = None
-        self.lr_first: float | None = None
-        self.lr_peak: float | None = None
         self._restored: dict[str, Any] = {}
-        self._scheduler_base = 0  # scheduler.last_epoch - scheduler steps of the whole run
-        self._log: LrLog | None = None
         self._hook: Any = None
-        self._trainer: Any = None
         self._started_at = 0.0
 
-    # ---- counting ----------------------------------------------------------------------
-    def setup(self, trainer: Any, pl_module: Any, stage: str) -> None:
-        self._restored, self._trainer = {}, trainer
-        self.optimizer_steps, self.lr_first, self.lr_peak = 0, None, None
+    @property
+    def optimizer_steps(self) -> int:
+        return self.run.counts.optimizer_steps
 
+    # ---- counting ----------------------------------------------------------------------
     def on_train_start(self, trainer: Any, pl_module: Any) -> None:
-        training_plan(trainer)  # fails here, before any step, if the plan is invalid
+        run = self.run
         self.resumed_from = trainer.ckpt_path
         restored = self._restored
-        self.optimizer_steps = restored.get("optimizer_steps", 0)
-        self.lr_first, self.lr_peak = restored.get("lr_first"), restored.get("lr_peak")
+        counts = run.counts = LedgerCounts(
+            optimizer_steps=restored.get("optimizer_steps", 0), lr_first=restored.get("lr_first"), lr_peak=restored.get("lr_peak")
+        )
         scheduler = _scheduler(trainer)
-        self._scheduler_base = (_scheduler_position(scheduler) or 0) - restored.get("scheduler_steps", 0)
+        counts.scheduler_base = (_scheduler_position(scheduler) or 0) - restored.get("scheduler_steps", 0)
         if trainer.optimizers:
-            optimizer = innermost_optimizer(trainer.optimizers[0])
-            self._hook = route_for(trainer.strategy).register_step_counter(trainer.optimizers[0], self._count)
+            optimizer = unwrap_optimizer(trainer.optimizers[0])
+            self._hook = run.route.register_step_counter(trainer.optimizers[0], self._count)
             if trainer.is_global_zero:
                 path = Path(trainer.default_root_dir) / LR_FILE
-                self._log = LrLog(path, groups=len(optimizer.param_groups), keep_rows=self.optimizer_steps)
+                run.lr_log = LrLog(path, groups=len(optimizer.param_groups), keep_rows=counts.optimizer_steps)
         self._started_at = time.perf_counter()
         if trainer.is_global_zero:  # a crash from here on leaves completed=false, never a stale true
             write_summary(Path(trainer.default_root_dir), self.summary(trainer, pl_module, completed=False))
 
     def _count(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
-        self.optimizer_steps += 1
+        counts = self.run.counts
+        counts.optimizer_steps += 1
         # lr None: the optimizer sizes each step itself (transformers' Adafactor with relative_step),
         # so there is no group LR to report: NaN in lr.csv, None in summary.json.
         lrs = [float(lr) if (lr := group["lr"]) is not None else math.nan for group in optimizer.param_groups]
         first = lrs[0]
         if first == first:  # not NaN
-            if self.lr_first is None:
-                self.lr_first = first
-            self.lr_peak = first if self.lr_peak is None else max(self.lr_peak, first)
-        if self._log is not None:
-            self._log.append(lrs)
+            if counts.lr_first is None:
+                counts.lr_first = first
+            counts.lr_peak = first if counts.lr_peak is None else max(counts.lr_peak, first)
+        if self.run.lr_log is not None:
+            self.run.lr_log.append(lrs)
 
     @property
     def lr_rows(self) -> list[list[float]]:
         """The whole run's LR trace (every param group, one row per update), read back from ``lr.csv``."""
-        if self._log is None:
-            return []
-        self._log.flush()
-        return [[float(v) for v in line.split(",")[1:]] for line in _read_rows(self._log.path)]
+        return self.run.lr_log.read_rows() if self.run.lr_log is not None else []
 
     def scheduler_steps(self, trainer: Any) -> int:
-        scheduler = _scheduler(trainer)
-        position = _scheduler_position(scheduler)
+        position = _scheduler_position(_scheduler(trainer))
         if position is None:
             return 0
-        return position - self._scheduler_base
+        return position - self.run.counts.scheduler_base
 
     # ---- resume --------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
-        if self._log is not None:
-            self._log.flush()  # the rows this checkpoint covers are on disk before it is
-        trainer = self._trainer
+        run = self.run
+        if run.lr_log is not None:
+            run.lr_log.flush()  # the rows this checkpoint covers are on disk before it is
         return {
-            "optimizer_steps": self.optimizer_steps,
-            "scheduler_steps": self.scheduler_steps(trainer) if trainer is not None else 0,
-            "lr_first": self.lr_first,
-            "lr_peak": self.lr_peak,
+            "optimizer_steps": run.counts.optimizer_steps,
+            "scheduler_steps": self.scheduler_steps(run.trainer),
+            "lr_first": run.counts.lr_first,
+            "lr_peak": run.counts.lr_peak,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -192,7 +178,7 @@ class StepLedger(Callback):
 
     # ---- reporting -----------------------------------------------------------------------
     def on_train_end(self, trainer: Any, pl_module: Any) -> None:
-        self._finish(trainer, pl_module, completed=not _preempted(trainer))
+        self._finish(trainer, pl_module, completed=not self.run.preemption.preempted)
 
     def on_exception(self, trainer: Any, pl_module: Any, exception: BaseException) -> None:
         if self._hook is not None:
@@ -202,9 +188,9 @@ class StepLedger(Callback):
         if self._hook is not None:
             self._hook.remove()
             self._hook = None
-        if self._log is not None:
-            self._log.flush()
-        summary = self.summary(trainer, pl_module, completed)
+        if self.run.lr_log is not None:
+            self.run.lr_log.flush()
+        summary = self.run.summary = self.summary(trainer, pl_module, completed)
         if trainer.is_global_zero:
             write_summary(Path(trainer.default_root_dir), summary)
         stopped_early = trainer.should_stop and self.optimizer_steps < summary["planned_total_steps"]
@@ -225,19 +211,16 @@ class StepLedger(Callback):
         warnings.warn(message, RuntimeWarning, stacklevel=2)
 
     def summary(self, trainer: Any, pl_module: Any, completed: bool) -> dict[str, Any]:
-        plan = training_plan(trainer)
-        schedule = resolved_schedule(trainer)
+        run = self.run
+        plan, schedule, route, counts = run.plan, run.schedule, run.route, run.counts
         scheduler = _scheduler(trainer)
-        route = route_for(trainer.strategy)
-        final_lr = innermost_optimizer(trainer.optimizers[0]).param_groups[0]["lr"] if trainer.optimizers else None
+        final_lr = unwrap_optimizer(trainer.optimizers[0]).param_groups[0]["lr"] if trainer.optimizers else None
         final_lr = float(final_lr) if final_lr is not None else None
         expected_sched = None
         if schedule is not None and schedule.interval == "step" and schedule.frequency == 1:
-            expected_sched = self.optimizer_steps
-        adapted_total = planned_updates(trainer)
-        guard = next((c for c in trainer.callbacks if isinstance(c, ResumeGuard)), None)
+            expected_sched = counts.optimizer_steps
         return {
-            "strategy": getattr(trainer, "strategy_name", type(trainer.strategy).__name__),
+            "strategy": run.strategy_name,
             "world_size": trainer.world_size,
             "data_parallel_size": data_parallel_size(trainer),
             "num_nodes": trainer.num_nodes,
@@ -249,28 +232,24 @@ class StepLedger(Callback):
             "micro_batches_per_epoch_per_rank": plan.micro_batches_per_epoch_per_rank,
             "optimizer_steps_per_epoch": list(plan.optimizer_steps_per_epoch),
             "global_batch_size": plan.global_batch_size,
-            "planned_total_steps": adapted_total if adapted_total is not None else plan.planned_total_steps,
+            "planned_total_steps": run.planned_total_steps,
             "planned_warmup_steps": schedule.warmup_steps if schedule else None,
-            "optimizer_steps": self.optimizer_steps,
+            "optimizer_steps": counts.optimizer_steps,
             "scheduler_steps": self.scheduler_steps(trainer),
             "scheduler_steps_expected": expected_sched,
-            "lr": {"first": self.lr_first, "peak": self.lr_peak, "final": final_lr},
-            "optimizer": route.choice.resolved_class if route.choice else type(innermost_optimizer(trainer.optimizers[0])).__name__,
+            "lr": {"first": counts.lr_first, "peak": counts.lr_peak, "final": final_lr},
+            "optimizer": route.choice.resolved_class if route.choice else type(unwrap_optimizer(trainer.optimizers[0])).__name__,
             "optimizer_requested": route.choice.requested if route.choice else None,
             "optimizer_reason": route.choice.reason if route.choice else None,
             "lr_scheduler": type(scheduler).__name__ if scheduler is not None else None,
             "lr_scheduler_spec": schedule.kwargs_repr if schedule else None,
             "completed": completed,
             "resumed_from": self.resumed_from,
-            **(guard.summary() if guard is not None else {}),
-            "preempted": _preempted(trainer),
+            **resume_summary(run.resume),
+            "preempted": run.preemption.preempted,
             "elapsed_s": round(time.perf_counter() - self._started_at, 3) if self._started_at else None,
-            **{key: value for source in self.summary_sources for key, value in source().items()},
+            **{key: value for source in run.summary_sources for key, value in source().items()},
         }
-
-
-def _preempted(trainer: Any) -> bool:
-    return bool(getattr(trainer, "_flashdist_preempted", False))
 
 
 def _scheduler_position(scheduler: Any) -> int | None:

@@ -6,51 +6,21 @@ This is the one place that reads Lightning's state for step accounting; it repla
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
 from torch.utils.data import BatchSampler, DataLoader, DistributedSampler, IterableDataset
 
 from flashdist.errors import ConfigError
-from flashdist.optim.specs import SchedulerSpec
 from flashdist.plan import StepPlan, plan_steps
-
-_PLAN_ATTR = "_flashdist_plan"
-_SCHEDULE_ATTR = "_flashdist_schedule"
-
-
-@dataclass(frozen=True)
-class ResolvedSchedule:
-    """What the scheduler was really built with, for the ledger and the checkpoint identity."""
-
-    name: str
-    kwargs_repr: str
-    warmup_steps: int | None
-    total_steps_arg: str | None
-    interval: str
-    frequency: int
 
 
 def training_plan(trainer: Any) -> StepPlan:
-    """The step plan of the fit ``trainer`` is running (computed on first call, then cached).
+    """The step plan of the fit a ``flashdist.Trainer`` is running (its :class:`FitRun`'s).
 
     Example (inside a LightningModule):
         >>> plan = training_plan(self.trainer)  # doctest: +SKIP
     """
-    cached = getattr(trainer, _PLAN_ATTR, None)
-    if cached is not None and cached[0] is trainer.fit_loop:
-        return cached[1]
-    plan = _compute(trainer)
-    setattr(trainer, _PLAN_ATTR, (trainer.fit_loop, plan))
-    return plan
-
-
-def reset_plan(trainer: Any) -> None:
-    """Forget the cached plan (a new fit on the same Trainer recomputes it)."""
-    for attr in (_PLAN_ATTR, _SCHEDULE_ATTR):
-        if hasattr(trainer, attr):
-            delattr(trainer, attr)
+    return trainer.fit_run.plan
 
 
 def data_parallel_size(trainer: Any) -> int:
@@ -59,7 +29,8 @@ def data_parallel_size(trainer: Any) -> int:
     return int(kwargs.get("num_replicas", 1))
 
 
-def _compute(trainer: Any) -> StepPlan:
+def compute_plan(trainer: Any) -> StepPlan:
+    """Gather the plan's inputs from the live ``trainer`` and plan (once per fit: :class:`FitRun` keeps it)."""
     fit_loop = trainer.fit_loop
     fit_loop.setup_data()  # what estimated_stepping_batches does: loads and wraps the train loader
     loader = trainer.train_dataloader
@@ -121,29 +92,3 @@ def _loader_inputs(loader: Any, dp_size: int) -> dict[str, Any]:
             "drop_last": loader.drop_last,
         }
     return {"batches_per_rank": len(loader)}  # a custom sampler: trust its length
-
-
-def record_resolved_scheduler(
-    trainer: Any, spec: SchedulerSpec, kwargs: dict[str, Any] | None, config: Mapping[str, Any] | None = None
-) -> ResolvedSchedule:
-    """Remember what the scheduler was built with (warmup steps in particular).
-
-    ``config`` is the Lightning config it was built with (a recipe may return its own interval).
-    """
-    warmup = None
-    kwargs_repr = spec.describe()
-    total_arg = None
-    if spec.entry is not None and kwargs is not None:
-        total_arg = spec.entry.total_steps_arg
-        for arg in spec.entry.duration_args:
-            if "warmup" in arg and arg in kwargs:
-                warmup = int(kwargs[arg])
-        kwargs_repr = f"{spec.name.lower()}(" + ", ".join(f"{k}={v!r}" for k, v in kwargs.items() if k != "schedulers") + ")"
-    config = config if config is not None else spec.lightning_config
-    resolved = ResolvedSchedule(spec.name, kwargs_repr, warmup, total_arg, config["interval"], config["frequency"])
-    setattr(trainer, _SCHEDULE_ATTR, resolved)
-    return resolved
-
-
-def resolved_schedule(trainer: Any) -> ResolvedSchedule | None:
-    return getattr(trainer, _SCHEDULE_ATTR, None)

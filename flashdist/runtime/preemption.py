@@ -39,6 +39,7 @@ from typing import Any
 from lightning.pytorch import Callback
 from lightning.pytorch.callbacks import ModelCheckpoint
 
+from flashdist.runtime.fit_run import FitRun
 from flashdist.runtime.checkpoint import PREEMPT_PREFIX, checkpoint_dirs, remove_preemption_checkpoints
 
 EXIT_PREEMPTED = 75
@@ -55,10 +56,10 @@ class RequeueError(RuntimeError):
 class Preemption(Callback):
     """Turns SIGUSR1/SIGTERM into an agreed stop with one checkpoint; added to every Trainer."""
 
-    def __init__(self, signals: tuple[int, ...] = PREEMPT_SIGNALS):
+    def __init__(self, run: FitRun, signals: tuple[int, ...] = PREEMPT_SIGNALS):
+        self.run = run
         self.signals = signals
         self.received: int | None = None
-        self.checkpoint_path: str | None = None
         self._originals: dict[int, Any] = {}  # the handlers before flashdist's, restored after the fit
         self._armed = False
         self._last_step = -1
@@ -81,7 +82,7 @@ class Preemption(Callback):
     def setup(self, trainer: Any, pl_module: Any, stage: str) -> None:
         # Installed before Lightning registers its handlers: Lightning then leaves SIGUSR1 alone
         # (no hpc_ckpt saved inside a handler); a signal during setup stops at the first step.
-        self.received, self.checkpoint_path, self._armed = None, None, True
+        self.received, self._armed = None, True
         self._vote = StopVote()  # a fresh vote per fit: nothing left in flight from an earlier one
         self._install()
 
@@ -119,11 +120,12 @@ class Preemption(Callback):
         if not self._vote.exchange(trainer, trainer.global_step, self.received is not None):
             return
         self._vote.drain()
-        trainer._flashdist_preempted = True
+        state = self.run.preemption
+        state.preempted, state.step = True, trainer.global_step
         directory = checkpoint_dirs(trainer)[0]
         path = directory / f"{PREEMPT_PREFIX}step={trainer.global_step}.ckpt"
         trainer.save_checkpoint(path)
-        self.checkpoint_path = str(path)
+        state.checkpoint_path = str(path)
         for callback in trainer.callbacks:
             if isinstance(callback, ModelCheckpoint):
                 callback._last_global_step_saved = trainer.global_step  # no second save of this step at epoch end
@@ -137,7 +139,7 @@ class Preemption(Callback):
 
     def on_train_end(self, trainer: Any, pl_module: Any) -> None:
         self._vote.drain()  # every rank started the same votes: finish the last one everywhere
-        if not getattr(trainer, "_flashdist_preempted", False) and trainer.is_global_zero:
+        if not self.run.preemption.preempted and trainer.is_global_zero:
             remove_preemption_checkpoints(trainer)
 
     def on_exception(self, trainer: Any, pl_module: Any, exception: BaseException) -> None:
@@ -226,12 +228,13 @@ def stop_local_ranks(trainer: Any) -> None:
         launcher.kill(signal.SIGKILL)
 
 
-def finish_preempted_fit(trainer: Any) -> None:
+def finish_preempted_fit(run: FitRun) -> None:
     """After a preempted fit: requeue once under SLURM (rank 0), then exit with EXIT_PREEMPTED."""
-    if not getattr(trainer, "_flashdist_preempted", False):
+    state = run.preemption
+    if not state.preempted:
         return
-    if trainer.is_global_zero and _under_slurm() and not getattr(trainer, "_flashdist_requeued", False):
-        trainer._flashdist_requeued = True
+    if run.trainer.is_global_zero and _under_slurm() and not state.requeued:
+        state.requeued = True
         requeue_slurm_job()
     raise SystemExit(EXIT_PREEMPTED)
 

@@ -1,13 +1,13 @@
 """What a person sees around a fit: the plan before training, a table and the LR plot after.
 
 Rank 0 only, and nothing per step: the plan prints once at ``on_train_start`` (after the
-ledger computed it, before the progress bar opens), the table and ``lr.png`` once at
-``on_fit_end`` (after the ledger wrote ``summary.json`` and the progress bar closed).
+ledger started, before the progress bar opens), the table and ``lr.png`` once at
+``on_fit_end`` from the summary the ledger handed the fit's :class:`FitRun` (after the
+progress bar closed).
 """
 
 from __future__ import annotations
 
-import json
 import math
 import sys
 import time
@@ -17,7 +17,8 @@ from typing import Any
 from lightning.pytorch import Callback
 
 from flashdist.runtime.ledger import LR_FILE, SUMMARY_FILE
-from flashdist.runtime.planning import data_parallel_size, resolved_schedule, training_plan
+from flashdist.runtime.fit_run import FitRun
+from flashdist.runtime.planning import data_parallel_size
 
 LR_PLOT_FILE = "lr.png"
 # Beyond this many points a line plot only costs time; every n-th step still shows the shape.
@@ -27,11 +28,11 @@ _MAX_PLOTTED_STEPS = 5_000
 class RunReport(Callback):
     """Prints the step plan before training and a summary table (with ``lr.png``) after it.
 
-    Example:
-        >>> trainer = Trainer(max_epochs=1, callbacks=[RunReport()])  # doctest: +SKIP
+    Added to every fit by ``flashdist.Trainer`` (runtime/callbacks.py), built with the fit's run.
     """
 
-    def __init__(self, plot: bool = True):
+    def __init__(self, run: FitRun, plot: bool = True):
+        self.run = run
         self.plot = plot
         self._fit_started_at: float | None = None
 
@@ -40,39 +41,32 @@ class RunReport(Callback):
 
     def on_train_start(self, trainer: Any, pl_module: Any) -> None:
         if trainer.is_global_zero:
-            _print_rows("flashdist plan", plan_rows(trainer, pl_module))
+            _print_rows("flashdist plan", plan_rows(self.run, pl_module))
 
     def on_fit_end(self, trainer: Any, pl_module: Any) -> None:
         if not trainer.is_global_zero:
             return
         root = Path(trainer.default_root_dir)
-        summary = _read_summary(root)
+        summary = self.run.summary
         plot_path = None
-        if self.plot and summary is not None:
-            ledger = getattr(trainer, "ledger", None)
-            rows = ledger.lr_rows if ledger is not None else []
+        if self.plot and summary is not None and self.run.lr_log is not None:
+            rows = self.run.lr_log.read_rows()
             plot_path = draw_lr_curve(rows, root / LR_PLOT_FILE, summary) if rows else None
         wall_s = time.perf_counter() - self._fit_started_at if self._fit_started_at is not None else None
         _print_rows("flashdist run", end_rows(trainer, summary, root, plot_path, wall_s))
 
 
-def report_callbacks() -> list[Any]:
-    """The callbacks every ``flashdist.Trainer`` adds after its ledger."""
-    return [RunReport()]
-
-
 # ---- the rows --------------------------------------------------------------------------------
-def plan_rows(trainer: Any, pl_module: Any) -> list[tuple[str, str]]:
-    """(label, value) rows describing the plan ``trainer`` is about to execute."""
-    plan = training_plan(trainer)
-    schedule = resolved_schedule(trainer)
+def plan_rows(run: FitRun, pl_module: Any) -> list[tuple[str, str]]:
+    """(label, value) rows describing the plan the fit is about to execute."""
+    trainer, plan, schedule = run.trainer, run.plan, run.schedule
     per_epoch = plan.optimizer_steps_per_epoch
     if per_epoch and len(set(per_epoch)) == 1:
         per_epoch_text = f"{per_epoch[0]} × {len(per_epoch)} epoch(s)"
     else:
         per_epoch_text = ", ".join(str(s) for s in per_epoch) or "unknown (iterable without a length)"
     rows = [
-        ("strategy", str(getattr(trainer, "strategy_name", type(trainer.strategy).__name__))),
+        ("strategy", run.strategy_name),
         ("world size", f"{trainer.world_size} ({trainer.num_nodes} node(s) × {trainer.num_devices} device(s))"),
         ("data-parallel size", str(data_parallel_size(trainer))),
         ("micro-batches / rank / epoch", _or_unknown(plan.micro_batches_per_epoch_per_rank)),
@@ -82,7 +76,7 @@ def plan_rows(trainer: Any, pl_module: Any) -> list[tuple[str, str]]:
         ("total optimizer steps", str(plan.planned_total_steps)),
         ("warmup steps", _or_unknown(schedule.warmup_steps if schedule else None)),
         *_token_rows(plan),
-        ("optimizer", _optimizer_text(trainer, pl_module)),
+        ("optimizer", _optimizer_text(run, pl_module)),
         ("lr scheduler", f"{schedule.kwargs_repr}, every {schedule.frequency} {schedule.interval}(s)" if schedule else "none"),
     ]
     return rows
@@ -129,10 +123,8 @@ def end_rows(trainer: Any, summary: dict[str, Any] | None, root: Path, plot_path
     return rows
 
 
-def _optimizer_text(trainer: Any, pl_module: Any) -> str:
-    from flashdist.strategies import route_for
-
-    choice = route_for(trainer.strategy).choice
+def _optimizer_text(run: FitRun, pl_module: Any) -> str:
+    choice = run.route.choice
     spec = getattr(pl_module, "optimizer_spec", None)
     requested = spec.describe() if spec is not None else None
     lr = getattr(pl_module, "learning_rate", None)
@@ -151,13 +143,6 @@ def _final_metrics(trainer: Any) -> dict[str, float]:
         except (TypeError, ValueError):  # non-scalar metrics are for loggers, not the table
             continue
     return metrics
-
-
-def _read_summary(root: Path) -> dict[str, Any] | None:
-    try:
-        return json.loads((root / SUMMARY_FILE).read_text())
-    except (OSError, ValueError):
-        return None
 
 
 def _or_unknown(value: Any) -> str:

@@ -31,7 +31,8 @@ from typing import Any, Literal
 
 from lightning.pytorch import Callback
 
-from flashdist.runtime.planning import data_parallel_size, training_plan
+from flashdist.runtime.fit_run import FitRun, ResumeState
+from flashdist.runtime.planning import data_parallel_size
 from flashdist.data.sampler import ResumableDistributedSampler, install_resumable_sampler
 from flashdist.errors import ConfigError
 from flashdist.plan import StepPlan
@@ -252,41 +253,33 @@ def _set_global_step(trainer: Any, step: int) -> None:
 class ResumeGuard(Callback):
     """Saves the schedule identity and the epoch position; on resume, checks and applies the policy.
 
-    Added to every ``flashdist.Trainer`` before the ledger, so the ledger sees the scheduler
-    this decides on.
+    Its state (policy, identity, decision) is the fit's ``run.resume``; it runs before the
+    ledger (runtime/callbacks.py), so the ledger counts on the scheduler decided here.
     """
 
-    def __init__(self, policy: ResumePolicy = "strict"):
-        if policy not in RESUME_POLICIES:
-            raise ConfigError(f"resume_policy={policy!r} is not known.", accepted=RESUME_POLICIES)
-        self.policy = policy
-        self.identity: ScheduleIdentity | None = None
-        self.schedule: ExecutingSchedule | None = None
-        self.decision: ResumeDecision | None = None
+    def __init__(self, run: FitRun):
+        if run.resume.policy not in RESUME_POLICIES:
+            raise ConfigError(f"resume_policy={run.resume.policy!r} is not known.", accepted=RESUME_POLICIES)
+        self.run = run
         self._loaded: dict[str, Any] | None = None
         self._sampler: ResumableDistributedSampler | None = None
-        self._trainer: Any = None
-
-    def setup(self, trainer: Any, pl_module: Any, stage: str) -> None:
-        self._loaded, self.decision, self._trainer = None, None, trainer
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self._loaded = state
 
     def state_dict(self) -> dict[str, Any]:
-        if self.identity is None or self.schedule is None:
+        state = self.run.resume
+        if state.identity is None or state.schedule is None:
             return {}
-        return {"identity": asdict(self.identity), "schedule": asdict(self.schedule), "position": self._epoch_position()}
+        return {"identity": asdict(state.identity), "schedule": asdict(state.schedule), "position": self._epoch_position()}
 
     def on_train_start(self, trainer: Any, pl_module: Any) -> None:
-        from flashdist.runtime.checkpoint import check_monitored_metrics
-
-        check_monitored_metrics(trainer)
-        plan = training_plan(trainer)
+        state = self.run.resume
+        plan = self.run.plan
         step_args = resolved_step_args(trainer, plan)
-        self.identity = current_identity(trainer, plan, step_args)
+        state.identity = current_identity(trainer, plan, step_args)
         built = ExecutingSchedule(plan.planned_total_steps, tuple(step_args.items()), plan.global_batch_size)
-        self.schedule = built
+        state.schedule = built
         self._sampler = install_resumable_sampler(trainer.train_dataloader)
         if self._sampler is not None:  # Lightning's "dataloader is not resumable" warning is then wrong
             warnings.filterwarnings("ignore", message="You're resuming from a checkpoint that ended before the epoch ended")
@@ -294,8 +287,8 @@ class ResumeGuard(Callback):
             return
         saved = ScheduleIdentity(**self._loaded["identity"])
         saved_schedule = _schedule_from(self._loaded["schedule"])
-        decision = decide(saved, saved_schedule, self.identity, built, self.policy, trainer.global_step)
-        self.decision, self.schedule = decision, decision.schedule
+        decision = decide(saved, saved_schedule, state.identity, built, state.policy, trainer.global_step)
+        state.decision, state.schedule = decision, decision.schedule
         if decision.rebuild:
             if decision.position != trainer.global_step:
                 _set_global_step(trainer, decision.position)
@@ -306,8 +299,8 @@ class ResumeGuard(Callback):
 
     # ---- the position inside an epoch --------------------------------------------------
     def _epoch_position(self) -> dict[str, int] | None:
-        trainer, sampler = self._trainer, self._sampler
-        if trainer is None or sampler is None:
+        trainer, sampler = self.run.trainer, self._sampler
+        if sampler is None:
             return None
         batches = trainer.fit_loop.epoch_loop.batch_progress.current.processed
         batch_size = trainer.train_dataloader.batch_size
@@ -331,14 +324,15 @@ class ResumeGuard(Callback):
                 counter.processed += shift
                 counter.completed += shift
 
-    def summary(self) -> dict[str, Any]:
-        """The resume facts for ``summary.json``."""
-        out: dict[str, Any] = {"resume_policy": self.policy}
-        if self.decision is not None:
-            out["resume_changes"] = list(self.decision.changes)
-            out["resume_adapted_by"] = self.schedule.policy if self.schedule else None
-            out["schedule_total_steps"] = self.schedule.total_steps if self.schedule else None
-        return out
+
+def resume_summary(state: ResumeState) -> dict[str, Any]:
+    """The resume facts for ``summary.json``."""
+    out: dict[str, Any] = {"resume_policy": state.policy}
+    if state.decision is not None:
+        out["resume_changes"] = list(state.decision.changes)
+        out["resume_adapted_by"] = state.schedule.policy if state.schedule else None
+        out["schedule_total_steps"] = state.schedule.total_steps if state.schedule else None
+    return out
 
 
 def batches_done_on_this_topology(samples_done: int, samples_per_batch: int) -> int:
@@ -362,11 +356,3 @@ def _schedule_from(saved: dict[str, Any]) -> ExecutingSchedule:
     saved = dict(saved)
     saved["step_args"] = tuple((str(k), int(v)) for k, v in saved["step_args"])
     return ExecutingSchedule(**saved)
-
-
-def planned_updates(trainer: Any) -> int | None:
-    """Real optimizer updates the whole run will take when a resume adapted the schedule, else None."""
-    guard = next((c for c in trainer.callbacks if isinstance(c, ResumeGuard)), None)
-    if guard is None or guard.decision is None or guard.schedule is None:
-        return None
-    return guard.schedule.planned_updates

@@ -20,6 +20,7 @@ from typing import Any
 import torch
 from lightning.pytorch import Callback
 
+from flashdist.runtime.fit_run import FitRun
 from flashdist.runtime.planning import data_parallel_size
 
 # (substring of torch.cuda.get_device_name(), dense bf16 FLOP/s per device); first match wins,
@@ -74,13 +75,14 @@ def mfu(tokens_per_second: float, flops_per_token: float, peak_flops_per_device:
 class Throughput(Callback):
     """Counts tokens, shows ``tokens_per_second`` (and ``mfu``) while training, reports them at the end."""
 
-    def __init__(self, peak_flops: float | None = None):
+    def __init__(self, run: FitRun, peak_flops: float | None = None):
         if peak_flops is not None and (isinstance(peak_flops, bool) or not isinstance(peak_flops, (int, float)) or peak_flops <= 0):
             from flashdist.errors import ConfigError
 
             raise ConfigError(f"peak_flops={peak_flops!r} must be a positive number (FLOP/s per device).", hint="peak_flops: 989.0e12")
         self.peak_flops = float(peak_flops) if peak_flops is not None else None
         self._reset()
+        run.summary_sources.append(self.summary_fields)  # summary.json's throughput fields, read by the ledger
 
     def _reset(self) -> None:
         self.active = False

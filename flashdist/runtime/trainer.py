@@ -1,8 +1,9 @@
 """``flashdist.Trainer``: Lightning's Trainer, plus the step plan and the ledger on every fit.
 
 ``__init__`` only composes: the launch topology (launching/topology.py), the strategy name
-(strategies/names.py), the ledger (runtime/ledger.py) and the run report (runtime/report.py)
-each live in their own module.
+(strategies/names.py), and flashdist's callbacks (runtime/callbacks.py). Each ``fit`` makes a
+:class:`~flashdist.runtime.fit_run.FitRun`, the one object that holds what the fit knows,
+and builds flashdist's callbacks with it.
 """
 
 from __future__ import annotations
@@ -11,23 +12,23 @@ from typing import Any, Literal
 
 import lightning.pytorch as pl
 from lightning.pytorch import Callback
+from lightning.pytorch.callbacks import Checkpoint
 
+from flashdist.errors import ConfigError
+from flashdist.launching.topology import apply_launch_topology
+from flashdist.runtime.callbacks import FitCallbacks
 from flashdist.runtime.checkpoint import (
     check_sharded_resume,
     init_process_group_for_restart,
     install_atomic_checkpoints,
     resolve_ckpt_path,
 )
-from flashdist.runtime.export import HFExport
+from flashdist.runtime.fit_run import FitRun, ResumeState
 from flashdist.runtime.ledger import StepLedger
-from flashdist.runtime.throughput import Throughput
-from flashdist.runtime.planning import reset_plan
-from flashdist.runtime.preemption import Preemption, finish_preempted_fit
-from flashdist.runtime.report import report_callbacks
-from flashdist.launching.topology import apply_launch_topology
+from flashdist.runtime.preemption import finish_preempted_fit
+from flashdist.runtime.resume import RESUME_POLICIES, ResumePolicy
 from flashdist.strategies.checks import LaunchFacts, check_before_launch, check_precision
-from flashdist.runtime.resume import RESUME_POLICIES, ResumeGuard, ResumePolicy
-from flashdist.errors import ConfigError
+from flashdist.strategies.names import resolve_strategy, runs_on_cpu
 
 __all__ = ["RESUME_POLICIES", "ResumePolicy", "Trainer"]
 
@@ -46,8 +47,9 @@ class Trainer(pl.Trainer):
 
     Example:
         >>> trainer = Trainer(max_epochs=1, accelerator="cpu", logger=False, enable_progress_bar=False)
-        >>> any(type(c).__name__ == "StepLedger" for c in trainer.callbacks)
-        True
+        >>> trainer.fit_run.plan  # doctest: +SKIP  (computed once fit() has a train loader)
+        >>> trainer.ledger.optimizer_steps
+        0
     """
 
     def __init__(
@@ -61,13 +63,13 @@ class Trainer(pl.Trainer):
         peak_flops: float | None = None,
         **kwargs: Any,
     ):
-        from flashdist.strategies.names import resolve_strategy, runs_on_cpu
-
         # "auto" (typed here so LightningCLI accepts it from YAML): the launcher's node count, else 1.
         kwargs["num_nodes"] = num_nodes
         if resume_policy not in RESUME_POLICIES:
             raise ConfigError(f"resume_policy={resume_policy!r} is not known.", accepted=RESUME_POLICIES)
         self.resume_policy = resume_policy
+        self.strict_ledger = strict_ledger
+        self.peak_flops = peak_flops
         self.max_tokens = check_max_tokens(max_tokens, kwargs)
         if max_tokens is not None and kwargs.get("max_epochs") is None:
             kwargs["max_epochs"] = -1  # the token budget is the limit, not Lightning's 1000-epoch default
@@ -78,28 +80,43 @@ class Trainer(pl.Trainer):
         self.compile_optimizer = checked_compile_option(compile_optimizer, kwargs["strategy"])
         check_precision(kwargs["strategy"], kwargs.get("precision"), runs_on_cpu(kwargs.get("accelerator", "auto")))
         user_callbacks = list(kwargs.pop("callbacks", None) or [])
-        # Resume guard before the ledger: the ledger must see the scheduler the guard decides on.
-        # Throughput before the ledger: its end-of-fit all-reduce feeds the ledger's summary.
-        throughput = Throughput(peak_flops=peak_flops)
-        own: list[Callback] = [ResumeGuard(resume_policy), throughput]
-        if not any(isinstance(c, StepLedger) for c in user_callbacks):
-            own.append(StepLedger(strict=strict_ledger, summary_sources=(throughput.summary_fields,)))
-        own += [Preemption(), *report_callbacks(), HFExport()]
+        super().__init__(*args, callbacks=list(user_callbacks), **kwargs)  # Lightning extends the list it is given
+        install_atomic_checkpoints(self)
+        # A ledger and callbacks exist before the first fit, as Lightning's do: placed after the
+        # user's callbacks, before Lightning's own (progress bar: the plan prints before it opens)
+        # and before every checkpoint callback (a preemption checkpoint comes first).
+        first_lightning = next(
+            (i for i, c in enumerate(self.callbacks) if not any(c is u for u in user_callbacks) or isinstance(c, Checkpoint)),
+            len(self.callbacks),
+        )
+        self._new_fit_run(at=first_lightning)
+
+    def _new_fit_run(self, at: int | None = None) -> None:
+        """A fresh FitRun, and flashdist's callbacks built with it in the places of the previous fit's."""
+        previous = self.fit_callbacks.in_order() if at is None else []
+        self.fit_run = FitRun(self, self.strategy_name, self.strict_ledger, resume=ResumeState(self.resume_policy))
+        self.fit_callbacks = FitCallbacks.build(self.fit_run, peak_flops=self.peak_flops)
+        own = self.fit_callbacks.in_order()
         for callback in own:
             skip_inherited_step_hooks(callback)
-        super().__init__(*args, callbacks=user_callbacks + own, **kwargs)
-        install_atomic_checkpoints(self)
+        if at is not None:
+            self.callbacks[at:at] = own
+            return
+        places = [i for i, c in enumerate(self.callbacks) if any(c is p for p in previous)]
+        for index, callback in zip(places, own, strict=True):
+            self.callbacks[index] = callback
 
     @property
     def ledger(self) -> StepLedger:
-        return next(c for c in self.callbacks if isinstance(c, StepLedger))
+        """The current fit's step ledger (its counts are ``fit_run.counts``)."""
+        return self.fit_callbacks.ledger
 
     def fit(self, *args: Any, **kwargs: Any) -> None:
         """Lightning's fit, plus ``ckpt_path="auto"`` (runtime/checkpoint.py) and preemption's exit.
 
         A preempted fit raises ``SystemExit(75)`` after its checkpoint (runtime/preemption.py).
         """
-        reset_plan(self)
+        self._new_fit_run()
         check_strategy_before_launch(self, args[0] if args else kwargs.get("model"))
         before_launch(self, args, kwargs)
         if len(args) >= 5:
@@ -110,7 +127,7 @@ class Trainer(pl.Trainer):
             check_sharded_resume(self, kwargs["ckpt_path"])
         init_process_group_for_restart(self)
         super().fit(*args, **kwargs)
-        finish_preempted_fit(self)
+        finish_preempted_fit(self.fit_run)
 
 
 def checked_compile_option(value: Any, strategy: Any) -> dict[str, Any] | None:

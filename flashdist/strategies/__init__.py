@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
-from flashdist.strategies.base import OptimizerChoice, StrategyRoute
+from flashdist.plan import StepPlan
+from flashdist.strategies.base import OptimizerChoice, RouteAware, StrategyRoute
 
 # Filled by the strategy modules: Lightning strategy class → route class. Checked in order,
 # most specific first; anything unlisted takes the default route.
@@ -15,18 +17,25 @@ def register_route(strategy_type: type, route: type[StrategyRoute]) -> None:
     _ROUTES.insert(0, (strategy_type, route))
 
 
-def route_for(strategy: Any) -> StrategyRoute:
-    """The route for a live Lightning strategy, cached on it so the choice can be reported."""
-    cached = getattr(strategy, "_flashdist_route", None)
-    if cached is not None:
-        return cached
+def route_for(strategy: Any, plan: Callable[[], StepPlan] | None = None) -> StrategyRoute:
+    """A new route for a live Lightning strategy; ``plan`` gives the fit's step plan when asked.
+
+    flashdist's Trainer makes one per fit (its ``FitRun.route``) and hands it the plan; a
+    strategy of flashdist's that consults its route (:class:`RouteAware`) is given it here.
+
+    Example:
+        >>> from lightning.pytorch.strategies import DDPStrategy
+        >>> route_for(DDPStrategy()).name
+        'ddp'
+    """
     route_cls = next((route for kind, route in _ROUTES if isinstance(strategy, kind)), StrategyRoute)
-    route = route_cls(strategy)
-    strategy._flashdist_route = route
+    route = route_cls(strategy, plan)
+    if isinstance(strategy, RouteAware):
+        strategy.route = route
     return route
 
 
-__all__ = ["OptimizerChoice", "StrategyRoute", "register_route", "route_for"]
+__all__ = ["OptimizerChoice", "RouteAware", "StrategyRoute", "register_route", "route_for"]
 
 
 # The strategy modules register their routes on import; imported last, as they use register_route.

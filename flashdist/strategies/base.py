@@ -19,6 +19,7 @@ from torch import nn
 from flashdist.optim.build import build_optimizer
 from flashdist.optim.param_groups import no_decay_names, param_groups_weight_decay
 from flashdist.optim.specs import OptimizerSpec
+from flashdist.plan import StepPlan
 
 
 @dataclass(frozen=True)
@@ -35,9 +36,14 @@ class StrategyRoute:
 
     name = "ddp"
 
-    def __init__(self, strategy: Any):
+    def __init__(self, strategy: Any, plan: Callable[[], StepPlan] | None = None):
         self.strategy = strategy
         self.choice: OptimizerChoice | None = None
+        self._plan = plan
+
+    def plan(self) -> StepPlan | None:
+        """The fit's step plan, as the Trainer handed it (None: no flashdist Trainer runs this strategy)."""
+        return self._plan() if self._plan is not None else None
 
     def build_optimizer(
         self, module: nn.Module, spec: OptimizerSpec, learning_rate: float | None, weight_decay: float | None
@@ -75,6 +81,12 @@ class StrategyRoute:
         if self.strategy.global_rank != 0:
             return None
         return {key: value.detach().cpu().clone() for key, value in module.state_dict().items()}
+
+
+class RouteAware:
+    """A flashdist strategy that consults its fit's route (given by :func:`flashdist.strategies.route_for`)."""
+
+    route: StrategyRoute | None = None
 
 
 StepCounter = Callable[[torch.optim.Optimizer, Any, Any], None]

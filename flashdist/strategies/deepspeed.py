@@ -37,8 +37,8 @@ from lightning.pytorch.utilities.rank_zero import rank_zero_warn
 
 from flashdist.errors import ConfigError
 from flashdist.optim.specs import OptimizerSpec
-from flashdist.strategies import register_route
-from flashdist.strategies.base import StepCounter, StrategyRoute, unwrap_optimizer
+from flashdist.strategies import register_route, route_for
+from flashdist.strategies.base import RouteAware, StepCounter, StrategyRoute, unwrap_optimizer
 from flashdist.strategies.deepspeed_config import AutoValues, fill_auto_config, is_offloaded, task_optimizer_if_given
 
 # Adam-family names the route may serve with DeepSpeed's kernels, and whether they decouple
@@ -49,7 +49,7 @@ _ADAM_FAMILY: dict[str, bool] = {"adam": False, "adamw": True}
 _CUDA_ONLY = frozenset({"FusedLamb", "FusedLion"})
 
 
-class FlashDeepSpeedStrategy(DeepSpeedStrategy):
+class FlashDeepSpeedStrategy(RouteAware, DeepSpeedStrategy):
     """Lightning's DeepSpeed strategy with flashdist's per-epoch accumulation and "auto" config filling.
 
     Example:
@@ -85,14 +85,11 @@ class FlashDeepSpeedStrategy(DeepSpeedStrategy):
     def _format_batch_size_and_grad_accum_config(self) -> None:
         from lightning.pytorch.trainer.states import TrainerFn
 
-        # Imported here: strategies sit below core, and the plan is gathered from the live Trainer.
-        from flashdist.runtime.planning import training_plan
-
         trainer = self.lightning_module.trainer
         task = self.lightning_module
-        if trainer.state.fn != TrainerFn.FITTING:
+        plan = self.route.plan() if self.route is not None and trainer.state.fn == TrainerFn.FITTING else None
+        if plan is None:  # not fitting, or not under flashdist's Trainer (which hands the route the plan)
             return super()._format_batch_size_and_grad_accum_config()
-        plan = training_plan(trainer)
         values = AutoValues.from_task(
             task, plan, micro_batch_size=_loader_batch_size(trainer), precision=trainer.precision, gradient_clip_val=trainer.gradient_clip_val
         )
@@ -114,7 +111,8 @@ class FlashDeepSpeedStrategy(DeepSpeedStrategy):
 
         import deepspeed
 
-        groups = route_for_strategy(self).param_groups(model, self.lightning_module.weight_decay)
+        route = self.route if self.route is not None else route_for(self)
+        groups = route.param_groups(model, self.lightning_module.weight_decay)
         engine, optimizer, _, _ = deepspeed.initialize(
             args=argparse.Namespace(device_rank=self.root_device.index),
             config=self.config,
@@ -269,12 +267,6 @@ def _defaults(torch_class: type) -> dict[str, Any]:
 def _loader_batch_size(trainer: Any) -> int | None:
     loader = trainer.train_dataloader
     return getattr(loader, "batch_size", None) if loader is not None else None
-
-
-def route_for_strategy(strategy: Any) -> StrategyRoute:
-    from flashdist.strategies import route_for
-
-    return route_for(strategy)
 
 
 register_route(DeepSpeedStrategy, DeepSpeedRoute)

@@ -17,6 +17,7 @@ from flashdist.errors import ConfigError
 from flashdist.optim import LR_SCHEDULERS, OPTIMIZERS
 from flashdist.optim.build import dry_run, instantiate_scheduler, resolve_scheduler_kwargs, schedule_length_conflict
 from flashdist.optim.compiled import compile_optimizer_step, tensor_lr_kwargs, wants_tensor_lr
+from flashdist.optim.resolved import resolve_schedule
 from flashdist.optim.specs import check_learning_rate, normalize_optimizer, normalize_scheduler
 
 MetricsArg = torchmetrics.Metric | Mapping[str, torchmetrics.Metric] | Sequence[torchmetrics.Metric] | None
@@ -135,13 +136,9 @@ class Task(LightningModule):
 
     # ---- optimizer and scheduler -------------------------------------------------------
     def configure_optimizers(self) -> Any:
-        # Imported here: the strategy routes and the plan gathering know the Trainer.
-        from flashdist.runtime.planning import record_resolved_scheduler, training_plan
-        from flashdist.strategies import route_for
-
-        route = route_for(self.trainer.strategy)
-        optimizer = route.build_optimizer(self, self.optimizer_spec, self.learning_rate, self.weight_decay)
-        # flashdist.Trainer(compile_optimizer=...): torch.compile kwargs, or None (a plain Lightning Trainer has none)
+        run = _fit_run(self.trainer)  # the plan and the strategy route of this fit
+        optimizer = run.route.build_optimizer(self, self.optimizer_spec, self.learning_rate, self.weight_decay)
+        # flashdist.Trainer(compile_optimizer=...): torch.compile kwargs, or None
         compile_kwargs = getattr(self.trainer, "compile_optimizer", None)
         if self.scheduler_spec is None:
             if compile_kwargs is not None:
@@ -150,9 +147,8 @@ class Task(LightningModule):
         spec = self.scheduler_spec
         kwargs = None
         if spec.entry is not None and not spec.entry.is_recipe:
-            plan = training_plan(self.trainer)
-            kwargs = resolve_scheduler_kwargs(spec, optimizer, plan)
-            self._check_schedule_length(spec, kwargs, plan.planned_total_steps)
+            kwargs = resolve_scheduler_kwargs(spec, optimizer, run.plan)
+            self._check_schedule_length(spec, kwargs, run.plan.planned_total_steps, run.strict_ledger)
         build_kwargs = kwargs
         if wants_tensor_lr(optimizer, compiled_step=compile_kwargs is not None):
             target = spec.entry.target if spec.entry is not None and not spec.entry.is_recipe else None
@@ -161,16 +157,15 @@ class Task(LightningModule):
         if compile_kwargs is not None:  # after the scheduler, which wraps optimizer.step itself
             compile_optimizer_step(optimizer, **compile_kwargs)
         # the schedule's identity (checked on resume) is the same compiled or not: LRs are the same
-        record_resolved_scheduler(self.trainer, spec, kwargs, config)
+        run.schedule = resolve_schedule(spec, kwargs, config)
         return {"optimizer": optimizer, "lr_scheduler": config}
 
-    def _check_schedule_length(self, spec: Any, kwargs: dict[str, Any], planned_total_steps: int) -> None:
+    def _check_schedule_length(self, spec: Any, kwargs: dict[str, Any], planned_total_steps: int, strict: bool) -> None:
         """A schedule length the user wrote that the plan contradicts: refused, or a warning under strict_ledger=False."""
         problem = schedule_length_conflict(spec, kwargs, planned_total_steps)
         if problem is None:
             return
-        ledger = getattr(self.trainer, "ledger", None)
-        if ledger is not None and not ledger.strict:
+        if not strict:
             warnings.warn(f"{problem} Kept (strict_ledger=False).", UserWarning, stacklevel=2)
             return
         raise ConfigError(problem, hint="leave the total out: flashdist fills it from the plan (or pass Trainer(strict_ledger=False) to keep yours).")
@@ -182,6 +177,18 @@ class Task(LightningModule):
             scheduler.step()
         else:
             scheduler.step(metric)
+
+
+def _fit_run(trainer: Any) -> Any:
+    """The ``FitRun`` of the fit ``trainer`` runs (flashdist.Trainer makes one per fit)."""
+    run = getattr(trainer, "fit_run", None)
+    if run is None:
+        raise ConfigError(
+            f"a flashdist Task plans its optimizer and LR schedule with flashdist.Trainer's step plan; "
+            f"it is being fitted by {type(trainer).__module__}.{type(trainer).__name__}.",
+            hint="fit it with flashdist.Trainer (a drop-in lightning.Trainer with the same arguments).",
+        )
+    return run
 
 
 def _as_metric_dict(metrics: MetricsArg) -> dict[str, torchmetrics.Metric]:

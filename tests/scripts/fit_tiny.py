@@ -47,9 +47,9 @@ class RecordLosses(Callback):
 
 
 def write_extra(trainer, recorder: RecordLosses, root: str) -> None:
-    from flashdist.runtime.ledger import innermost_optimizer
+    from flashdist.strategies.base import unwrap_optimizer
 
-    optimizer = innermost_optimizer(trainer.optimizers[0]) if trainer.optimizers else None
+    optimizer = unwrap_optimizer(trainer.optimizers[0]) if trainer.optimizers else None
     engine = getattr(trainer.strategy, "deepspeed_engine", None) if hasattr(trainer.strategy, "zero_stage_3") else None
     try:
         from torch.distributed.fsdp import FSDPModule

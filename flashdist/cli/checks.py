@@ -21,7 +21,7 @@ def check_task_specs(model_config: Any, section: str = "model") -> None:
         Traceback (most recent call last):
         flashdist.errors.ConfigError: model.init_args.optimizer='adamm': unknown optimizer 'adamm' ...
     """
-    from jsonargparse._util import import_object  # noqa: PLC2701 - the resolver jsonargparse itself used
+    from flashdist.compat.jsonargparse import import_object
 
     class_path = getattr(model_config, "class_path", None)
     init_args = getattr(model_config, "init_args", None)

@@ -170,7 +170,8 @@ def accepted_keys(class_path: str | None) -> list[str]:
     if class_path is None:
         return []
     from jsonargparse import ArgumentParser
-    from jsonargparse._util import import_object  # noqa: PLC2701 - jsonargparse's own resolver, same rules
+
+    from flashdist.compat.jsonargparse import import_object
 
     try:
         cls: Any = import_object(class_path)

@@ -19,6 +19,8 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from flashdist.cli.checks import check_model_matches_data, check_task_specs, section_of_failure
 from flashdist.cli.config_file import load_run_config
 from flashdist.cli.config_errors import config_error_from_parse
+from flashdist.compat.jsonargparse import option_names
+from flashdist.compat.lightning import subcommand_parser
 from flashdist.tasks.model import Task
 from flashdist.runtime.trainer import Trainer, check_strategy_before_launch
 from flashdist.errors import ConfigError
@@ -97,9 +99,7 @@ class FlashdistCLI(LightningCLI):
 
     def _top_level_keys(self) -> list[str]:
         subcommand = self._args[0] if self._args and self._args[0] in SUBCOMMANDS else None
-        parsers = getattr(self, "_subcommand_parsers", {})
-        parser = parsers.get(subcommand, self.parser) if subcommand else self.parser
-        return sorted({action.dest.split(".")[0] for action in parser._actions if action.dest not in ("help", "config")})
+        return option_names(subcommand_parser(self, subcommand))
 
 
 def _config_error_in_chain(error: BaseException) -> ConfigError | None:

@@ -1,7 +1,66 @@
-"""torch internals flashdist relies on, one small function each, each tested by name in tests/compat/test_torch.py."""
+"""torch internals and copied rules flashdist relies on (torch 2.13), one small function each, tested by name in tests/compat/test_torch.py."""
 
 from __future__ import annotations
 
+import math
+from typing import Any
+
+
+def fused_kernel_devices() -> list[str]:
+    """Device types with torch's ``fused=True`` optimizer kernels.
+
+    Relies on ``torch.optim.optimizer._get_fused_kernels_supported_devices``: torch's own list,
+    which its optimizers check ``fused=True`` against; no public function exposes it.
+    """
+    from torch.optim.optimizer import _get_fused_kernels_supported_devices
+
+    return list(_get_fused_kernels_supported_devices())
+
+
+def distributed_sampler_global_order(sampler: Any) -> list[int]:
+    """A ``DistributedSampler``'s epoch order over all ranks, before it deals position ``r, r+W, ...`` to rank ``r``.
+
+    The permutation comes from torch itself (a one-replica ``DistributedSampler`` with the
+    same seed and epoch); the padding and cut to ``total_size`` are DistributedSampler's rule,
+    copied: torch deals the order out per rank and has no public view of the whole of it.
+
+    Example:
+        >>> from torch.utils.data import DistributedSampler
+        >>> distributed_sampler_global_order(DistributedSampler(range(5), num_replicas=2, rank=0, shuffle=False))
+        [0, 1, 2, 3, 4, 0]
+    """
+    from torch.utils.data import DistributedSampler
+
+    one = DistributedSampler(sampler.dataset, num_replicas=1, rank=0, shuffle=sampler.shuffle, seed=sampler.seed)
+    one.set_epoch(sampler.epoch)
+    indices = list(iter(one))
+    if sampler.drop_last:
+        return indices[: sampler.total_size]
+    padding = sampler.total_size - len(indices)
+    if padding > 0:
+        indices += (indices * math.ceil(padding / len(indices)))[:padding]
+    return indices
+
+
+def lambda_lr_state(last_epoch: int, base_lrs: list[float], last_lrs: list[float]) -> dict[str, Any]:
+    """A state dict a ``LambdaLR`` loads (and that loads back here): the counter, base LRs, neutral rest.
+
+    Relies on ``LRScheduler.state_dict`` saving the instance ``__dict__``, private fields
+    included (``_step_count``, ``_last_lr``; ``lr_lambdas`` as None for plain functions): the
+    fast path writes them so a checkpoint of one implementation loads into the other; torch
+    documents no state-dict schema.
+
+    Example:
+        >>> sorted(lambda_lr_state(3, [0.1], [0.05]))
+        ['_last_lr', '_step_count', 'base_lrs', 'last_epoch', 'lr_lambdas']
+    """
+    return {
+        "last_epoch": last_epoch,
+        "base_lrs": [float(b) for b in base_lrs],
+        "_step_count": last_epoch + 1,
+        "lr_lambdas": [None] * len(base_lrs),
+        "_last_lr": list(last_lrs),
+    }
 
 def dynamo_frame_compiles() -> int:
     """How many frames dynamo has compiled in this process so far (a recompile adds one).

@@ -17,8 +17,9 @@ import math
 from collections.abc import Iterator
 from typing import Any
 
-import torch
 from torch.utils.data import BatchSampler, DistributedSampler, SequentialSampler
+
+from flashdist.compat.torch import distributed_sampler_global_order
 
 
 class ResumableDistributedSampler(DistributedSampler):
@@ -42,18 +43,7 @@ class ResumableDistributedSampler(DistributedSampler):
 
     def global_order(self) -> list[int]:
         """The epoch's global order, exactly as ``DistributedSampler`` builds it (before dealing)."""
-        if self.shuffle:
-            generator = torch.Generator()
-            generator.manual_seed(self.seed + self.epoch)
-            indices = torch.randperm(len(self.dataset), generator=generator).tolist()
-        else:
-            indices = list(range(len(self.dataset)))
-        if self.drop_last:
-            return indices[: self.total_size]
-        padding = self.total_size - len(indices)
-        if padding > 0:
-            indices += (indices * math.ceil(padding / len(indices)))[:padding]
-        return indices
+        return distributed_sampler_global_order(self)
 
     def __iter__(self) -> Iterator[int]:
         order = self.global_order()

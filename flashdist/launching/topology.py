@@ -20,6 +20,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from flashdist.compat.lightning import launched_by_srun
 from flashdist.errors import ConfigError
 
 _AUTO = (None, "auto", -1, "-1")
@@ -93,9 +94,7 @@ def _torchrun(env: Mapping[str, str]) -> LaunchTopology:
 
 
 def _slurm_detected(env: Mapping[str, str]) -> bool:
-    # Lightning's rule (SLURMEnvironment.detect, without its "srun is installed but not used" warning):
-    # srun sets SLURM_NTASKS; jobs named 'bash' or 'interactive' opt out
-    return "SLURM_NTASKS" in env and env.get("SLURM_JOB_NAME") not in ("bash", "interactive")
+    return launched_by_srun(env)  # Lightning's rule (SLURMEnvironment.detect), on this environment
 
 
 def _slurm(env: Mapping[str, str]) -> LaunchTopology:

@@ -29,6 +29,7 @@ from typing import Any
 import torch
 from torch.optim.lr_scheduler import LRScheduler
 
+from flashdist.compat.torch import lambda_lr_state
 from flashdist.errors import ConfigError
 from flashdist.optim.schedules import (
     Constant,
@@ -42,11 +43,6 @@ from flashdist.optim.schedules import (
     WarmupStableDecay,
     WsdShape,
 )
-
-# Keys torch's LambdaLR puts in its state_dict besides ours; written as neutral values so a
-# checkpoint taken with the fast path loads into ``hf:<name>`` and the other way round.
-_LAMBDA_LR_KEYS = ("lr_lambdas", "_last_lr", "_get_lr_called_within_step", "_is_initial")
-
 
 class ClosedFormLR(LRScheduler):
     """A torch ``LRScheduler`` driven by a closed-form ``step -> multiplier`` schedule.
@@ -138,14 +134,8 @@ class ClosedFormLR(LRScheduler):
 
     def state_dict(self) -> dict[str, Any]:
         """The step counter and base LRs: the schedule itself is rebuilt from the spec on resume."""
-        return {
-            "last_epoch": self.last_epoch,
-            "base_lrs": [float(b) for b in self.base_lrs],
-            "_step_count": self.last_epoch + 1,
-            "lr_lambdas": [None] * len(self.base_lrs),
-            "_last_lr": self.get_lr(),
-            "schedule": repr(self.schedule),
-        }
+        # LambdaLR's keys too, so a checkpoint of the fast path loads into ``hf:<name>`` and back.
+        return {**lambda_lr_state(self.last_epoch, self.base_lrs, self.get_lr()), "schedule": repr(self.schedule)}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Load ours or a ``LambdaLR``'s (a checkpoint from ``hf:<name>``): counter and base LRs only."""

@@ -19,7 +19,6 @@ Preemption checkpoints are deleted when a run completes, so they can never be st
 from __future__ import annotations
 
 import json
-import re
 import os
 import shutil
 import sys
@@ -29,6 +28,8 @@ from typing import Any
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch.callbacks import ModelCheckpoint
 
+from flashdist.compat.deepspeed import zero_shard_rank
+from flashdist.compat.lightning import process_group_settings, validation_loader_defined
 from flashdist.errors import ConfigError
 
 PARTIAL_SUFFIX = ".partial"
@@ -216,8 +217,7 @@ def metrics_a_fit_logs(trainer: Any) -> set[str] | None:
             if any(getattr(type(callback), h, None) is not None for h in _LOGGING_HOOKS if h.startswith("on_")):
                 return None
     names = {"train_loss", "epoch", "step"}
-    val_loop = trainer.fit_loop.epoch_loop.val_loop
-    validates = trainer.limit_val_batches != 0 and val_loop._data_source.is_defined()
+    validates = trainer.limit_val_batches != 0 and validation_loader_defined(trainer)
     if validates and trainer.check_val_every_n_epoch is not None and trainer.max_epochs not in (None, -1):
         validates = trainer.check_val_every_n_epoch <= trainer.max_epochs
     if validates:
@@ -245,14 +245,11 @@ def check_monitored_metrics(trainer: Any) -> None:
 
 
 # ---- DeepSpeed: sharded optimizer state is tied to the data-parallel size ------------------------
-_ZERO_SHARD = re.compile(r"^(?:bf16_)?zero_pp_rank_(\d+)_mp_rank_\d+_optim_states\.pt$")
-
-
 def sharded_checkpoint_dp_size(path: Path) -> int | None:
     """Data-parallel ranks that wrote a DeepSpeed checkpoint directory (its ZeRO shards), or None."""
     if not path.is_dir():
         return None
-    ranks = {int(m[1]) for p in path.rglob("*_optim_states.pt") if (m := _ZERO_SHARD.match(p.name))}
+    ranks = {rank for p in path.rglob("*_optim_states.pt") if (rank := zero_shard_rank(p.name)) is not None}
     return len(ranks) or None
 
 
@@ -294,10 +291,9 @@ def init_process_group_for_restart(trainer: Any) -> None:
     attempt = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") or 0)
     if attempt == 0 or os.environ.get("TORCHELASTIC_USE_AGENT_STORE") != "True" or not dist.is_available() or dist.is_initialized():
         return
-    strategy = trainer.strategy
-    get_backend = getattr(strategy, "_get_process_group_backend", None)
-    backend = get_backend() if callable(get_backend) else ("nccl" if torch.cuda.is_available() else "gloo")
-    timeout = getattr(strategy, "_timeout", None) or dist.default_pg_timeout
+    backend, timeout = process_group_settings(trainer.strategy)
+    backend = backend or ("nccl" if torch.cuda.is_available() else "gloo")
+    timeout = timeout or dist.default_pg_timeout
     world_size, rank = int(os.environ["WORLD_SIZE"]), int(os.environ["RANK"])
     store = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), world_size, is_master=False, timeout=timeout)
     prefixed = dist.PrefixStore(f"/flashdist/attempt_{attempt}", store)

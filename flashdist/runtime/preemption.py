@@ -39,6 +39,7 @@ from typing import Any
 from lightning.pytorch import Callback
 from lightning.pytorch.callbacks import ModelCheckpoint
 
+from flashdist.compat.lightning import kill_launched_ranks, mark_checkpoint_saved_at
 from flashdist.runtime.fit_run import FitRun
 from flashdist.runtime.checkpoint import PREEMPT_PREFIX, checkpoint_dirs, remove_preemption_checkpoints
 
@@ -126,9 +127,9 @@ class Preemption(Callback):
         path = directory / f"{PREEMPT_PREFIX}step={trainer.global_step}.ckpt"
         trainer.save_checkpoint(path)
         state.checkpoint_path = str(path)
-        for callback in trainer.callbacks:
+        for callback in trainer.checkpoint_callbacks:
             if isinstance(callback, ModelCheckpoint):
-                callback._last_global_step_saved = trainer.global_step  # no second save of this step at epoch end
+                mark_checkpoint_saved_at(callback, trainer.global_step)  # no second save of this step at epoch end
         trainer.should_stop = True
         print(
             f"flashdist: rank {trainer.global_rank}: preempted (signal {self.received or 'of another rank'}); "
@@ -220,12 +221,8 @@ class StopVote:
 def stop_local_ranks(trainer: Any) -> None:
     """A failing rank 0 takes the ranks it launched down with it (Lightning's launcher only does
     so on Ctrl-C): a rank stuck elsewhere would otherwise outlive the run, waiting forever."""
-    from lightning.pytorch.strategies.launchers.subprocess_script import _SubprocessScriptLauncher
-
-    launcher = getattr(trainer.strategy, "launcher", None)
-    if isinstance(launcher, _SubprocessScriptLauncher) and launcher.procs:
-        print(f"flashdist: rank {trainer.global_rank}: stopping the ranks it launched", file=sys.stderr, flush=True)
-        launcher.kill(signal.SIGKILL)
+    if kill_launched_ranks(trainer.strategy, signal.SIGKILL):
+        print(f"flashdist: rank {trainer.global_rank}: stopped the ranks it launched", file=sys.stderr, flush=True)
 
 
 def finish_preempted_fit(run: FitRun) -> None:

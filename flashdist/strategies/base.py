@@ -86,6 +86,7 @@ class StrategyRoute:
 class RouteAware:
     """A flashdist strategy that consults its fit's route (given by :func:`flashdist.strategies.route_for`)."""
 
+    __slots__ = ()  # no state: listed after the Lightning base, a strategy object can still be adopted
     route: StrategyRoute | None = None
 
 

@@ -35,6 +35,8 @@ from lightning.pytorch.strategies import DeepSpeedStrategy
 from lightning.pytorch.strategies.ddp import DDPStrategy
 from lightning.pytorch.utilities.rank_zero import rank_zero_warn
 
+from flashdist.compat.deepspeed import ZeroStepCounter
+from flashdist.compat.lightning import init_deepspeed_distributed, private_override, should_accumulate
 from flashdist.errors import ConfigError
 from flashdist.optim.specs import OptimizerSpec
 from flashdist.strategies import register_route, route_for
@@ -49,7 +51,7 @@ _ADAM_FAMILY: dict[str, bool] = {"adam": False, "adamw": True}
 _CUDA_ONLY = frozenset({"FusedLamb", "FusedLion"})
 
 
-class FlashDeepSpeedStrategy(RouteAware, DeepSpeedStrategy):
+class FlashDeepSpeedStrategy(DeepSpeedStrategy, RouteAware):  # mixin last: a plain DeepSpeedStrategy can be adopted
     """Lightning's DeepSpeed strategy with flashdist's per-epoch accumulation and "auto" config filling.
 
     Example:
@@ -67,7 +69,7 @@ class FlashDeepSpeedStrategy(RouteAware, DeepSpeedStrategy):
     def training_step(self, *args: Any, **kwargs: Any) -> Any:
         trainer = self.lightning_module.trainer
         if trainer.training and trainer.accumulate_grad_batches > 1:
-            closes_window = not trainer.fit_loop._should_accumulate()
+            closes_window = not should_accumulate(trainer)
             self.model.set_gradient_accumulation_boundary(closes_window)
         return super().training_step(*args, **kwargs)
 
@@ -82,6 +84,7 @@ class FlashDeepSpeedStrategy(RouteAware, DeepSpeedStrategy):
         kwargs.setdefault("scale_wrt_gas", False)
         return super().backward(closure_loss, optimizer, *args, **kwargs)
 
+    @private_override(DeepSpeedStrategy, "the only place Lightning fills the config's batch and accumulation values")
     def _format_batch_size_and_grad_accum_config(self) -> None:
         from lightning.pytorch.trainer.states import TrainerFn
 
@@ -100,6 +103,7 @@ class FlashDeepSpeedStrategy(RouteAware, DeepSpeedStrategy):
         self.config.pop("gradient_accumulation_steps", None)
         super()._format_batch_size_and_grad_accum_config()
 
+    @private_override(DeepSpeedStrategy, "where Lightning calls deepspeed.initialize; no hook passes it param groups")
     def _setup_model_and_optimizer(self, model: Any, optimizer: Any, lr_scheduler: Any = None) -> tuple[Any, Any]:
         if optimizer is None and getattr(self.lightning_module, "weight_decay", None) is not None:
             # The config's optimizer would see one flat group; keep biases/norms undecayed.
@@ -141,13 +145,14 @@ class CPUDeepSpeedStrategy(FlashDeepSpeedStrategy):
         # Skip the device-index validation: CPU devices have no index to validate.
         reset_seed()
         self.set_world_ranks()
-        self._init_deepspeed_distributed()
+        init_deepspeed_distributed(self)
 
     @property
     def root_device(self) -> torch.device:
         # DeepSpeed reads the rank's device from its index.
         return torch.device("cpu", self.local_rank)
 
+    @private_override(DeepSpeedStrategy, "Lightning's backend choice would be NCCL; no public setting reaches DeepSpeed's init")
     def _get_process_group_backend(self) -> str:
         return self._process_group_backend or "gloo"
 
@@ -185,27 +190,8 @@ class DeepSpeedRoute(StrategyRoute):
         # ZeRO's wrapper steps the torch optimizer once per param group (stages 1-2) or per
         # sub-group (stage 3); the wrapper's own step() is the one real update (unless fp16
         # overflowed, which the wrapper reports in .overflow).
-        return _WrapperStepCounter(unwrap_lightning(optimizer), count)
-
-
-class _WrapperStepCounter:
-    """Counts calls of one ZeRO wrapper's ``step`` that applied an update; ``remove()`` undoes it."""
-
-    def __init__(self, wrapper: Any, count: StepCounter):
-        self.wrapper = wrapper
-        original = wrapper.step
-
-        @functools.wraps(original)
-        def step(*args: Any, **kwargs: Any) -> Any:
-            result = original(*args, **kwargs)
-            if not getattr(wrapper, "overflow", False):
-                count(unwrap_optimizer(wrapper), args, kwargs)
-            return result
-
-        wrapper.step = step
-
-    def remove(self) -> None:
-        self.wrapper.__dict__.pop("step", None)
+        wrapper = unwrap_lightning(optimizer)
+        return ZeroStepCounter(wrapper, unwrap_optimizer(wrapper), count)
 
 
 def unwrap_lightning(optimizer: Any) -> Any:

@@ -27,6 +27,8 @@ from lightning.pytorch.strategies import ModelParallelStrategy
 from lightning.pytorch.utilities.rank_zero import rank_zero_info
 from torch import nn
 
+from flashdist.compat.lightning import configure_model_counts_as_overridden, set_parallel_sizes
+from flashdist.compat.torch import fused_kernel_devices
 from flashdist.errors import ConfigError
 from flashdist.optim.param_groups import no_decay_names, param_groups_weight_decay
 from flashdist.optim.specs import OptimizerSpec
@@ -58,8 +60,7 @@ class FSDP2Strategy(ModelParallelStrategy):
         self.param_names_before_sharding: tuple[str, ...] = ()
 
     def setup_environment(self) -> None:
-        self._data_parallel_size = self.num_nodes * self.num_processes
-        self._tensor_parallel_size = 1
+        set_parallel_sizes(self, data_parallel=self.num_nodes * self.num_processes, tensor_parallel=1)
         super().setup_environment()
 
     def setup(self, trainer: Any) -> None:
@@ -70,15 +71,8 @@ class FSDP2Strategy(ModelParallelStrategy):
         shard(module, self.device_mesh["data_parallel"], self.shard_module_classes)
         # ModelParallelStrategy.setup insists on a user configure_model(); flashdist sharded
         # above, so it only has to believe one exists.
-        module.configure_model = _already_sharded  # type: ignore[method-assign]
-        try:
+        with configure_model_counts_as_overridden(module):
             super().setup(trainer)
-        finally:
-            del module.configure_model
-
-
-def _already_sharded() -> None:
-    """Marks the LightningModule as parallelized (see FSDP2Strategy.setup)."""
 
 
 def shard(module: nn.Module, mesh: Any, block_classes: Sequence[type | str] | None) -> list[str]:
@@ -154,15 +148,13 @@ def choose_kernel(spec: OptimizerSpec, device_type: str) -> tuple[Any, str]:
         >>> choose_kernel(normalize_optimizer("adamw"), "cpu")[1]
         'fused=True: AdamW has a fused cpu kernel'
     """
-    from torch.optim.optimizer import _get_fused_kernels_supported_devices
-
     entry = spec.entry
     if entry is None or entry.provider != "torch":
         return None, "as requested"
     if "fused" in spec.kwargs or "foreach" in spec.kwargs:
         return None, "kernel chosen by the user"
     cls = entry.target
-    if entry.supports_fused and device_type in _get_fused_kernels_supported_devices():
+    if entry.supports_fused and device_type in fused_kernel_devices():
         return _with(cls, fused=True), f"fused=True: {cls.__name__} has a fused {device_type} kernel"
     if entry.supports_foreach:
         return _with(cls, foreach=True), f"foreach=True: no fused {cls.__name__} kernel on {device_type}"

@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 
+from flashdist.compat.lightning import adopt_subclass
 from flashdist.errors import ConfigError
 
 # name → DeepSpeedStrategy kwargs (Lightning's own registrations, same meaning).
@@ -105,7 +106,7 @@ def _adopt_object(strategy: Any, on_cpu: bool) -> Any:
 
         # Same object and settings; only the methods that make the schedule land (and, on
         # CPU, the device checks) change. The subclasses add no state of their own.
-        strategy.__class__ = CPUDeepSpeedStrategy if on_cpu else FlashDeepSpeedStrategy
+        adopt_subclass(strategy, CPUDeepSpeedStrategy if on_cpu else FlashDeepSpeedStrategy)
     return strategy
 
 

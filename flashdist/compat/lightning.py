@@ -1,0 +1,195 @@
+"""Lightning internals flashdist relies on (lightning 2.6.x; tests/compat/test_lightning.py).
+
+Each function names the internal it touches, why no public API serves, and has a test of
+the same name in tests/compat/test_lightning.py.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
+
+from flashdist.compat import CompatError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def private_override(base: type, why: str) -> Callable[[F], F]:
+    """Mark a method that overrides a private method of ``base``; refuse at import if ``base`` lost it.
+
+    An override of a method the base class no longer has is silently never called: this makes
+    it an import-time ``CompatError`` naming the method instead. ``why`` says why no public hook serves.
+
+    Example:
+        >>> class Base:
+        ...     def _hook(self): ...
+        >>> class Mine(Base):
+        ...     @private_override(Base, "no public hook")
+        ...     def _hook(self): ...
+    """
+
+    def check(method: F) -> F:
+        if not callable(getattr(base, method.__name__, None)):
+            raise CompatError(f"{base.__module__}.{base.__qualname__}.{method.__name__} no longer exists; flashdist overrides it ({why}).")
+        return method
+
+    return check
+
+
+def should_accumulate(trainer: Any) -> bool:
+    """Whether the current micro-batch only accumulates (no optimizer step after it).
+
+    Relies on ``FitLoop._should_accumulate()``: the loop's own decision, epoch end included;
+    no public API exposes it, and recomputing it would be a second rule that could disagree.
+    """
+    return trainer.fit_loop._should_accumulate()
+
+
+def mark_checkpoint_saved_at(checkpoint: Any, step: int) -> None:
+    """Tell a ``ModelCheckpoint`` that a checkpoint of ``step`` exists, so it does not save the step again.
+
+    Relies on ``ModelCheckpoint._last_global_step_saved``, which its own saves set; there is no
+    public way to report a save made outside it (flashdist's preemption checkpoint).
+    """
+    checkpoint._last_global_step_saved = step
+
+
+def validation_loader_defined(trainer: Any) -> bool:
+    """Whether the fit has a validation loader (known before the loop runs).
+
+    Relies on ``_EvaluationLoop._data_source.is_defined()``: before the loop's own setup, the
+    public ``trainer.val_dataloaders`` is still None even when a loader was given.
+    """
+    return trainer.fit_loop.epoch_loop.val_loop._data_source.is_defined()
+
+
+def set_optimizer_steps_done(trainer: Any, steps: int) -> None:
+    """Set the optimizer steps Lightning counts as done (``trainer.global_step``) after a restore.
+
+    Relies on the progress tracker under ``epoch_loop.automatic_optimization.optim_progress``,
+    which ``global_step`` reads; ``global_step`` itself has no setter.
+    """
+    progress = trainer.fit_loop.epoch_loop.automatic_optimization.optim_progress.optimizer.step.total
+    progress.ready = progress.completed = steps
+
+
+def batches_done_in_epoch(trainer: Any) -> int:
+    """Micro-batches this rank has finished in the current epoch.
+
+    Relies on ``epoch_loop.batch_progress.current.processed`` (``trainer.fit_loop`` progress
+    trackers, documented only as internals); no public counter of the epoch's batches exists.
+    """
+    return trainer.fit_loop.epoch_loop.batch_progress.current.processed
+
+
+def add_batches_done(trainer: Any, batches: int) -> None:
+    """Count ``batches`` more micro-batches as done in the current epoch (a resume on another topology).
+
+    Relies on the same ``batch_progress`` trackers as :func:`batches_done_in_epoch`: Lightning
+    resumes the epoch from them, and offers no public way to move them.
+    """
+    progress = trainer.fit_loop.epoch_loop.batch_progress
+    for counter in (progress.current, progress.total):
+        counter.ready += batches
+        counter.started += batches
+        counter.processed += batches
+        counter.completed += batches
+
+
+def kill_launched_ranks(strategy: Any, signum: int) -> bool:
+    """Kill the rank processes Lightning's launcher started from this process; False if it started none.
+
+    Relies on ``_SubprocessScriptLauncher.procs`` (a private class): the launcher kills its
+    children itself only on Ctrl-C, and exposes no public list of them.
+    """
+    from lightning.pytorch.strategies.launchers.subprocess_script import _SubprocessScriptLauncher
+
+    launcher = getattr(strategy, "launcher", None)
+    if not isinstance(launcher, _SubprocessScriptLauncher) or not launcher.procs:
+        return False
+    launcher.kill(signum)
+    return True
+
+
+def adopt_subclass(obj: Any, subclass: type) -> None:
+    """Turn a user's strategy object into an instance of ``subclass``, keeping its state and settings.
+
+    Relies on Lightning's strategies keeping their state in the instance ``__dict__`` (no
+    ``__slots__``) and on ``subclass`` adding methods only (no ``__init__``, empty slots in mixins):
+    re-creating the object would need every constructor argument, which Lightning does not keep.
+    """
+    base = type(obj)
+    added = subclass.__mro__[: subclass.__mro__.index(base)] if base in subclass.__mro__ else None
+    if added is None or any("__init__" in vars(c) or tuple(vars(c).get("__slots__", ())) for c in added):
+        raise CompatError(f"{subclass.__qualname__} must add methods only to adopt a {base.__qualname__}.")
+    obj.__class__ = subclass
+
+
+@contextlib.contextmanager
+def configure_model_counts_as_overridden(module: Any) -> Iterator[None]:
+    """Make Lightning believe ``module`` overrides ``configure_model`` while the block runs.
+
+    Relies on ``ModelParallelStrategy.setup`` checking ``is_overridden("configure_model", module)``,
+    which reads the instance attribute: flashdist shards the module itself (FSDP2Strategy), and
+    the strategy has no public switch for "already parallelized".
+    """
+    module.configure_model = _already_parallelized
+    try:
+        yield
+    finally:
+        del module.configure_model
+
+
+def _already_parallelized() -> None:
+    """Stands in for a user's ``configure_model`` (see :func:`configure_model_counts_as_overridden`)."""
+
+
+def set_parallel_sizes(strategy: Any, data_parallel: int, tensor_parallel: int) -> None:
+    """Set ``ModelParallelStrategy``'s mesh sizes once the number of nodes and processes is known.
+
+    Relies on ``_data_parallel_size`` / ``_tensor_parallel_size``, read by its ``setup_environment``;
+    the constructor takes them, but before the Trainer has told the strategy its process count.
+    """
+    strategy._data_parallel_size = data_parallel
+    strategy._tensor_parallel_size = tensor_parallel
+
+
+def subcommand_parser(cli: Any, subcommand: str | None) -> Any:
+    """The jsonargparse parser of a LightningCLI subcommand (or the main parser).
+
+    Relies on ``LightningCLI._subcommand_parsers``; LightningCLI keeps no public handle on them.
+    """
+    if subcommand is None:
+        return cli.parser
+    return getattr(cli, "_subcommand_parsers", {}).get(subcommand, cli.parser)
+
+
+def launched_by_srun(environ: Any) -> bool:
+    """Lightning's rule for "this process was started by srun" (``SLURMEnvironment.detect``), on ``environ``.
+
+    Copied from ``lightning.fabric.plugins.environments.slurm._is_srun_used``: srun sets
+    ``SLURM_NTASKS``, and jobs named ``bash`` or ``interactive`` opt out. Lightning's version
+    reads ``os.environ`` only (and warns when srun is installed but unused); flashdist checks
+    a launcher's environment before any process reads it.
+    """
+    return "SLURM_NTASKS" in environ and environ.get("SLURM_JOB_NAME") not in ("bash", "interactive")
+
+
+def process_group_settings(strategy: Any) -> tuple[str | None, Any]:
+    """The process-group backend and timeout a Lightning DDP-family strategy would initialize with.
+
+    Relies on ``_get_process_group_backend()`` and ``_timeout`` (DDPStrategy, DeepSpeedStrategy):
+    flashdist forms the group itself on a torchrun restart, and Lightning exposes neither.
+    """
+    get_backend = getattr(strategy, "_get_process_group_backend", None)
+    return (get_backend() if callable(get_backend) else None), getattr(strategy, "_timeout", None)
+
+
+def init_deepspeed_distributed(strategy: Any) -> None:
+    """Form DeepSpeed's process group the way ``DeepSpeedStrategy`` does.
+
+    Relies on ``DeepSpeedStrategy._init_deepspeed_distributed``: the CPU strategy skips only the
+    CUDA device checks of ``setup_distributed`` around it, and there is no public entry point.
+    """
+    strategy._init_deepspeed_distributed()

@@ -1,0 +1,51 @@
+"""Each DeepSpeed internal flashdist relies on (flashdist/compat/deepspeed.py), tested by name."""
+
+from __future__ import annotations
+
+import inspect
+from types import SimpleNamespace
+
+import pytest
+
+from flashdist.compat import deepspeed as compat
+
+
+@pytest.mark.parametrize("dp_rank", [0, 3, 12])
+@pytest.mark.parametrize("bf16", [False, True])
+def test_zero_shard_rank_reads_the_name_deepspeeds_engine_gives_a_shard(dp_rank, bf16):
+    from deepspeed.runtime.engine import DeepSpeedEngine
+
+    engine = SimpleNamespace()
+    engine._get_zero_ckpt_prefix = lambda rank, bf16_mode: DeepSpeedEngine._get_zero_ckpt_prefix(engine, rank, bf16_mode)
+    path = DeepSpeedEngine._get_rank_zero_ckpt_name(engine, "/ckpt", "tag", mp_rank=0, dp_rank=dp_rank, bf16_mode=bf16)
+    assert compat.zero_shard_rank(path.rsplit("/", 1)[1]) == dp_rank
+    assert compat.zero_shard_rank("mp_rank_00_model_states.pt") is None
+
+
+@pytest.mark.parametrize("module, name", [("deepspeed.runtime.zero.stage_1_and_2", "DeepSpeedZeroOptimizer"),
+                                          ("deepspeed.runtime.zero.stage3", "DeepSpeedZeroOptimizer_Stage3")])
+def test_zero_step_counter_relies_on_one_wrapper_step_per_update_and_its_overflow_flag(module, name):
+    import importlib
+
+    wrapper_class = getattr(importlib.import_module(module), name)
+    source = inspect.getsource(wrapper_class)
+    assert "def step(" in source and "self.overflow" in source
+
+    calls = []
+
+    class Wrapper:
+        overflow = False
+
+        def step(self):
+            return "stepped"
+
+    wrapper = Wrapper()
+    counter = compat.ZeroStepCounter(wrapper, "inner", lambda inner, args, kwargs: calls.append(inner))
+    assert wrapper.step() == "stepped" and calls == ["inner"]
+    wrapper.overflow = True
+    wrapper.step()
+    assert calls == ["inner"]  # an fp16 overflow skipped the update: not counted
+    counter.remove()
+    wrapper.overflow = False
+    wrapper.step()
+    assert calls == ["inner"]

@@ -1,0 +1,165 @@
+"""Each Lightning internal flashdist relies on (flashdist/compat/lightning.py), tested by name."""
+
+from __future__ import annotations
+
+import inspect
+
+import pytest
+import torch
+from lightning.pytorch import LightningModule
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.strategies import DeepSpeedStrategy, ModelParallelStrategy
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+import flashdist
+from flashdist.compat import CompatError
+from flashdist.compat import lightning as compat
+
+
+class _Probe(LightningModule):
+    """Records what the shims read at each micro-batch of a real fit."""
+
+    def __init__(self):
+        super().__init__()
+        self.layer = nn.Linear(2, 1)
+        self.seen: list[tuple[int, bool, int]] = []
+        self.validates: bool | None = None
+
+    def on_train_start(self):
+        self.validates = compat.validation_loader_defined(self.trainer)
+
+    def training_step(self, batch, batch_idx):
+        trainer = self.trainer
+        self.seen.append((batch_idx, compat.should_accumulate(trainer), compat.batches_done_in_epoch(trainer)))
+        return self.layer(batch[0]).sum()
+
+    def validation_step(self, batch, batch_idx):
+        return None
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+
+def _fit(tmp_path, val: bool = False, **kwargs):
+    import lightning.pytorch as pl
+
+    probe = _Probe()
+    kwargs.setdefault("enable_checkpointing", False)
+    trainer = pl.Trainer(default_root_dir=tmp_path, accelerator="cpu", devices=1, max_epochs=1, logger=False,
+                         enable_progress_bar=False, enable_model_summary=False, **kwargs)
+    loader = DataLoader(TensorDataset(torch.ones(5, 2)), batch_size=1)
+    trainer.fit(probe, loader, loader if val else None)
+    return trainer, probe
+
+
+def test_should_accumulate_is_the_fit_loops_decision_epoch_end_included(tmp_path):
+    _, probe = _fit(tmp_path, accumulate_grad_batches=2)
+    # 5 micro-batches, windows of 2: steps after batches 1 and 3, and after 4 (the epoch's partial window).
+    assert [accumulates for _, accumulates, _ in probe.seen] == [True, False, True, False, False]
+
+
+def test_batches_done_in_epoch_counts_finished_micro_batches(tmp_path):
+    trainer, probe = _fit(tmp_path)
+    assert [done for _, _, done in probe.seen] == [0, 1, 2, 3, 4]
+
+
+def test_add_batches_done_and_set_optimizer_steps_done_move_lightnings_counters(tmp_path):
+    trainer, _ = _fit(tmp_path, max_steps=3)
+    compat.set_optimizer_steps_done(trainer, 7)
+    assert trainer.global_step == 7
+    before = compat.batches_done_in_epoch(trainer)
+    compat.add_batches_done(trainer, 2)
+    assert compat.batches_done_in_epoch(trainer) == before + 2
+    assert trainer.fit_loop.epoch_loop.batch_progress.total.completed == before + 2
+
+
+def test_mark_checkpoint_saved_at_stops_a_second_save_of_that_step(tmp_path):
+    import lightning.pytorch as pl
+
+    checkpoint = ModelCheckpoint(dirpath=tmp_path / "ckpt", every_n_train_steps=1, save_top_k=-1, filename="{step}")
+
+    class SavedStep2Elsewhere(pl.Callback):
+        def on_train_batch_end(self, trainer, *args):
+            if trainer.global_step == 2:
+                compat.mark_checkpoint_saved_at(checkpoint, 2)
+
+    _fit(tmp_path, max_steps=3, callbacks=[SavedStep2Elsewhere(), checkpoint], enable_checkpointing=True)
+    assert sorted(p.name for p in (tmp_path / "ckpt").iterdir()) == ["step=1.ckpt", "step=3.ckpt"]
+
+
+def test_validation_loader_defined_before_the_loop_runs(tmp_path):
+    assert _fit(tmp_path / "with", val=True, limit_val_batches=1)[1].validates is True
+    assert _fit(tmp_path / "without")[1].validates is False
+
+
+def test_kill_launched_ranks_reads_the_subprocess_launchers_procs():
+    from lightning.pytorch.strategies.launchers.subprocess_script import _SubprocessScriptLauncher
+
+    assert "procs" in inspect.signature(_SubprocessScriptLauncher.__init__).parameters or "self.procs" in inspect.getsource(
+        _SubprocessScriptLauncher.__init__)
+    assert callable(_SubprocessScriptLauncher.kill)
+    assert compat.kill_launched_ranks(object(), 9) is False
+
+
+def test_adopt_subclass_keeps_a_deepspeed_strategys_settings():
+    from flashdist.strategies.deepspeed import FlashDeepSpeedStrategy
+
+    strategy = DeepSpeedStrategy(stage=2, logging_batch_size_per_gpu=3)
+    compat.adopt_subclass(strategy, FlashDeepSpeedStrategy)
+    assert type(strategy) is FlashDeepSpeedStrategy and strategy.config["zero_optimization"]["stage"] == 2
+    assert not any(tuple(vars(c).get("__slots__", ())) for c in DeepSpeedStrategy.__mro__)  # state in __dict__ only
+
+    class WithState(DeepSpeedStrategy):
+        def __init__(self):
+            super().__init__()
+
+    with pytest.raises(CompatError, match="must add methods only"):
+        compat.adopt_subclass(DeepSpeedStrategy(), WithState)
+
+
+def test_configure_model_counts_as_overridden_for_model_parallel_setup():
+    from lightning.pytorch.utilities.model_helpers import is_overridden
+
+    module = LightningModule()
+    assert "is_overridden(\"configure_model\"" in inspect.getsource(ModelParallelStrategy.setup)
+    assert not is_overridden("configure_model", module)
+    with compat.configure_model_counts_as_overridden(module):
+        assert is_overridden("configure_model", module)
+    assert not is_overridden("configure_model", module)
+
+
+def test_set_parallel_sizes_are_the_ones_model_parallel_setup_environment_reads():
+    source = inspect.getsource(ModelParallelStrategy.setup_environment)
+    assert "self._data_parallel_size" in source and "self._tensor_parallel_size" in source
+    strategy = ModelParallelStrategy()
+    compat.set_parallel_sizes(strategy, 4, 1)
+    assert (strategy._data_parallel_size, strategy._tensor_parallel_size) == (4, 1)
+
+
+def test_private_override_refuses_a_method_the_base_lost():
+    class Base:
+        def _kept(self): ...
+
+    compat.private_override(Base, "test")(Base._kept)
+    with pytest.raises(CompatError, match=r"Base\._gone no longer exists"):
+        def _gone(self): ...
+        compat.private_override(Base, "test")(_gone)
+
+
+@pytest.mark.parametrize("name", ["_format_batch_size_and_grad_accum_config", "_setup_model_and_optimizer",
+                                  "_get_process_group_backend", "_init_deepspeed_distributed"])
+def test_deepspeed_strategy_private_methods_flashdist_overrides_or_calls_exist(name):
+    assert callable(getattr(DeepSpeedStrategy, name, None))
+
+
+def test_deepspeed_strategy_fills_the_batch_config_and_initializes_through_those_methods():
+    assert "_format_batch_size_and_grad_accum_config()" in inspect.getsource(DeepSpeedStrategy._format_config)
+    assert "self._setup_model_and_optimizer(" in inspect.getsource(DeepSpeedStrategy.init_deepspeed) + inspect.getsource(
+        DeepSpeedStrategy._initialize_deepspeed_train)
+
+
+def test_subcommand_parser_is_lightning_clis_per_subcommand_parser():
+    from lightning.pytorch.cli import LightningCLI
+
+    assert "self._subcommand_parsers" in inspect.getsource(LightningCLI._add_subcommands)

@@ -24,18 +24,27 @@ counter, not derived state); this needs a registry scheduler stepped per optimiz
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import asdict, dataclass, fields, replace
-from types import SimpleNamespace
 from typing import Any, Literal
 
 from lightning.pytorch import Callback
 
-from flashdist.runtime.fit_run import FitRun, ResumeState
-from flashdist.runtime.planning import data_parallel_size
-from flashdist.data.sampler import ResumableDistributedSampler, install_resumable_sampler
+from flashdist.data.sampler import ResumableDistributedSampler
 from flashdist.errors import ConfigError
 from flashdist.plan import StepPlan
+from flashdist.runtime.fit_run import FitRun, ResumeState
+from flashdist.runtime.planning import data_parallel_size
+from flashdist.runtime.resume_steps import (
+    QuietReplayWarning,
+    apply_decision,
+    batches_done_on_this_topology,
+    epoch_position,
+    install_sampler,
+    resolved_step_args,
+    resume_epoch_position,
+)
+
+__all__ = ["RESUME_POLICIES", "ResumeGuard", "batches_done_on_this_topology", "decide", "diff_identity", "resume_summary"]
 
 ResumePolicy = Literal["strict", "keep_schedule", "rescale"]
 RESUME_POLICIES: tuple[str, ...] = ("strict", "keep_schedule", "rescale")
@@ -137,24 +146,37 @@ def decide(
             "Trainer(resume_policy='keep_schedule') (same steps, same warmup) or "
             "resume_policy='rescale' (same samples, same LR curve over samples).",
         )
-    if policy == "keep_schedule":
-        schedule = replace(saved_schedule, global_batch_size=current.global_batch_size, policy=policy)
-        return ResumeDecision(schedule, position, changes, rebuild=True)
-    if saved_schedule.global_batch_size is None or current.global_batch_size is None:
+    return _ADAPT[policy](saved_schedule, current, position, changes)
+
+
+def _keep_schedule(saved: ExecutingSchedule, current: ScheduleIdentity, position: int, changes: tuple[str, ...]) -> ResumeDecision:
+    """The saved total and step-valued kwargs, in optimizer steps."""
+    schedule = replace(saved, global_batch_size=current.global_batch_size, policy="keep_schedule")
+    return ResumeDecision(schedule, position, changes, rebuild=True)
+
+
+def _rescale(saved: ExecutingSchedule, current: ScheduleIdentity, position: int, changes: tuple[str, ...]) -> ResumeDecision:
+    """The budget in samples: total, step-valued kwargs and position times saved / new global batch."""
+    if saved.global_batch_size is None or current.global_batch_size is None:
         raise ConfigError(
             "resume_policy='rescale' needs the global batch size, unknown for this loader.",
             hint="use resume_policy='keep_schedule', or a DataLoader with a batch_size.",
         )
-    ratio = saved_schedule.global_batch_size / current.global_batch_size
+    ratio = saved.global_batch_size / current.global_batch_size
     new_position = round(position * ratio)
     schedule = ExecutingSchedule(
-        total_steps=round(saved_schedule.total_steps * ratio),
-        step_args=tuple((name, round(value * ratio)) for name, value in saved_schedule.step_args),
+        total_steps=round(saved.total_steps * ratio),
+        step_args=tuple((name, round(value * ratio)) for name, value in saved.step_args),
         global_batch_size=current.global_batch_size,
-        update_offset=saved_schedule.update_offset + position - new_position,
-        policy=policy,
+        update_offset=saved.update_offset + position - new_position,
+        policy="rescale",
     )
     return ResumeDecision(schedule, new_position, changes, rebuild=True)
+
+
+# How each adapting policy turns the saved schedule into the one to follow; a new policy is one
+# function here and its name in RESUME_POLICIES.
+_ADAPT = {"keep_schedule": _keep_schedule, "rescale": _rescale}
 
 
 # ---- reading the live fit ---------------------------------------------------------------
@@ -175,80 +197,6 @@ def current_identity(trainer: Any, plan: StepPlan, step_args: dict[str, int]) ->
     )
 
 
-def _scheduler_config(trainer: Any) -> Any:
-    configs = trainer.lr_scheduler_configs
-    return configs[0] if configs else None
-
-
-def _registry_spec(trainer: Any) -> Any:
-    spec = getattr(trainer.lightning_module, "scheduler_spec", None)
-    if spec is None or spec.entry is None or spec.entry.is_recipe or "schedulers" in spec.kwargs:
-        return None
-    return spec
-
-
-def _base_lr_view(optimizer: Any, module: Any) -> Any:
-    """The optimizer as the scheduler first saw it: LR-relative defaults (OneCycleLR's max_lr)
-    come from the configured LR, not from the mid-schedule LR, nor from ``initial_lr`` (which
-    OneCycleLR sets to max_lr / div_factor)."""
-    spec = getattr(module, "optimizer_spec", None)
-    configured = getattr(module, "learning_rate", None)
-    if configured is None and spec is not None:
-        configured = spec.kwargs.get("lr")
-    groups = [{**g, "lr": g.get("initial_lr", g["lr"])} for g in optimizer.param_groups]
-    if configured is not None:
-        groups[0]["lr"] = configured
-    return SimpleNamespace(param_groups=groups)
-
-
-def resolved_step_args(trainer: Any, plan: StepPlan) -> dict[str, int]:
-    """The scheduler kwargs measured in optimizer steps (its total, warmup, ...), as configured."""
-    from flashdist.optim.build import resolve_scheduler_kwargs
-
-    spec, config = _registry_spec(trainer), _scheduler_config(trainer)
-    if spec is None or config is None:
-        return {}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        kwargs = resolve_scheduler_kwargs(spec, _base_lr_view(config.scheduler.optimizer, trainer.lightning_module), plan)
-    names = [spec.entry.total_steps_arg, *spec.entry.duration_args]
-    return {n: int(kwargs[n]) for n in names if n and isinstance(kwargs.get(n), int) and not isinstance(kwargs[n], bool)}
-
-
-def rebuild_scheduler(trainer: Any, plan: StepPlan, step_args: dict[str, int], position: int) -> None:
-    """Replace the fit's scheduler by one built with ``step_args``, stepped ``position`` times."""
-    from flashdist.optim.build import instantiate_scheduler, resolve_scheduler_kwargs
-
-    config = _scheduler_config(trainer)
-    if config is None:
-        return
-    spec = _registry_spec(trainer)
-    if spec is None or config.interval != "step" or config.frequency != 1:
-        raise ConfigError(
-            f"resume_policy={trainer.resume_policy!r} must rebuild the LR scheduler, which needs a registry "
-            "scheduler stepped once per optimizer step; this fit's is not.",
-            hint="resume on the topology the checkpoint was saved with (resume_policy='strict').",
-        )
-    optimizer = config.scheduler.optimizer
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # LR-default notices, and step() before optimizer.step()
-        kwargs = {**resolve_scheduler_kwargs(spec, _base_lr_view(optimizer, trainer.lightning_module), plan), **step_args}
-        for group in optimizer.param_groups:
-            group["lr"] = group.get("initial_lr", group["lr"])
-        scheduler, _ = instantiate_scheduler(optimizer, spec, kwargs)
-        for _ in range(position):
-            scheduler.step()
-    config.scheduler = scheduler
-    engine = getattr(trainer.strategy, "deepspeed_engine", None)
-    if engine is not None and getattr(engine, "lr_scheduler", None) is not None:
-        engine.lr_scheduler = scheduler
-
-
-def _set_global_step(trainer: Any, step: int) -> None:
-    progress = trainer.fit_loop.epoch_loop.automatic_optimization.optim_progress.optimizer.step.total
-    progress.ready = progress.completed = step
-
-
 # ---- the callback -------------------------------------------------------------------------
 class ResumeGuard(Callback):
     """Saves the schedule identity and the epoch position; on resume, checks and applies the policy.
@@ -263,6 +211,7 @@ class ResumeGuard(Callback):
         self.run = run
         self._loaded: dict[str, Any] | None = None
         self._sampler: ResumableDistributedSampler | None = None
+        self._quiet: QuietReplayWarning | None = None
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self._loaded = state
@@ -271,7 +220,8 @@ class ResumeGuard(Callback):
         state = self.run.resume
         if state.identity is None or state.schedule is None:
             return {}
-        return {"identity": asdict(state.identity), "schedule": asdict(state.schedule), "position": self._epoch_position()}
+        position = epoch_position(self.run.trainer, self._sampler) if self._sampler is not None else None
+        return {"identity": asdict(state.identity), "schedule": asdict(state.schedule), "position": position}
 
     def on_train_start(self, trainer: Any, pl_module: Any) -> None:
         state = self.run.resume
@@ -280,49 +230,29 @@ class ResumeGuard(Callback):
         state.identity = current_identity(trainer, plan, step_args)
         built = ExecutingSchedule(plan.planned_total_steps, tuple(step_args.items()), plan.global_batch_size)
         state.schedule = built
-        self._sampler = install_resumable_sampler(trainer.train_dataloader)
-        if self._sampler is not None:  # Lightning's "dataloader is not resumable" warning is then wrong
-            warnings.filterwarnings("ignore", message="You're resuming from a checkpoint that ended before the epoch ended")
+        self._sampler = install_sampler(trainer)
+        if self._sampler is not None:  # the epoch is not replayed: Lightning's warning would be wrong
+            self._quiet = QuietReplayWarning()
         if not self._loaded or "identity" not in self._loaded:
             return
         saved = ScheduleIdentity(**self._loaded["identity"])
-        saved_schedule = _schedule_from(self._loaded["schedule"])
-        decision = decide(saved, saved_schedule, state.identity, built, state.policy, trainer.global_step)
+        decision = decide(saved, _schedule_from(self._loaded["schedule"]), state.identity, built, state.policy, trainer.global_step)
         state.decision, state.schedule = decision, decision.schedule
         if decision.rebuild:
-            if decision.position != trainer.global_step:
-                _set_global_step(trainer, decision.position)
-            rebuild_scheduler(trainer, plan, dict(decision.schedule.step_args), decision.position)
-            trainer.fit_loop.epoch_loop.max_steps = decision.schedule.total_steps
-            trainer.fit_loop.max_epochs = -1  # the schedule's total ends the run, not the epoch count
-        self._resume_position(trainer, self._loaded.get("position"))
+            apply_decision(trainer, plan, decision.schedule.total_steps, dict(decision.schedule.step_args), decision.position, state.policy)
+        if self._sampler is not None:
+            resume_epoch_position(trainer, self._sampler, self._loaded.get("position"))
 
-    # ---- the position inside an epoch --------------------------------------------------
-    def _epoch_position(self) -> dict[str, int] | None:
-        trainer, sampler = self.run.trainer, self._sampler
-        if sampler is None:
-            return None
-        batches = trainer.fit_loop.epoch_loop.batch_progress.current.processed
-        batch_size = trainer.train_dataloader.batch_size
-        return {"epoch": trainer.current_epoch, "samples_done": batches * batch_size * sampler.num_replicas}
+    def on_train_end(self, trainer: Any, pl_module: Any) -> None:
+        self._unquiet()
 
-    def _resume_position(self, trainer: Any, position: dict[str, int] | None) -> None:
-        if self._sampler is None or not position or position["epoch"] != trainer.current_epoch:
-            return
-        samples_done = position["samples_done"]
-        if not 0 < samples_done < len(self._sampler.dataset):
-            return
-        self._sampler.resume_at(position["epoch"], samples_done)
-        samples_per_batch = trainer.train_dataloader.batch_size * self._sampler.num_replicas
-        progress = trainer.fit_loop.epoch_loop.batch_progress
-        batches_done = batches_done_on_this_topology(samples_done, samples_per_batch)
-        shift = batches_done - progress.current.processed
-        if shift:  # another topology: count the epoch's batches in this one's units
-            for counter in (progress.current, progress.total):
-                counter.ready += shift
-                counter.started += shift
-                counter.processed += shift
-                counter.completed += shift
+    def on_exception(self, trainer: Any, pl_module: Any, exception: BaseException) -> None:
+        self._unquiet()
+
+    def _unquiet(self) -> None:
+        if self._quiet is not None:
+            self._quiet.remove()
+            self._quiet = None
 
 
 def resume_summary(state: ResumeState) -> dict[str, Any]:
@@ -333,23 +263,6 @@ def resume_summary(state: ResumeState) -> dict[str, Any]:
         out["resume_adapted_by"] = state.schedule.policy if state.schedule else None
         out["schedule_total_steps"] = state.schedule.total_steps if state.schedule else None
     return out
-
-
-def batches_done_on_this_topology(samples_done: int, samples_per_batch: int) -> int:
-    """Batches per rank that cover the ``samples_done`` an interrupted epoch consumed.
-
-    Example:
-        >>> batches_done_on_this_topology(48, 8), batches_done_on_this_topology(48, 16)
-        (6, 3)
-    """
-    batches, rest = divmod(samples_done, samples_per_batch)
-    if rest:
-        raise ConfigError(
-            f"the checkpoint stopped mid-epoch after {samples_done} samples, which is not a whole number of "
-            f"batches of {samples_per_batch} samples (batch size × ranks) on this topology.",
-            hint="resume from an end-of-epoch checkpoint, or on the topology it was saved with.",
-        )
-    return batches
 
 
 def _schedule_from(saved: dict[str, Any]) -> ExecutingSchedule:

@@ -1,4 +1,4 @@
-"""The pure parts of resuming, as arithmetic: identity diffs, policy decisions, sampler positions, lr.csv."""
+"""The pure parts of resuming, as arithmetic: identity diffs, policy decisions, sampler positions (lr.csv: test_ledger.py)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ import pytest
 
 from flashdist import ConfigError
 from flashdist.runtime.checkpoint import find_resume_checkpoint, is_restart
-from flashdist.runtime.ledger import LrLog
 from flashdist.runtime.preemption import RequeueError, requeue_slurm_job, slurm_job_id
 from flashdist.runtime.resume import ExecutingSchedule, ScheduleIdentity, batches_done_on_this_topology, decide
 from flashdist.data.sampler import ResumableDistributedSampler
@@ -96,31 +95,6 @@ def test_batches_done_refuses_a_partial_batch_on_the_new_topology():
     assert batches_done_on_this_topology(96, 16) == 6
     with pytest.raises(ConfigError, match="not a whole number of batches of 16"):
         batches_done_on_this_topology(40, 16)
-
-
-def test_lr_log_keeps_only_the_checkpointed_rows_then_appends(tmp_path):
-    path = tmp_path / "lr.csv"
-    log = LrLog(path, groups=2, keep_rows=0)
-    for step in range(1, 6):
-        log.append([step / 10, step / 100])
-    log.flush()  # 5 rows on disk; the checkpoint holds 3: rows 4-5 are retrained
-    log = LrLog(path, groups=2, keep_rows=3)
-    log.append([0.45, 0.0045])
-    log.flush()
-    assert path.read_text().splitlines() == ["step,lr,lr_group1", "1,0.1,0.01", "2,0.2,0.02", "3,0.3,0.03", "4,0.45,0.0045"]
-
-
-def test_lr_log_writes_in_batches_so_long_runs_hold_few_rows(tmp_path, monkeypatch):
-    import flashdist.runtime.ledger as ledger
-
-    monkeypatch.setattr(ledger, "FLUSH_EVERY_ROWS", 3)
-    path = tmp_path / "lr.csv"
-    log = LrLog(path, groups=1, keep_rows=0)
-    for step in range(1, 8):
-        log.append([step / 10])
-    assert path.read_text().splitlines()[1:] == ["1,0.1", "2,0.2", "3,0.3", "4,0.4", "5,0.5", "6,0.6"]
-    log.flush()
-    assert path.read_text().splitlines()[-1] == "7,0.7"
 
 
 def test_newest_complete_checkpoint_ignores_partials(tmp_path: Path):

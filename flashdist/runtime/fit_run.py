@@ -78,6 +78,8 @@ class FitRun:
     trainer: Any
     strategy_name: str
     strict_ledger: bool = True
+    # Trainer(compile_optimizer=...) as torch.compile kwargs (None: off); the Task compiles the step
+    compile_optimizer: dict[str, Any] | None = None
     route: StrategyRoute = field(init=False)
     schedule: ResolvedSchedule | None = None
     resume: ResumeState = field(default_factory=ResumeState)

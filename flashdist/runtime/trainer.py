@@ -94,7 +94,8 @@ class Trainer(pl.Trainer):
     def _new_fit_run(self, at: int | None = None) -> None:
         """A fresh FitRun, and flashdist's callbacks built with it in the places of the previous fit's."""
         previous = self.fit_callbacks.in_order() if at is None else []
-        self.fit_run = FitRun(self, self.strategy_name, self.strict_ledger, resume=ResumeState(self.resume_policy))
+        self.fit_run = FitRun(self, self.strategy_name, self.strict_ledger, self.compile_optimizer,
+                              resume=ResumeState(self.resume_policy))
         self.fit_callbacks = FitCallbacks.build(self.fit_run, peak_flops=self.peak_flops)
         own = self.fit_callbacks.in_order()
         for callback in own:

@@ -138,8 +138,7 @@ class Task(LightningModule):
     def configure_optimizers(self) -> Any:
         run = _fit_run(self.trainer)  # the plan and the strategy route of this fit
         optimizer = run.route.build_optimizer(self, self.optimizer_spec, self.learning_rate, self.weight_decay)
-        # flashdist.Trainer(compile_optimizer=...): torch.compile kwargs, or None
-        compile_kwargs = getattr(self.trainer, "compile_optimizer", None)
+        compile_kwargs = run.compile_optimizer  # flashdist.Trainer(compile_optimizer=...): torch.compile kwargs, or None
         if self.scheduler_spec is None:
             if compile_kwargs is not None:
                 compile_optimizer_step(optimizer, **compile_kwargs)

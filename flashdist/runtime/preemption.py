@@ -34,16 +34,17 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 from lightning.pytorch import Callback
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from flashdist.compat.lightning import kill_launched_ranks, mark_checkpoint_saved_at
+from flashdist.launching.process import EXIT_PREEMPTED  # the launcher reads the same code
 from flashdist.runtime.fit_run import FitRun
 from flashdist.runtime.checkpoint import PREEMPT_PREFIX, checkpoint_dirs, remove_preemption_checkpoints
 
-EXIT_PREEMPTED = 75
 # Seconds of training between stop votes (the steps between votes adapt to keep it so): a
 # preempted job typically has 30-120 s of grace, and a vote costs a few hundred µs of CPU.
 VOTE_INTERVAL_S = 0.2
@@ -168,7 +169,8 @@ class StopVote:
     per-step overhead; a non-blocking one per step still cost 11-15% of a tiny CPU DDP step.
     """
 
-    def __init__(self, interval_s: float = VOTE_INTERVAL_S, max_every_steps: int = 1024) -> None:
+    def __init__(self, interval_s: float = VOTE_INTERVAL_S, max_every_steps: int = 1024, clock: Callable[[], float] = time.perf_counter) -> None:
+        self.clock = clock  # seconds; a test drives it step by step instead of sleeping
         self.interval_s = interval_s
         self.max_every_steps = max_every_steps
         self.every_steps = 1
@@ -186,7 +188,7 @@ class StopVote:
         if trainer.world_size == 1 or not (dist.is_available() and dist.is_initialized()):
             return local
         agreed, agreed_seconds = self._read()
-        now = time.perf_counter()
+        now = self.clock()
         seconds = now - self._last_vote_at if self._last_vote_at is not None else -1.0
         self._last_vote_at = now
         values = torch.tensor([float(local), seconds], dtype=torch.float64, device=trainer.strategy.root_device)

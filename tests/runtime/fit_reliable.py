@@ -6,7 +6,8 @@
   accumulate_grad_batches, max_epochs (2), max_steps, optimizer, lr_scheduler, learning_rate,
   resume_policy, ckpt_path, checkpoint_every_n_steps, checkpoint_every_n_epochs, monitor,
   iterable (an IterableDataset without length), collective_timeout_s (DDP process-group timeout),
-  step_sleep_s (slow each step down so a test can signal mid-epoch),
+  pause_at_step {"step", "rank"}: after that optimizer step, that rank writes
+    ``reached-step-<step>`` and waits until the test writes ``go`` (the test signals meanwhile),
   record_samples (write the sample ids of every trained batch to samples-rank<r>.jsonl),
   kill_at_step {"step", "rank"}: SIGKILL that rank after that optimizer step (first attempt only),
   kill_in_save_at_step {"step", "rank"}: SIGKILL that rank while it writes that step's checkpoint,
@@ -68,8 +69,11 @@ class Hooks(Callback):
             line = {"attempt": attempt(), "epoch": trainer.current_epoch, "step": trainer.global_step, "ids": ids}
             with (self.root / f"samples-rank{trainer.global_rank}.jsonl").open("a") as handle:
                 handle.write(json.dumps(line) + "\n")
-        if self.config.get("step_sleep_s"):
-            time.sleep(self.config["step_sleep_s"])
+        if self._hits("pause_at_step", trainer):
+            (self.root / f"reached-step-{trainer.global_step}").write_text(str(os.getpid()))
+            deadline = time.monotonic() + 300
+            while not (self.root / "go").exists() and time.monotonic() < deadline:
+                time.sleep(0.01)  # polling a file the test writes; signal handlers run in between
         if self._hits("kill_at_step", trainer):
             os.kill(os.getpid(), signal.SIGKILL)
         if self._hits("die_at_step", trainer):

@@ -90,6 +90,13 @@ def wait_for(predicate: Callable[[], bool], timeout_s: float, proc: subprocess.P
     raise AssertionError("timed out waiting for the fit")
 
 
+def pause_and_signal(proc: subprocess.Popen, root: Path, step: int, signal_it: Callable[[], None], timeout_s: float = 180) -> None:
+    """Wait until the fit paused at ``step`` (``pause_at_step``), signal it, then let it go on."""
+    wait_for(lambda: (root / f"reached-step-{step}").exists(), timeout_s=timeout_s, proc=proc)
+    signal_it()
+    (root / "go").write_text("")
+
+
 def summary(root: Path) -> dict:
     return json.loads((root / "summary.json").read_text())
 

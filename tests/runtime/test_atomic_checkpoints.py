@@ -15,9 +15,16 @@ from flashdist.runtime.checkpoint import AtomicCheckpointIO, find_resume_checkpo
 from tests.runtime.harness import REPO
 
 WRITER = """
-import sys, torch
+import sys, time, torch
+from pathlib import Path
 from flashdist.runtime.checkpoint import AtomicCheckpointIO
-AtomicCheckpointIO().save_checkpoint({"global_step": 2, "blob": torch.ones(96 * 2**20 // 4)}, sys.argv[1])
+
+class StopsMidWrite:
+    def __reduce__(self):  # runs while torch.save is writing the partial file
+        Path(sys.argv[2]).write_text("writing")
+        time.sleep(600)  # until the test kills this process
+
+AtomicCheckpointIO().save_checkpoint({"global_step": 2, "blob": torch.ones(1024), "stop": StopsMidWrite()}, sys.argv[1])
 """
 
 
@@ -26,20 +33,20 @@ def test_kill9_mid_write_leaves_previous_checkpoint_and_last_intact(tmp_path: Pa
     io = AtomicCheckpointIO()
     io.save_checkpoint({"global_step": 1}, directory / "step=1.ckpt")
     io.save_checkpoint({"global_step": 1}, directory / "last.ckpt")
-    time.sleep(0.01)
 
     target = directory / "last.ckpt"
     partial = directory / ".last.ckpt.partial"
-    writer = subprocess.Popen([sys.executable, "-c", WRITER, str(target)], cwd=REPO)
-    deadline = time.monotonic() + 60
-    while not (partial.exists() and partial.stat().st_size > 1_000_000):  # bytes are being written
+    writing = tmp_path / "writing"
+    writer = subprocess.Popen([sys.executable, "-c", WRITER, str(target), str(writing)], cwd=REPO)
+    deadline = time.monotonic() + 120
+    while not writing.exists():  # the writer says it is inside torch.save, the partial file open
         assert writer.poll() is None, "the write finished before it could be interrupted"
         assert time.monotonic() < deadline
-        time.sleep(0.001)
+        time.sleep(0.01)
     os.kill(writer.pid, signal.SIGKILL)
     writer.wait()
 
-    assert partial.exists() and partial.stat().st_size < 96 * 2**20  # really cut mid-write
+    assert partial.exists()  # really cut mid-write
     assert torch.load(target, weights_only=False)["global_step"] == 1  # "last" is the complete old one
     assert find_resume_checkpoint([directory]).name == "last.ckpt"
     from lightning.pytorch.callbacks import ModelCheckpoint

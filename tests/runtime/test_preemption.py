@@ -40,15 +40,17 @@ def assert_each_sample_once_per_epoch(records: list[dict], resumed_at_step: int,
 def test_sigusr1_to_rank0_stops_both_ranks_at_one_step_then_auto_resume_is_exact(uninterrupted_2ranks, tmp_path):
     root = tmp_path / "run"
     config = dict(record_samples=True, checkpoint_every_n_epochs=1)
-    proc = harness.start(root, step_sleep_s=0.25, **config)
-    harness.wait_for(lambda: _steps_recorded(root) >= 3, timeout_s=120, proc=proc)
-    proc.send_signal(signal.SIGUSR1)  # rank 0 only: rank 1 learns it through the agreement
+    proc = harness.start(root, pause_at_step={"step": 3, "rank": 0}, **config)
+    # rank 0 only (paused after step 3): rank 1 learns it through the agreement
+    harness.pause_and_signal(proc, root, 3, lambda: proc.send_signal(signal.SIGUSR1))
     output = proc.communicate(timeout=120)[0]
     assert proc.returncode == EXIT_PREEMPTED, output[-4000:]
 
     preempted = harness.ckpt(root, "preempted-step=*.ckpt")
     step = int(preempted.stem.split("=")[1])
-    assert 3 <= step < 8, "stopped mid-epoch 0"
+    # Signalled at step 3: the next vote carries it, the one after reads it. Votes are at most 2
+    # steps apart this early (spacing doubles from 1 per vote), so the stop is mid-epoch 0.
+    assert 3 < step < 8, "stopped mid-epoch 0, after the signal"
     assert f"rank 0: preempted (signal {int(signal.SIGUSR1)}); saved {preempted} at step {step}" in output
     assert f"rank 1: preempted (signal of another rank); saved {preempted} at step {step}" in output
     summary = harness.summary(root)
@@ -84,10 +86,8 @@ def test_sigusr1_to_rank0_stops_both_ranks_at_one_step_then_auto_resume_is_exact
 @pytest.mark.multiprocess
 def test_sigterm_to_rank1_only_stops_both_ranks_with_exit_75(tmp_path):
     root = tmp_path / "run"
-    proc = harness.start(root, record_samples=True, step_sleep_s=0.25)
-    harness.wait_for(lambda: _steps_recorded(root, 1) >= 2, timeout_s=120, proc=proc)
-    rank1 = _child_pid(proc.pid)
-    os.kill(rank1, signal.SIGTERM)
+    proc = harness.start(root, record_samples=True, pause_at_step={"step": 2, "rank": 1})
+    harness.pause_and_signal(proc, root, 2, lambda: os.kill(_child_pid(proc.pid), signal.SIGTERM))
     output = proc.communicate(timeout=120)[0]
     assert proc.returncode == EXIT_PREEMPTED, output[-4000:]
     preempted = harness.ckpt(root, "preempted-step=*.ckpt")
@@ -111,15 +111,14 @@ def test_sigusr1_to_a_one_process_fit_stops_at_a_step_and_resumes_exactly(uninte
     """One process has no vote, so its per-step hook is off until a signal turns it on."""
     root = tmp_path / "run"
     config = dict(devices=1, record_samples=True, checkpoint_every_n_epochs=1)
-    proc = harness.start(root, step_sleep_s=0.2, **config)
-    harness.wait_for(lambda: _steps_recorded(root) >= 3, timeout_s=120, proc=proc)
-    proc.send_signal(signal.SIGUSR1)
+    proc = harness.start(root, pause_at_step={"step": 3, "rank": 0}, **config)
+    harness.pause_and_signal(proc, root, 3, lambda: proc.send_signal(signal.SIGUSR1))
     output = proc.communicate(timeout=120)[0]
     assert proc.returncode == EXIT_PREEMPTED, output[-4000:]
 
     preempted = harness.ckpt(root, "preempted-step=*.ckpt")
     step = int(preempted.stem.split("=")[1])
-    assert 3 <= step < 16, "stopped mid-epoch 0, at the signal rather than at the end"
+    assert step == 4, "signalled during step 3: one process stops at the next step boundary"
     assert f"rank 0: preempted (signal {int(signal.SIGUSR1)}); saved {preempted} at step {step}" in output
     assert harness.summary(root)["optimizer_steps"] == _steps_recorded(root) == step
 

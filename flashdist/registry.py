@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import difflib
 import importlib
-from collections.abc import Callable, Iterator
 from typing import Any, Generic, Protocol, TypeVar
 
 from flashdist.errors import ConfigError
@@ -92,10 +91,6 @@ class Registry(Generic[E]):
         inherited = self.parent.names() if self.parent is not None else []
         return inherited + [k for k in self._entries if k not in inherited]
 
-    def entries(self) -> Iterator[E]:
-        for name in self.names():
-            yield self.get(name)
-
     def _listing_call(self) -> str:
         return "Task.available_optimizers()" if self.kind == "optimizer" else "Task.available_lr_schedulers()"
 
@@ -105,5 +100,3 @@ class Registry(Generic[E]):
     def __repr__(self) -> str:
         return f"Registry({self.kind!r}, {len(self)} entries)"
 
-
-Factory = Callable[..., Any]

@@ -15,7 +15,7 @@ from collections.abc import Callable
 FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2)
 
 PREEMPTION_SIGNALS = (signal.SIGUSR1, signal.SIGTERM)  # what SLURM and flashdist's preemption handler use
-EXIT_PREEMPTED = 75  # EX_TEMPFAIL, flashdist.runtime.preemption's exit code for a preempted fit
+EXIT_PREEMPTED = 75  # EX_TEMPFAIL: a preempted fit exits with it (runtime/preemption.py), the launcher reads it
 RENDEZVOUS_FAILURES = ("RendezvousTimeoutError", "RendezvousConnectionError", "RendezvousClosedError", "RendezvousError")
 
 

@@ -23,3 +23,17 @@ class ConfigError(ValueError):
         if hint:
             parts.append(f"HINT: {hint}")
         super().__init__(" ".join(parts))
+
+
+def require_positive_int(value: object, what: str) -> int:
+    """``value`` when it is an int of at least 1 (a bool is not); else a ConfigError naming ``what``.
+
+    The one positive-int check of the plan, the launcher and the specs.
+
+    Example:
+        >>> require_positive_int(2, "batch_size=2")
+        2
+    """
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"{what} must be a positive integer.", accepted="1, 2, ...")
+    return value

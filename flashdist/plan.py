@@ -9,8 +9,6 @@ Accumulation semantics (one for every strategy flashdist offers): an optimizer s
 after every ``accumulate_grad_batches`` micro-batches *and* at the end of every epoch on a
 partial window. This is what Lightning does under DDP and FSDP; under DeepSpeed flashdist
 tells the engine where each window ends, so the engine agrees (see strategies/deepspeed.py).
-``accumulation="continuous"`` models DeepSpeed left alone (windows run across epochs); it is
-kept for ``flashdist plan`` comparisons, not used by fits.
 
 Duration units (warmup and other step counts in scheduler kwargs), resolved by
 :meth:`StepPlan.resolve_steps`:
@@ -32,9 +30,8 @@ import re
 from dataclasses import asdict, dataclass
 from typing import Literal
 
-from flashdist.errors import ConfigError
+from flashdist.errors import ConfigError, require_positive_int
 
-Accumulation = Literal["per_epoch", "continuous"]
 _DURATION = re.compile(r"^\s*(?P<value>(\d+(\.\d*)?|\.\d+)(?P<exponent>[eE][+]?\d+)?)\s*(?P<unit>ep|ba|dur|tok)?\s*$")
 Unit = Literal["ba", "ep", "dur", "tok"]
 
@@ -51,7 +48,6 @@ class StepPlan:
     optimizer_steps_per_epoch: tuple[int, ...]  # the epochs that run; empty when unknown
     planned_total_steps: int
     global_batch_size: int | None  # samples per optimizer step across all ranks
-    accumulation: Accumulation = "per_epoch"
     # Lightning's fast_dev_run=N (0: off). The run is a smoke test of N batches, so a schedule
     # written for the full run may be longer than it: builders warn instead of refusing.
     fast_dev_run: int = 0
@@ -235,7 +231,6 @@ def plan_steps(
     max_epochs: int | None = None,
     max_steps: int = -1,
     limit_train_batches: int | float | None = None,
-    accumulation: Accumulation = "per_epoch",
     fast_dev_run: int | bool = 0,
     tokens_per_sample: int | None = None,
     max_tokens: int | None = None,
@@ -303,8 +298,9 @@ def plan_steps(
                 hint="set Trainer(max_steps=N); flashdist never guesses a schedule length.",
             )
         return StepPlan(
-            data_parallel_size, accumulate_grad_batches, max_epochs, max_steps, None, (), max_steps, global_batch, accumulation, fast_dev_run,
-            tokens_per_sample, max_tokens,
+            data_parallel_size=data_parallel_size, accumulate_grad_batches=accumulate_grad_batches, max_epochs=max_epochs,
+            max_steps=max_steps, micro_batches_per_epoch_per_rank=None, optimizer_steps_per_epoch=(), planned_total_steps=max_steps,
+            global_batch_size=global_batch, fast_dev_run=fast_dev_run, tokens_per_sample=tokens_per_sample, max_tokens=max_tokens,
         )
 
     micro = limit_batches(batches_per_rank, limit_train_batches)
@@ -324,33 +320,24 @@ def plan_steps(
             hint="use more data, a smaller batch size, fewer ranks, drop_last=False, or a larger limit_train_batches.",
         )
 
-    per_epoch = _steps_per_epoch(micro, accumulate_grad_batches, max_epochs, max_steps, accumulation)
+    per_epoch = _steps_per_epoch(micro, accumulate_grad_batches, max_epochs, max_steps)
     return StepPlan(
-        data_parallel_size, accumulate_grad_batches, max_epochs, max_steps, micro, per_epoch, sum(per_epoch), global_batch, accumulation,
-        fast_dev_run, tokens_per_sample, max_tokens,
-    )  # fmt: skip
+        data_parallel_size=data_parallel_size, accumulate_grad_batches=accumulate_grad_batches, max_epochs=max_epochs,
+        max_steps=max_steps, micro_batches_per_epoch_per_rank=micro, optimizer_steps_per_epoch=per_epoch,
+        planned_total_steps=sum(per_epoch), global_batch_size=global_batch, fast_dev_run=fast_dev_run,
+        tokens_per_sample=tokens_per_sample, max_tokens=max_tokens,
+    )
 
 
-def _steps_per_epoch(micro: int, accumulate: int, max_epochs: int | None, max_steps: int, accumulation: Accumulation) -> tuple[int, ...]:
+def _steps_per_epoch(micro: int, accumulate: int, max_epochs: int | None, max_steps: int) -> tuple[int, ...]:
+    """Optimizer steps in each epoch that runs: a step per full window and one on an epoch's partial window."""
     budget = max_steps if max_steps != -1 else math.inf
+    in_epoch = math.ceil(micro / accumulate)  # micro >= 1 here, so every epoch makes progress
     steps: list[int] = []
-    taken = 0
-    carried_micro = 0  # micro-batches waiting in an open window ("continuous" only)
-    epoch = 0
-    while (max_epochs is None or epoch < max_epochs) and taken < budget:
-        if accumulation == "per_epoch":
-            in_epoch = math.ceil(micro / accumulate)
-        else:
-            in_epoch, carried_micro = divmod(carried_micro + micro, accumulate)
-        in_epoch = int(min(in_epoch, budget - taken))
-        steps.append(in_epoch)
-        taken += in_epoch
-        epoch += 1
-        if max_epochs is None and in_epoch == 0:
-            break  # guards the 'continuous' corner; per-epoch always makes progress
+    while (max_epochs is None or len(steps) < max_epochs) and sum(steps) < budget:
+        steps.append(int(min(in_epoch, budget - sum(steps))))
     return tuple(steps)
 
 
 def _check_positive(name: str, value: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigError(f"{name}={value!r} must be a positive int.")
+    require_positive_int(value, f"{name}={value!r}")

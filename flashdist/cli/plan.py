@@ -13,18 +13,10 @@ from typing import Any
 
 from flashdist.errors import ConfigError
 from flashdist.plan import plan_steps
+from flashdist.strategy_names import FLASHDIST_NAMES
 
 HELP = "print the step plan for a hypothetical cluster, without launching anything"
 
-STRATEGIES = (
-    "ddp",
-    "deepspeed_stage_1",
-    "deepspeed_stage_2",
-    "deepspeed_stage_2_offload",
-    "deepspeed_stage_3",
-    "deepspeed_stage_3_offload",
-    "fsdp",
-)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -50,7 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="packed language-model data: tokens per sample (then --dataset-size counts packed sequences, "
                         "and drop_last is on, as LanguageModelingDataModule's train loader has it)")
     parser.add_argument("--max-tokens", type=_count, default=None, help="a step budget in tokens (needs --seq-length), e.g. 2e9")
-    parser.add_argument("--strategy", default=None, choices=STRATEGIES)
+    parser.add_argument("--strategy", default=None, choices=FLASHDIST_NAMES)
     parser.add_argument("--lr-scheduler", default=None, help="for --plot: a name, or JSON [name, kwargs]")
     parser.add_argument("--learning-rate", type=float, default=None, help="for --plot: the peak LR")
     parser.add_argument("--json", action="store_true", help="print one JSON object (summary.json's field names)")
@@ -237,13 +229,15 @@ def _text(report: dict[str, Any]) -> str:
     return "\n".join(f"{label:<{width}}  {value}" for label, value in rows)
 
 
+_PLAN_FIELDS = ("data_parallel_size", "accumulate_grad_batches", "max_epochs", "max_steps", "micro_batches_per_epoch_per_rank",
+                "planned_total_steps", "global_batch_size")
+
+
 def _plot(path: str, report: dict[str, Any], settings: dict[str, Any]) -> None:
     if settings.get("lr_scheduler") is None:
         raise ConfigError("--plot needs --lr-scheduler (a name or JSON [name, kwargs]).")
-    import matplotlib
+    from pathlib import Path
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     import torch
 
     from flashdist.optim import build_lr_scheduler
@@ -260,19 +254,14 @@ def _plot(path: str, report: dict[str, Any], settings: dict[str, Any]) -> None:
     spec = (name, kwargs, *rest)
     learning_rate = settings.get("learning_rate") or 1e-3
     optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=learning_rate)
-    plan = StepPlan(
-        report["data_parallel_size"], report["accumulate_grad_batches"], report["max_epochs"], report["max_steps"],
-        report["micro_batches_per_epoch_per_rank"], tuple(report["optimizer_steps_per_epoch"]), report["planned_total_steps"],
-        report["global_batch_size"],
-    )  # fmt: skip
+    plan = StepPlan(**{name: report[name] for name in _PLAN_FIELDS}, optimizer_steps_per_epoch=tuple(report["optimizer_steps_per_epoch"]))
     scheduler, _ = build_lr_scheduler(optimizer, spec, plan=plan)
-    lrs = []
+    rows = []
     for _ in range(report["planned_total_steps"]):
-        lrs.append(optimizer.param_groups[0]["lr"])
+        rows.append([float(group["lr"]) for group in optimizer.param_groups])
         scheduler.step()
-    figure, axes = plt.subplots(figsize=(7, 3.5))
-    axes.plot(range(1, len(lrs) + 1), lrs)
-    axes.set(xlabel="optimizer step", ylabel="learning rate", title=f"planned LR: {name}")
-    figure.tight_layout()
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
+    # The plotter a fit's lr.png uses (object API on an Agg canvas: no pyplot global state).
+    from flashdist.runtime.report import draw_lr_curve
+
+    summary = {**report, "lr_scheduler_spec": name}
+    draw_lr_curve(rows, Path(path), summary, title=f"planned LR: {report['planned_total_steps']} optimizer steps")

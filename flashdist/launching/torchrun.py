@@ -13,7 +13,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from flashdist.errors import ConfigError
+from flashdist.errors import ConfigError, require_positive_int
 
 SINGLE_NODE_ENDPOINT = "127.0.0.1:0"  # what `torchrun --standalone` does: a free port on this host
 DEFAULT_RDZV_TIMEOUT_S = 300
@@ -110,5 +110,4 @@ def _resolve_program(command: list[str]) -> list[str]:
 
 
 def _positive(flag: str, value: int) -> None:
-    if not isinstance(value, int) or value < 1:
-        raise ConfigError(f"{flag} {value!r} must be a positive integer.", accepted="1, 2, ...")
+    require_positive_int(value, f"{flag} {value!r}")

@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from flashdist.errors import ConfigError
+from flashdist.errors import ConfigError, require_positive_int
 from flashdist.optim.entries import SchedulerEntry
 from flashdist.optim.schedulers import NESTED_SCHEDULERS
 from flashdist.optim.specs import (
@@ -271,9 +271,11 @@ def _nested(optimizer: torch.optim.Optimizer, child: Any, plan: StepPlan | None)
 @functools.lru_cache(maxsize=64)
 def _plan_of_total(total_steps: int) -> StepPlan:
     """A plan that knows only its total: enough for step counts and fractions."""
-    if total_steps < 1:
-        raise ConfigError(f"num_training_steps={total_steps} must be a positive int.")
-    return StepPlan(1, 1, None, total_steps, None, (), total_steps, None)
+    require_positive_int(total_steps, f"num_training_steps={total_steps}")
+    return StepPlan(
+        data_parallel_size=1, accumulate_grad_batches=1, max_epochs=None, max_steps=total_steps,
+        micro_batches_per_epoch_per_rank=None, optimizer_steps_per_epoch=(), planned_total_steps=total_steps, global_batch_size=None,
+    )
 
 
 def dry_run(optimizer_spec: OptimizerSpec, scheduler_spec: SchedulerSpec | None, learning_rate: float | None) -> None:
@@ -309,10 +311,13 @@ def _placeholder_plan(spec: SchedulerSpec) -> StepPlan:
     for value in spec.kwargs.values():
         if isinstance(value, int) and not isinstance(value, bool):
             longest = max(longest, value)
-    total = max(1000, 10 * longest)
+    epochs, steps_per_epoch = 1000, math.ceil(max(1000, 10 * longest) / 1000)  # epochs that add up to the total
     # One "token" step of 10**15 tokens: a token duration resolves to 1 step here; the real plan checks it.
-    return StepPlan(1, 1, 1000, -1, total // 1000 or 1, (max(1, math.ceil(total / 1000)),) * 1000, total, 1,
-                    tokens_per_sample=10**15)
+    return StepPlan(
+        data_parallel_size=1, accumulate_grad_batches=1, max_epochs=epochs, max_steps=-1,
+        micro_batches_per_epoch_per_rank=steps_per_epoch, optimizer_steps_per_epoch=(steps_per_epoch,) * epochs,
+        planned_total_steps=steps_per_epoch * epochs, global_batch_size=1, tokens_per_sample=10**15,
+    )
 
 
 def _attempt(what: str, build: Any, hint: str | None = None) -> Any:

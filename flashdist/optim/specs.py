@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
-from flashdist.errors import ConfigError
+from flashdist.errors import ConfigError, require_positive_int
 from flashdist.optim.entries import OptimizerEntry, SchedulerEntry
 from flashdist.optim.optimizers import OPTIMIZERS
 from flashdist.optim.schedulers import LR_SCHEDULERS
@@ -317,8 +317,7 @@ def _lightning_config(
     if config["interval"] not in INTERVALS:
         raise ConfigError(f"lr_scheduler interval={config['interval']!r} is not valid.", accepted=INTERVALS)
     frequency = config["frequency"]
-    if isinstance(frequency, bool) or not isinstance(frequency, int) or frequency < 1:
-        raise ConfigError(f"lr_scheduler frequency={frequency!r} must be a positive int.")
+    require_positive_int(frequency, f"lr_scheduler frequency={frequency!r}")
     if not isinstance(config["strict"], bool):
         raise ConfigError(f"lr_scheduler strict={config['strict']!r} must be True or False.")
     if not isinstance(config.get("reduce_on_plateau", False), bool):

@@ -171,7 +171,7 @@ def _print_rows(title: str, rows: list[tuple[str, str]]) -> None:
 
 
 # ---- the plot --------------------------------------------------------------------------------
-def draw_lr_curve(lr_rows: list[list[float]], path: Path, summary: dict[str, Any] | None = None) -> Path:
+def draw_lr_curve(lr_rows: list[list[float]], path: Path, summary: dict[str, Any] | None = None, title: str | None = None) -> Path:
     """Draw the LR each optimizer step really used (the ledger's rows) to ``path`` (PNG).
 
     Uses matplotlib's object API with the Agg canvas: no pyplot, no global backend switch.
@@ -200,7 +200,8 @@ def draw_lr_curve(lr_rows: list[list[float]], path: Path, summary: dict[str, Any
         axes.axvline(warmup, color="grey", linestyle="--", linewidth=1, label=f"warmup end ({warmup})")
     planned = summary.get("planned_total_steps")
     scheduler = summary.get("lr_scheduler_spec") or summary.get("lr_scheduler") or "no scheduler"
-    axes.set_title(f"LR per optimizer step: {len(lr_rows)} taken of {planned if planned is not None else '?'} planned\n{scheduler}",
+    title = title or f"LR per optimizer step: {len(lr_rows)} taken of {planned if planned is not None else '?'} planned"
+    axes.set_title(f"{title}\n{scheduler}",
                    fontsize=9)
     axes.set_xlabel("optimizer step")
     axes.set_ylabel("learning rate")

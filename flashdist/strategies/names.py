@@ -20,18 +20,9 @@ import torch
 
 from flashdist.compat.lightning import adopt_subclass
 from flashdist.errors import ConfigError
+from flashdist.strategy_names import DEEPSPEED_NAMES, FLASHDIST_NAMES, FSDP_NAMES
 
-# name → DeepSpeedStrategy kwargs (Lightning's own registrations, same meaning).
-DEEPSPEED_NAMES: Mapping[str, Mapping[str, Any]] = {
-    "deepspeed": {},
-    "deepspeed_stage_1": {"stage": 1},
-    "deepspeed_stage_2": {"stage": 2},
-    "deepspeed_stage_2_offload": {"stage": 2, "offload_optimizer": True},
-    "deepspeed_stage_3": {"stage": 3},
-    "deepspeed_stage_3_offload": {"stage": 3, "offload_optimizer": True, "offload_parameters": True},
-}
-FSDP_NAMES = ("fsdp",)
-FLASHDIST_NAMES: tuple[str, ...] = ("ddp", *DEEPSPEED_NAMES, *FSDP_NAMES)
+__all__ = ["DEEPSPEED_NAMES", "FLASHDIST_NAMES", "FSDP_NAMES", "load_deepspeed_config", "resolve_strategy", "runs_on_cpu"]
 
 
 def resolve_strategy(strategy: Any, accelerator: Any) -> Any:

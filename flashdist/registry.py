@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import difflib
 import importlib
+import warnings
+from collections.abc import Iterable
 from typing import Any, Generic, Protocol, TypeVar
 
 from flashdist.errors import ConfigError
@@ -20,6 +22,20 @@ class _Named(Protocol):
 
 
 E = TypeVar("E", bound=_Named)
+E_co = TypeVar("E_co", bound=_Named, covariant=True)
+
+
+class Source(Protocol[E_co]):
+    """Entries registered on demand: optional packages, third-party entry points.
+
+    Called whenever the registry lists its names or misses a lookup, so it must be cheap and
+    idempotent (cache what it found). ``absent(name)`` says why a name it knows of is not
+    available here (its package is not installed), or returns None.
+    """
+
+    def __call__(self) -> Iterable[E_co]: ...
+
+    def absent(self, name: str) -> str | None: ...
 
 
 def normalize_name(name: str) -> str:
@@ -57,6 +73,29 @@ class Registry(Generic[E]):
         self.kind = kind
         self.parent = parent
         self._entries: dict[str, E] = {}
+        self._sources: list[Source[E]] = []
+        self._clashes_warned: set[str] = set()
+
+    def add_source(self, source: Source[E]) -> None:
+        """Entries that appear when their package is installed (see :class:`Source`)."""
+        self._sources.append(source)
+
+    def _pull_sources(self) -> None:
+        for source in self._sources:
+            for entry in source():
+                key = normalize_name(entry.name)
+                existing = self._entries.get(key)
+                if existing is None:
+                    self._entries[key] = entry
+                elif existing != entry and key not in self._clashes_warned:
+                    # Flash's rule: a name already taken keeps its first owner; say so once.
+                    self._clashes_warned.add(key)
+                    warnings.warn(
+                        f"flashdist: {self.kind} {entry.name!r} from {entry.provider} is not registered: the name is taken "
+                        f"by {existing.provider}'s.",
+                        UserWarning,
+                        stacklevel=3,
+                    )
 
     def register(self, entry: E, override: bool = False) -> None:
         key = normalize_name(entry.name)
@@ -69,7 +108,11 @@ class Registry(Generic[E]):
 
     def __contains__(self, name: str) -> bool:
         key = normalize_name(name)
-        return key in self._entries or (self.parent is not None and name in self.parent)
+        if key in self._entries or (self.parent is not None and name in self.parent):
+            return True
+        if self._sources:
+            self._pull_sources()
+        return key in self._entries
 
     def get(self, name: str) -> E:
         key = normalize_name(name)
@@ -77,6 +120,14 @@ class Registry(Generic[E]):
             return self._entries[key]
         if self.parent is not None and name in self.parent:
             return self.parent.get(name)
+        if self._sources:
+            self._pull_sources()
+            if key in self._entries:
+                return self._entries[key]
+            for source in self._sources:
+                reason = source.absent(key)
+                if reason is not None:
+                    raise ConfigError(f"{self.kind} {name!r} is not available here: {reason}.", hint=f"then it is listed by `{self._listing_call()}`.")
         # Closest first, names sharing the typed prefix ahead of mere anagrams ('adamm' → adam, adamw).
         close = difflib.get_close_matches(key, self.names(), n=6, cutoff=0.6)
         matches = sorted(close, key=lambda m: (not m.startswith(key[:3]), close.index(m)))[:3]
@@ -89,6 +140,8 @@ class Registry(Generic[E]):
     def names(self) -> list[str]:
         """Every name, parents' first, in registration order."""
         inherited = self.parent.names() if self.parent is not None else []
+        if self._sources:
+            self._pull_sources()
         return inherited + [k for k in self._entries if k not in inherited]
 
     def _listing_call(self) -> str:

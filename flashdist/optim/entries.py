@@ -7,8 +7,11 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 Interval = Literal["step", "epoch"]
-OptimizerProvider = Literal["torch", "transformers", "deepspeed", "recipe"]
-SchedulerProvider = Literal["torch", "transformers", "deepspeed", "flashdist", "recipe"]
+# Optional packages (flashdist/optim/providers.py) and third-party entry points ("plugin").
+OptimizerProvider = Literal[
+    "torch", "transformers", "deepspeed", "recipe", "torch_optimizer", "schedulefree", "bitsandbytes", "torchao", "plugin"
+]
+SchedulerProvider = Literal["torch", "transformers", "deepspeed", "flashdist", "recipe", "plugin"]
 
 
 @dataclass(frozen=True)
@@ -25,6 +28,15 @@ class OptimizerEntry:
     # torch's fused / foreach kernels, used by the strategy routes when the device allows.
     supports_fused: bool = False
     supports_foreach: bool = False
+    # Strategy routes ("deepspeed", "fsdp", "fsdp1") this optimizer cannot run under, and why:
+    # refused with that reason before the optimizer is built.
+    refused_routes: tuple[tuple[str, str], ...] = ()
+    # "module:function" taking a torch.device, returning why the optimizer cannot run there
+    # (None: it can), for packages whose backend decides (bitsandbytes).
+    device_check: str | None = None
+
+    def refusal_under(self, route: str) -> str | None:
+        return dict(self.refused_routes).get(route)
 
     @property
     def is_recipe(self) -> bool:

@@ -1,4 +1,6 @@
-"""The optimizer registry: every optimizer class in ``torch.optim``, DeepSpeed's, and transformers' Adafactor.
+"""The optimizer registry: every optimizer class in ``torch.optim``, DeepSpeed's, transformers' Adafactor,
+and the optional providers of flashdist/optim/providers.py (torch_optimizer, schedulefree, bitsandbytes,
+torchao) and third-party entry points.
 
 Registered from explicit lists (no scraping of ``dir(torch.optim)``). DeepSpeed entries are
 lazy strings, so ``import flashdist`` never imports DeepSpeed; building one imports it.
@@ -12,6 +14,7 @@ import inspect
 import torch
 
 from flashdist.optim.entries import OptimizerEntry
+from flashdist.optim.providers import ENTRY_POINT_GROUPS, EntryPointSource, ProviderSource, default_providers
 from flashdist.registry import Registry
 
 OPTIMIZERS: Registry[OptimizerEntry] = Registry("optimizer")
@@ -58,3 +61,7 @@ OPTIMIZERS.register(OptimizerEntry("hf:adafactor", "transformers.optimization:Ad
 if DEEPSPEED_AVAILABLE:
     for _name, _path in _DEEPSPEED_OPTIMIZERS:
         OPTIMIZERS.register(OptimizerEntry(_name, _path, "deepspeed"))
+
+# Optional packages, listed when installed; third-party packages through their entry points.
+OPTIMIZERS.add_source(ProviderSource(default_providers(cls.__name__ for cls in _TORCH_OPTIMIZERS)))
+OPTIMIZERS.add_source(EntryPointSource(ENTRY_POINT_GROUPS["optimizer"], OptimizerEntry))

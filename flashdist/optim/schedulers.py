@@ -14,6 +14,7 @@ import transformers.optimization as hf
 
 from flashdist.optim.entries import SchedulerEntry
 from flashdist.optim.optimizers import DEEPSPEED_AVAILABLE
+from flashdist.optim.providers import ENTRY_POINT_GROUPS, EntryPointSource
 from flashdist.registry import Registry
 
 LR_SCHEDULERS: Registry[SchedulerEntry] = Registry("lr_scheduler")
@@ -141,3 +142,5 @@ if DEEPSPEED_AVAILABLE:
 from flashdist.optim.fast import register_fast_schedules  # noqa: E402  (needs the entries above)
 
 register_fast_schedules(LR_SCHEDULERS)
+# Third-party packages' schedulers (entry-point group flashdist.lr_schedulers), listed when installed.
+LR_SCHEDULERS.add_source(EntryPointSource(ENTRY_POINT_GROUPS["lr_scheduler"], SchedulerEntry))

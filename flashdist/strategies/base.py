@@ -16,7 +16,9 @@ import torch
 from lightning.pytorch.utilities.rank_zero import rank_zero_info
 from torch import nn
 
+from flashdist.errors import ConfigError
 from flashdist.optim.build import build_optimizer
+from flashdist.optim.providers import device_problem
 from flashdist.optim.param_groups import no_decay_names, param_groups_weight_decay
 from flashdist.optim.specs import OptimizerSpec
 from flashdist.plan import StepPlan
@@ -48,6 +50,7 @@ class StrategyRoute:
     def build_optimizer(
         self, module: nn.Module, spec: OptimizerSpec, learning_rate: float | None, weight_decay: float | None
     ) -> torch.optim.Optimizer:
+        check_optimizer_runs_here(spec, self.name, _first_device(module))
         params = self.param_groups(module, weight_decay)
         target, reason = self.optimizer_class(spec, params)
         optimizer = build_optimizer(params, spec, learning_rate, target=target)
@@ -91,6 +94,33 @@ class RouteAware:
 
 
 StepCounter = Callable[[torch.optim.Optimizer, Any, Any], None]
+
+
+def check_optimizer_runs_here(spec: OptimizerSpec, route: str, device: torch.device) -> None:
+    """Refuse, before building, an optimizer its provider says cannot run under ``route`` or on ``device``.
+
+    Example:
+        >>> from flashdist.optim.specs import normalize_optimizer
+        >>> check_optimizer_runs_here(normalize_optimizer("adamw"), "deepspeed", torch.device("cpu"))
+    """
+    entry = spec.entry
+    if entry is None:
+        return
+    reason = entry.refusal_under(route)
+    if reason is None:
+        reason = device_problem(entry, device)
+        where = f"on {device.type}"
+    else:
+        where = f"under the {route} strategy"
+    if reason is not None:
+        raise ConfigError(f"optimizer {spec.name!r} ({entry.provider}) cannot run {where}: {reason}.",
+                          hint="pick another optimizer (Task.available_optimizers()) or another strategy/device.")
+
+
+def _first_device(module: nn.Module) -> torch.device:
+    for param in module.parameters():
+        return param.device
+    return torch.device("cpu")
 
 
 def unwrap_optimizer(optimizer: Any) -> torch.optim.Optimizer:

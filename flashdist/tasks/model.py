@@ -10,6 +10,7 @@ from typing import Any
 import torch
 import torchmetrics
 from lightning.pytorch import LightningModule
+from lightning.pytorch.trainer.states import TrainerFn
 from torch import nn
 
 from flashdist.tasks.recipes import accessors
@@ -19,6 +20,7 @@ from flashdist.optim.build import dry_run, instantiate_scheduler, resolve_schedu
 from flashdist.optim.compiled import compile_optimizer_step, tensor_lr_kwargs, wants_tensor_lr
 from flashdist.optim.resolved import resolve_schedule
 from flashdist.optim.specs import check_learning_rate, normalize_optimizer, normalize_scheduler
+from flashdist.strategies.base import unwrap_optimizer
 
 MetricsArg = torchmetrics.Metric | Mapping[str, torchmetrics.Metric] | Sequence[torchmetrics.Metric] | None
 # The forms optimizer= / lr_scheduler= accept (flashdist.optim.specs normalizes them). Spelled as
@@ -176,6 +178,42 @@ class Task(LightningModule):
             scheduler.step()
         else:
             scheduler.step(metric)
+
+    # ---- optimizers with a train/eval mode (schedule-free) -------------------------------
+    # They keep the weights at a training point and swap in their average for evaluation: the
+    # harness calls optimizer.train() / .eval() at every switch, as their docs ask. Lightning's
+    # start/end hooks, not on_validation_model_train, which would replace Lightning's restore of
+    # each submodule's own mode.
+    def on_train_epoch_start(self) -> None:
+        switch_optimizer_mode(self._trainer, "train")
+
+    def on_validation_start(self) -> None:
+        switch_optimizer_mode(self._trainer, "eval")
+
+    def on_validation_end(self) -> None:
+        if self._trainer is not None and self._trainer.state.fn == TrainerFn.FITTING:
+            switch_optimizer_mode(self._trainer, "train")
+
+    def on_test_start(self) -> None:
+        switch_optimizer_mode(self._trainer, "eval")
+
+    def on_predict_start(self) -> None:
+        switch_optimizer_mode(self._trainer, "eval")
+
+    def on_train_end(self) -> None:
+        switch_optimizer_mode(self._trainer, "eval")  # the fitted model is the evaluation weights
+
+
+def switch_optimizer_mode(trainer: Any, mode: str) -> None:
+    """Call ``train()`` / ``eval()`` on every optimizer of the fit that has them (schedule-free ones).
+
+    Example:
+        >>> switch_optimizer_mode(trainer, "eval")  # doctest: +SKIP
+    """
+    for optimizer in getattr(trainer, "optimizers", None) or ():
+        switch = getattr(unwrap_optimizer(optimizer), mode, None)
+        if callable(switch):
+            switch()
 
 
 def _fit_run(trainer: Any) -> Any:

@@ -55,6 +55,9 @@ def build_cli(argv: list[str], run: bool = True) -> Any:
 
 
 if __name__ == "__main__":
+    from flashdist.cli.console import quiet_console
+
+    quiet_console()
     sys.exit(run(sys.argv[1:]))
 
 

@@ -44,6 +44,15 @@ _NO_DEEPSPEED_MODE_SWITCH = (
 )
 
 
+# Measured: a 2-process FSDP2 fit with bnb:AdamW8bit stops at its first step with
+# "Operator bitsandbytes.optimizer_update_32bit.default does not have a sharding strategy registered".
+_NO_FSDP2_DTENSORS = (
+    "fsdp",
+    "bitsandbytes' optimizer kernels take plain tensors, and FSDP2's parameters are DTensors (bitsandbytes "
+    "registers no DTensor sharding for its ops); use strategy='ddp' or a 'deepspeed_*' strategy",
+)
+
+
 @dataclass(frozen=True)
 class Provider:
     """The optimizers one optional package provides, as lazy ``"module:Class"`` entries."""
@@ -96,7 +105,7 @@ def default_providers(torch_names: Iterable[str]) -> tuple[Provider, ...]:
         Provider(
             "bitsandbytes",
             "bitsandbytes",
-            _entries("bitsandbytes", "bitsandbytes.optim", BITSANDBYTES_CLASSES, prefix="bnb:",
+            _entries("bitsandbytes", "bitsandbytes.optim", BITSANDBYTES_CLASSES, prefix="bnb:", refused_routes=(_NO_FSDP2_DTENSORS,),
                      device_check="flashdist.optim.providers:bitsandbytes_device_problem"),
         ),
         Provider("torchao", "torchao", _entries("torchao", "torchao.optim", TORCHAO_CLASSES, prefix="torchao:")),

@@ -151,6 +151,12 @@ def test_schedule_free_is_refused_under_deepspeed_with_the_reason():
     check_optimizer_runs_here(spec, "fsdp", torch.device("cpu"))  # the optimizer holds the model's own (sharded) weights
 
 
+def test_bitsandbytes_is_refused_under_fsdp2_with_the_reason():
+    with pytest.raises(ConfigError, match=r"'bnb:AdamW8bit' \(bitsandbytes\) cannot run under the fsdp strategy: .*DTensors"):
+        check_optimizer_runs_here(normalize_optimizer("bnb:AdamW8bit"), "fsdp", torch.device("cpu"))
+    check_optimizer_runs_here(normalize_optimizer("bnb:AdamW8bit"), "deepspeed", torch.device("cpu"))  # trained in a 2-process ZeRO-2 fit
+
+
 def test_bitsandbytes_says_which_devices_its_build_serves():
     assert bitsandbytes_device_problem(torch.device("cpu")) is None  # bitsandbytes >= 0.46 has a CPU backend
     problem = bitsandbytes_device_problem(torch.device("meta"))

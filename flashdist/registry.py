@@ -124,10 +124,9 @@ class Registry(Generic[E]):
             self._pull_sources()
             if key in self._entries:
                 return self._entries[key]
-            for source in self._sources:
-                reason = source.absent(key)
-                if reason is not None:
-                    raise ConfigError(f"{self.kind} {name!r} is not available here: {reason}.", hint=f"then it is listed by `{self._listing_call()}`.")
+        reason = self._absent(key)
+        if reason is not None:
+            raise ConfigError(f"{self.kind} {name!r} is not available here: {reason}.", hint=f"then it is listed by `{self._listing_call()}`.")
         # Closest first, names sharing the typed prefix ahead of mere anagrams ('adamm' → adam, adamw).
         close = difflib.get_close_matches(key, self.names(), n=6, cutoff=0.6)
         matches = sorted(close, key=lambda m: (not m.startswith(key[:3]), close.index(m)))[:3]
@@ -136,6 +135,14 @@ class Registry(Generic[E]):
             f"unknown {self.kind} {name!r}.",
             hint=f"{suggestion}List them all with `{self._listing_call()}`.",
         )
+
+    def _absent(self, key: str) -> str | None:
+        """Why a name a source knows of is not available (its package is missing), here or in a parent."""
+        for source in self._sources:
+            reason = source.absent(key)
+            if reason is not None:
+                return reason
+        return self.parent._absent(key) if self.parent is not None else None
 
     def names(self) -> list[str]:
         """Every name, parents' first, in registration order."""

@@ -1,12 +1,15 @@
 """Optimizers from optional packages and third-party entry points, used as their users name them.
 
-Installed in the test environment: torch_optimizer, schedulefree, bitsandbytes (its CPU backend)
-and torchao; each trains in a real 1-process fit. The example plugin comes from
-tests/fixtures/flashdist_example_plugin (see conftest.py).
+torch_optimizer and schedulefree are in the test environment and train in real fits.
+bitsandbytes and torchao are not (pyproject's ``lowbit`` extra: importable, they slow every
+process start): without them their names are refused with the package to install; with them
+(``pip install -e '.[lowbit]'``) the tests marked below train them on CPU. The example plugin
+comes from tests/fixtures/flashdist_example_plugin (see conftest.py).
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
 
 import pytest
@@ -19,13 +22,20 @@ from torch.utils.data import DataLoader, TensorDataset
 import flashdist
 from flashdist import ConfigError, Task
 from flashdist.optim import OPTIMIZERS, OptimizerEntry
-from flashdist.optim.providers import Provider, ProviderSource, bitsandbytes_device_problem
-from flashdist.optim.specs import normalize_optimizer
+from flashdist.optim.providers import Provider, ProviderSource, bitsandbytes_device_problem, default_providers
+from flashdist.optim.specs import OptimizerSpec, normalize_optimizer
 from flashdist.registry import Registry
 from flashdist.runtime.ledger import innermost_optimizer
 from flashdist.strategies.base import check_optimizer_runs_here
 from flashdist.tasks.classification import ClassificationTask
 from tests.fitting import read_lr_csv
+
+
+HAVE = {name: importlib.util.find_spec(name) is not None for name in ("bitsandbytes", "torchao")}
+
+
+def needs(package: str) -> pytest.MarkDecorator:
+    return pytest.mark.skipif(not HAVE[package], reason=f"{package} is not installed (pyproject's lowbit extra)")
 
 
 def _loader(n: int = 16, batch_size: int = 4) -> DataLoader:
@@ -52,12 +62,20 @@ def _summary(root) -> dict:
 # ---- listing and naming ----------------------------------------------------------------------
 def test_installed_providers_are_listed_under_flashs_names():
     names = Task.available_optimizers()
-    assert {"yogi", "adabelief", "adamwschedulefree", "bnb:adamw8bit", "torchao:adamw8bit"} <= set(names)
+    assert {"yogi", "adabelief", "adamwschedulefree"} <= set(names)
     assert "torch_optimizer:radam" in names and "lookahead" not in names  # a wrapper, not an optimizer of params
     # Flash's rule where names clash: torch keeps "RAdam"; torch_optimizer's has its prefix.
     assert normalize_optimizer("RAdam").entry.target is torch.optim.RAdam
     assert normalize_optimizer("torch_optimizer:RAdam").entry.provider == "torch_optimizer"
     assert normalize_optimizer("YOGI").entry.name == "Yogi"  # case-insensitive, as every name
+
+
+@pytest.mark.parametrize(("package", "name"), [("bitsandbytes", "bnb:AdamW8bit"), ("torchao", "torchao:AdamW8bit")])
+def test_a_low_bit_provider_is_listed_exactly_when_installed(package, name):
+    assert (name.lower() in Task.available_optimizers()) == HAVE[package]
+    if not HAVE[package]:
+        with pytest.raises(ConfigError, match=rf"'{name}' is not available here: .*'{package}', which is not installed \(pip install {package}\)"):
+            _task(optimizer=name)
 
 
 def test_a_provider_that_is_not_installed_is_refused_with_the_package_to_install():
@@ -74,7 +92,7 @@ def test_a_provider_that_is_not_installed_is_refused_with_the_package_to_install
     ("name", "state_is_low_bit"),
     [
         ("Yogi", None),
-        ("bnb:AdamW8bit", lambda state: state["state1"].dtype == torch.uint8),
+        pytest.param("bnb:AdamW8bit", lambda state: state["state1"].dtype == torch.uint8, marks=needs("bitsandbytes")),
     ],
     ids=["torch_optimizer", "bitsandbytes"],
 )
@@ -90,6 +108,7 @@ def test_a_provider_optimizer_trains_with_an_exact_ledger(tmp_path, name, state_
         assert state_is_low_bit(optimizer.state[weight])
 
 
+@needs("torchao")
 def test_torchao_low_bit_adamw_steps_on_cpu():
     # torchao's low-bit step is torch.compile'd: one parameter, one shape, one compile (a full
     # fit compiles one kernel per parameter shape: minutes on a busy 2-core machine).
@@ -151,18 +170,26 @@ def test_schedule_free_is_refused_under_deepspeed_with_the_reason():
     check_optimizer_runs_here(spec, "fsdp", torch.device("cpu"))  # the optimizer holds the model's own (sharded) weights
 
 
+def _provider_spec(name: str) -> OptimizerSpec:
+    """The registry's entry for ``name`` whether or not its package is installed (routing needs no import)."""
+    (entry,) = [e for p in default_providers(()) for e in p.entries if e.name == name]
+    return OptimizerSpec(entry=entry)
+
+
 def test_bitsandbytes_is_refused_under_fsdp2_with_the_reason():
     with pytest.raises(ConfigError, match=r"'bnb:AdamW8bit' \(bitsandbytes\) cannot run under the fsdp strategy: .*DTensors"):
-        check_optimizer_runs_here(normalize_optimizer("bnb:AdamW8bit"), "fsdp", torch.device("cpu"))
-    check_optimizer_runs_here(normalize_optimizer("bnb:AdamW8bit"), "deepspeed", torch.device("cpu"))  # trained in a 2-process ZeRO-2 fit
+        check_optimizer_runs_here(_provider_spec("bnb:AdamW8bit"), "fsdp", torch.device("cpu"))
+    if HAVE["bitsandbytes"]:  # (its device check imports it)
+        check_optimizer_runs_here(_provider_spec("bnb:AdamW8bit"), "deepspeed", torch.device("cpu"))  # a 2-process ZeRO-2 fit trained it (README)
 
 
+@needs("bitsandbytes")
 def test_bitsandbytes_says_which_devices_its_build_serves():
     assert bitsandbytes_device_problem(torch.device("cpu")) is None  # bitsandbytes >= 0.46 has a CPU backend
     problem = bitsandbytes_device_problem(torch.device("meta"))
     assert problem.startswith("bitsandbytes 0.") and "no meta backend" in problem
     with pytest.raises(ConfigError, match=r"'bnb:AdamW8bit' \(bitsandbytes\) cannot run on meta: bitsandbytes"):
-        check_optimizer_runs_here(normalize_optimizer("bnb:AdamW8bit"), "ddp", torch.device("meta"))
+        check_optimizer_runs_here(_provider_spec("bnb:AdamW8bit"), "ddp", torch.device("meta"))
 
 
 # ---- a third-party package, through its entry points ----------------------------------------------

@@ -6,7 +6,7 @@
 #   slurm/local-cluster.sh stop     # stops the daemons this script started
 #   slurm/local-cluster.sh env      # prints `export SLURM_CONF=...` for your shell: eval "$(slurm/local-cluster.sh env)"
 #
-# Needs Debian's slurmctld slurmd slurm-client munge (slurm/ensure-packages.sh installs them) and root.
+# Needs root and Debian's slurmctld slurmd slurm-client munge; `start` runs slurm/ensure-packages.sh when they are missing.
 # Everything it writes lives under $FLASHDIST_SLURM_DIR (default /tmp/flashdist-slurm): slurm.conf,
 # controller state, slurmd spool, logs and pid files. /etc/slurm is left alone, so clients need
 # SLURM_CONF pointing at the generated file (jobs inherit it from the submitting shell).
@@ -23,12 +23,22 @@ HOST="$(hostname)"
 CPUS="$(nproc)"
 PARTITION="${FLASHDIST_SLURM_PARTITION:-debug}"
 START_TIMEOUT_S="${FLASHDIST_SLURM_START_TIMEOUT_S:-60}"
+SBIN="${FLASHDIST_SLURM_SBIN:-/usr/sbin}"   # where Debian puts munged/slurmctld/slurmd
 export SLURM_CONF="$CONF"
 
 say() { echo "local-cluster: $*"; }
 die() { echo "local-cluster: ERROR: $*" >&2; exit 1; }
 
 pid_alive() { [[ -f "$1" ]] && kill -0 "$(cat "$1")" 2>/dev/null; }
+
+missing_binaries() {
+  local bin out=()
+  for bin in munged slurmctld slurmd sinfo; do
+    command -v "$bin" >/dev/null || [[ -x "$SBIN/$bin" ]] || out+=("$bin")
+  done
+  echo "${out[*]}"
+}
+have_binaries() { [[ -z "$(missing_binaries)" ]]; }
 
 write_conf() {
   mkdir -p "$DIR/state" "$DIR/spool" "$DIR/log"
@@ -96,9 +106,13 @@ node_state() { sinfo -h -N -n "$HOST" -o '%t' 2>/dev/null | head -1; }
 
 start() {
   [[ $EUID -eq 0 ]] || die "needs root (the daemons run as root on this one-host cluster)"
-  for bin in munged slurmctld slurmd sinfo; do
-    command -v "$bin" >/dev/null || [[ -x "/usr/sbin/$bin" ]] || die "$bin is missing: run slurm/ensure-packages.sh"
-  done
+  if ! have_binaries; then
+    # First start on a fresh machine: install Debian's packages (idempotent, and it only warns
+    # when it cannot), then check again.
+    say "SLURM or munge is missing; running slurm/ensure-packages.sh"
+    bash "$(dirname "${BASH_SOURCE[0]}")/ensure-packages.sh"
+    have_binaries || die "$(missing_binaries) still missing after slurm/ensure-packages.sh (see its warning above)"
+  fi
   if pid_alive "$DIR/slurmctld.pid" && pid_alive "$DIR/slurmd.pid"; then
     say "already running (SLURM_CONF=$CONF)"
   else

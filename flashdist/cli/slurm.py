@@ -3,8 +3,8 @@
 Examples:
     flashdist slurm --config configs/multinode_slurm.yaml --nodes 2 --gpus-per-node 4 \\
         --partition gpu --time 04:00:00 --account myproj --submit
-    flashdist slurm --config configs/quickstart.yaml --nodes 1 --gpus-per-node 0 --tasks-per-node 2 \\
-        --partition debug --time 00:10:00 --script-out job.sbatch -- --trainer.max_epochs=1
+    flashdist slurm --config configs/quickstart.yaml --nodes 1 --tasks-per-node 2 --time 00:10:00 \\
+        --script-out job.sbatch -- --trainer.max_epochs=1     # a CPU job on the default partition
 
 Arguments after ``--`` are appended to ``flashdist fit --config FILE`` (overrides). Without
 ``--config`` they are the whole command srun runs (e.g. ``-- python train.py``).
@@ -24,15 +24,15 @@ HELP = "write (and optionally submit) an sbatch script for a config"
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="flashdist slurm",
-        usage="flashdist slurm --config FILE --nodes N --gpus-per-node G --partition P --time HH:MM:SS [options] [-- overrides]",
+        usage="flashdist slurm --config FILE --nodes N --time HH:MM:SS [--gpus-per-node G] [--partition P] [options] [-- overrides]",
         description=HELP + ". One task per device; srun runs the fit; SIGUSR1 90 s before the end checkpoints and requeues.",
     )
     p.add_argument("--config", help="YAML config for `flashdist fit`")
     p.add_argument("--nodes", type=int, required=True, help="nodes (srun starts ranks on each)")
-    p.add_argument("--gpus-per-node", type=int, required=True, help="GPUs per node, one task each; 0 for a CPU job")
-    p.add_argument("--tasks-per-node", type=int, help="ranks per node for a CPU job (--gpus-per-node 0)")
+    p.add_argument("--gpus-per-node", type=int, default=0, help="GPUs per node, one task each (default 0: a CPU job)")
+    p.add_argument("--tasks-per-node", type=int, help="ranks per node for a CPU job (default 1, as sbatch)")
     p.add_argument("--cpus-per-task", type=int, default=1, help="CPU cores per rank (default 1)")
-    p.add_argument("--partition", required=True)
+    p.add_argument("--partition", help="default: the cluster's default partition (no #SBATCH --partition line)")
     p.add_argument("--time", required=True, help="time limit, HH:MM:SS or D-HH:MM:SS")
     p.add_argument("--account")
     p.add_argument("--requeue", action=argparse.BooleanOptionalAction, default=True, help="requeue on preemption/time limit (default on)")

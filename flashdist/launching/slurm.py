@@ -24,14 +24,16 @@ _TIME = re.compile(r"(?:(\d+)-)?(\d{1,3}):(\d{2}):(\d{2})")
 class SbatchSpec:
     """One job: ``nodes`` x ``tasks_per_node`` ranks (one per device) running ``command`` via srun.
 
-    ``gpus_per_node > 0`` gives one task per GPU; ``gpus_per_node == 0`` (CPU) needs ``tasks_per_node``.
+    ``gpus_per_node > 0`` gives one task per GPU; ``gpus_per_node == 0`` (the default: a CPU job)
+    runs ``tasks_per_node`` ranks per node (default 1, as sbatch). ``partition=None`` leaves the
+    choice to the cluster's default partition, as sbatch does.
     """
 
     command: tuple[str, ...]
     nodes: int
-    gpus_per_node: int
-    partition: str
     time: str
+    gpus_per_node: int = 0
+    partition: str | None = None
     tasks_per_node: int | None = None
     account: str | None = None
     requeue: bool = True
@@ -46,11 +48,6 @@ class SbatchSpec:
         _count("--nodes", self.nodes, minimum=1)
         _count("--gpus-per-node", self.gpus_per_node, minimum=0)
         _count("--cpus-per-task", self.cpus_per_task, minimum=1)
-        if self.gpus_per_node == 0 and self.tasks_per_node is None:
-            raise ConfigError(
-                "--gpus-per-node 0 (a CPU job) needs --tasks-per-node: how many ranks each node runs.",
-                hint="e.g. --gpus-per-node 0 --tasks-per-node 2",
-            )
         if self.tasks_per_node is not None:
             _count("--tasks-per-node", self.tasks_per_node, minimum=1)
             if self.gpus_per_node > 0 and self.tasks_per_node != self.gpus_per_node:
@@ -65,7 +62,9 @@ class SbatchSpec:
 
     @property
     def ranks_per_node(self) -> int:
-        return self.tasks_per_node if self.tasks_per_node is not None else self.gpus_per_node
+        if self.tasks_per_node is not None:
+            return self.tasks_per_node
+        return self.gpus_per_node or 1  # a CPU job without --tasks-per-node: one rank per node, as sbatch
 
     @property
     def world_size(self) -> int:
@@ -93,15 +92,19 @@ def render_sbatch(spec: SbatchSpec, template: str | None = None) -> str:
     """The sbatch script for ``spec`` (``template`` text defaults to slurm/job.sbatch.template).
 
     Example:
-        >>> spec = SbatchSpec(("python", "fit.py"), nodes=1, gpus_per_node=0, tasks_per_node=2, partition="debug", time="00:10:00")
+        >>> spec = SbatchSpec(("python", "fit.py"), nodes=1, tasks_per_node=2, time="00:10:00")
         >>> "#SBATCH --ntasks-per-node=2" in render_sbatch(spec)
         True
     """
     text = template if template is not None else _read_template(TEMPLATE)
+    if spec.partition is None and "{{partition}}" in text:
+        raise ConfigError("the sbatch template uses {{partition}}, but no --partition was given.",
+                          hint="pass --partition, or use {{partition_line}} (left out for the cluster's default partition).")
     logs = log_dir(spec)
     values = {
         "job_name": spec.job_name,
-        "partition": spec.partition,
+        "partition": spec.partition or "",
+        "partition_line": f"#SBATCH --partition={spec.partition}" if spec.partition else "# (no --partition: the cluster's default)",
         "account_line": f"#SBATCH --account={spec.account}" if spec.account else "# (no --account)",
         "nodes": str(spec.nodes),
         "tasks_per_node": str(spec.ranks_per_node),

@@ -25,7 +25,7 @@ from flashdist.optim import OPTIMIZERS, OptimizerEntry
 from flashdist.optim.providers import Provider, ProviderSource, bitsandbytes_device_problem, default_providers
 from flashdist.optim.specs import OptimizerSpec, normalize_optimizer
 from flashdist.registry import Registry
-from flashdist.runtime.ledger import innermost_optimizer
+from flashdist.strategies.base import unwrap_optimizer as innermost_optimizer
 from flashdist.strategies.base import check_optimizer_runs_here
 from flashdist.tasks.classification import ClassificationTask
 from tests.fitting import read_lr_csv

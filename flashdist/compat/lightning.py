@@ -46,6 +46,27 @@ def should_accumulate(trainer: Any) -> bool:
     return trainer.fit_loop._should_accumulate()
 
 
+def skip_per_step_sigterm_broadcast(trainer: Any) -> None:
+    """Stop Lightning's blocking SIGTERM broadcast at every training step of a multi-process fit.
+
+    Relies on ``_TrainingEpochLoop.advance`` calling ``self._broadcast_sigterm_tensor()`` at each
+    step when ``world_size > 1`` (Lightning 2.6): a ``torch.distributed.broadcast`` of
+    ``trainer.received_sigterm`` plus an ``.item()``, so every rank waits for rank 0 at every
+    step. Only for a fit whose SIGTERM flashdist's preemption handles: Lightning's handler then
+    never sets ``received_sigterm``, the broadcast only ever carries 0, and flashdist's own
+    non-blocking vote (every ~0.2 s) stops all ranks together. No public switch turns it off.
+    Tested by ``test_the_epoch_loop_broadcasts_sigterm_each_step_through_one_method``.
+    """
+    loop = trainer.fit_loop.epoch_loop
+    if not callable(getattr(loop, "_broadcast_sigterm_tensor", None)):
+        raise CompatError("lightning's training epoch loop has no _broadcast_sigterm_tensor any more.")
+    loop._broadcast_sigterm_tensor = _no_sigterm_broadcast
+
+
+def _no_sigterm_broadcast() -> None:
+    return None
+
+
 def mark_checkpoint_saved_at(checkpoint: Any, step: int) -> None:
     """Tell a ``ModelCheckpoint`` that a checkpoint of ``step`` exists, so it does not save the step again.
 

@@ -40,7 +40,7 @@ from typing import Any
 from lightning.pytorch import Callback
 from lightning.pytorch.callbacks import ModelCheckpoint
 
-from flashdist.compat.lightning import kill_launched_ranks, mark_checkpoint_saved_at
+from flashdist.compat.lightning import kill_launched_ranks, mark_checkpoint_saved_at, skip_per_step_sigterm_broadcast
 from flashdist.launching.process import EXIT_PREEMPTED  # the launcher reads the same code
 from flashdist.runtime.fit_run import FitRun
 from flashdist.runtime.checkpoint import PREEMPT_PREFIX, checkpoint_dirs, remove_preemption_checkpoints
@@ -91,6 +91,10 @@ class Preemption(Callback):
     def on_train_start(self, trainer: Any, pl_module: Any) -> None:
         # Lightning composed its SIGTERM handler over ours meanwhile: take SIGTERM back.
         self._last_step = trainer.global_step
+        if trainer.world_size > 1 and signal.SIGTERM in self.signals:
+            # SIGTERM is ours, so Lightning's per-step broadcast of its (never set) SIGTERM flag is
+            # a blocking collective that only carries 0; our vote stops the ranks together instead.
+            skip_per_step_sigterm_broadcast(trainer)
         if trainer.world_size == 1 and self.received is None:
             # Nothing to vote on: hide the per-step hook from Lightning's dispatch (it skips a
             # hook that is not callable) until a signal arrives; the handler puts it back.

@@ -163,3 +163,17 @@ def test_subcommand_parser_is_lightning_clis_per_subcommand_parser():
     from lightning.pytorch.cli import LightningCLI
 
     assert "self._subcommand_parsers" in inspect.getsource(LightningCLI._add_subcommands)
+
+
+def test_the_epoch_loop_broadcasts_sigterm_each_step_through_one_method(tmp_path):
+    from lightning.pytorch.loops.training_epoch_loop import _TrainingEpochLoop
+
+    # advance() calls the method on the instance at every step of a multi-process fit, so an
+    # instance attribute replaces it for one fit without touching the class.
+    source = inspect.getsource(_TrainingEpochLoop.advance)
+    assert "self._broadcast_sigterm_tensor()" in source and "world_size > 1" in source
+    assert "torch.distributed.broadcast" in inspect.getsource(_TrainingEpochLoop._broadcast_sigterm_tensor)
+    trainer, _ = _fit(tmp_path)
+    compat.skip_per_step_sigterm_broadcast(trainer)
+    assert trainer.fit_loop.epoch_loop._broadcast_sigterm_tensor() is None
+    assert _TrainingEpochLoop._broadcast_sigterm_tensor is not compat._no_sigterm_broadcast

@@ -31,14 +31,14 @@ DATA = Path(__file__).resolve().parents[2] / "configs" / "data" / "pairs.jsonl"
 LEARNING_RATE = 1e-3
 
 
-def _data(root: Path, seq_length: int, batch_size: int) -> Any:
+def _data(cache: Path, seq_length: int, batch_size: int) -> Any:
     from flashdist.data import LanguageModelingDataModule
 
     return LanguageModelingDataModule(train_files=str(DATA), prompt_field="prompt", completion_field="completion",
-                                      seq_length=seq_length, batch_size=batch_size, cache_dir=str(root / "cache"))
+                                      seq_length=seq_length, batch_size=batch_size, cache_dir=str(cache))
 
 
-def flashdist_fit(root: Path, steps: int, seq_length: int, batch_size: int) -> list[float]:
+def flashdist_fit(root: Path, cache: Path, steps: int, seq_length: int, batch_size: int) -> list[float]:
     import torch
     from lightning.pytorch import Callback
 
@@ -57,11 +57,11 @@ def flashdist_fit(root: Path, steps: int, seq_length: int, batch_size: int) -> l
     trainer = flashdist.Trainer(default_root_dir=str(root / "flashdist"), accelerator="cpu", devices=1, max_steps=steps, logger=False,
                                 enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
                                 limit_val_batches=0, callbacks=[Stamp()])
-    trainer.fit(lm, datamodule=_data(root, seq_length, batch_size))
+    trainer.fit(lm, datamodule=_data(cache, seq_length, batch_size))
     return stamps
 
 
-def hf_fit(root: Path, steps: int, seq_length: int, batch_size: int) -> list[float]:
+def hf_fit(root: Path, cache: Path, steps: int, seq_length: int, batch_size: int) -> list[float]:
     import datasets
     import torch
     from transformers import AutoModelForCausalLM, Trainer, TrainerCallback, TrainingArguments
@@ -75,11 +75,9 @@ def hf_fit(root: Path, steps: int, seq_length: int, batch_size: int) -> list[flo
         def on_step_end(self, *args: Any, **kwargs: Any) -> None:
             stamps.append(time.perf_counter())
 
-    data = _data(root, seq_length, batch_size)
-    from flashdist.text import CausalLM
-
-    data.bind_model(CausalLM(backbone="tiny-llama"))
-    packed = datasets.load_from_disk(str(cache_path(root / "cache", data.recipe())))["train"]
+    data = _data(cache, seq_length, batch_size)
+    data.bind_model(_tiny())
+    packed = datasets.load_from_disk(str(cache_path(cache, data.recipe())))["train"]
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_config(TINY_CAUSAL_LM["tiny-llama"]())
     args = TrainingArguments(
@@ -108,13 +106,14 @@ def run(rounds: int = 8, steps: int = 60, warmup_steps: int = 10, seq_length: in
     rng = random.Random(0)
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        _data(root, seq_length, batch_size).before_launch(_tiny(), root)  # tokenize once, untimed
+        cache = root / "cache"
+        _data(cache, seq_length, batch_size).before_launch(_tiny(), root)  # tokenize once, untimed
         for index in range(rounds + 1):  # round 0 warms caches and lazy imports: untimed
             order = list(harnesses)
             rng.shuffle(order)
             times = {}
             for name in order:
-                times[name] = step_median_ms(harnesses[name](root / f"r{index}", steps, seq_length, batch_size), warmup_steps)
+                times[name] = step_median_ms(harnesses[name](root / f"r{index}", cache, steps, seq_length, batch_size), warmup_steps)
             if index:
                 per_round.append(times)
                 progress(f"round {index}/{rounds}: flashdist {times['flashdist']:.2f} ms, HF {times['hf']:.2f} ms per step")

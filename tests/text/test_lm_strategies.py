@@ -34,8 +34,9 @@ STEPS, WARMUP_STEPS = math.ceil(MAX_TOKENS / TOKENS_PER_STEP), math.ceil(WARMUP_
 CASES = {
     "ddp": dict(lora=None, launcher="torchrun"),
     "deepspeed_stage_2": dict(lora={"r": 4, "alpha": 8, "target_modules": ["q_proj", "v_proj"]}, launcher="lightning"),
-    "deepspeed_stage_3": dict(lora=None, launcher="lightning"),
-    "fsdp": dict(lora={"r": 4, "alpha": 8, "target_modules": ["q_proj", "v_proj"], "merge_on_export": True}, launcher="lightning"),
+    "deepspeed_stage_3": dict(lora=None, launcher="lightning", checkpoint=True),
+    "fsdp": dict(lora={"r": 4, "alpha": 8, "target_modules": ["q_proj", "v_proj"], "merge_on_export": True}, launcher="lightning",
+                 checkpoint=True),
 }
 
 
@@ -60,7 +61,8 @@ def _fit(root: Path, launcher: str, **config) -> None:
 def test_causal_lm_fit_under_each_strategy_ledger_tokens_warmup_export_and_one_tokenization(tmp_path, backbone, strategy):
     model_dir, data_file = backbone
     case = CASES[strategy]
-    _fit(tmp_path, case["launcher"], model_dir=str(model_dir), data_file=str(data_file), strategy=strategy, lora=case["lora"])
+    _fit(tmp_path, case["launcher"], model_dir=str(model_dir), data_file=str(data_file), strategy=strategy, lora=case["lora"],
+         checkpoint=case.get("checkpoint", False))
     summary = json.loads((tmp_path / "summary.json").read_text())
 
     # The ledger, in steps and in tokens.
@@ -96,6 +98,14 @@ def test_causal_lm_fit_under_each_strategy_ledger_tokens_warmup_export_and_one_t
     with torch.no_grad():
         got = reloaded.eval()(input_ids=torch.tensor(PROBE_IDS)).logits
     torch.testing.assert_close(got, torch.load(tmp_path / "logits.pt"), atol=1e-5, rtol=0)
+
+    if case.get("checkpoint"):  # `flashdist export` from the sharded checkpoint (a ZeRO-3 directory, an FSDP2 DCP directory)
+        from flashdist.cli.export import run as export_run
+
+        assert export_run(["--ckpt", str(tmp_path / "checkpoints" / "last.ckpt"), "--out", str(tmp_path / "from_ckpt")]) == 0
+        with torch.no_grad():
+            again = AutoModelForCausalLM.from_pretrained(tmp_path / "from_ckpt").eval()(input_ids=torch.tensor(PROBE_IDS)).logits
+        torch.testing.assert_close(again, got, atol=1e-5, rtol=0)
 
     extra = json.loads((tmp_path / "lm_extra.json").read_text())
     if strategy == "fsdp":  # decoder blocks first, then the root

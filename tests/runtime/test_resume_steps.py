@@ -27,19 +27,25 @@ def _fit(root, lr_scheduler=("linear_schedule_with_warmup", {"num_warmup_steps":
     return trainer
 
 
+@pytest.fixture(scope="module")
+def fitted(tmp_path_factory) -> flashdist.Trainer:
+    """One fit shared by the step tests: each sets what it asserts, whatever an earlier one left."""
+    return _fit(tmp_path_factory.mktemp("fitted"))
+
+
 def _linear(step: int, warmup: int, total: int) -> float:
     """transformers' linear warmup then linear decay, written out."""
     return LR * (step / warmup if step < warmup else max(0.0, (total - step) / (total - warmup)))
 
 
-def test_set_optimizer_step_count_moves_global_step(tmp_path):
-    trainer = _fit(tmp_path)
+def test_set_optimizer_step_count_moves_global_step(fitted):
+    trainer = fitted
     steps.set_optimizer_step_count(trainer, 17)
     assert trainer.global_step == 17
 
 
-def test_rebuild_scheduler_builds_the_decided_schedule_at_the_position(tmp_path):
-    trainer = _fit(tmp_path)
+def test_rebuild_scheduler_builds_the_decided_schedule_at_the_position(fitted):
+    trainer = fitted
     scheduler = steps.rebuild_scheduler(trainer, trainer.fit_run.plan, {"num_training_steps": 40, "num_warmup_steps": 4}, 10, "rescale")
     assert scheduler.last_epoch == 10 and scheduler is not trainer.lr_scheduler_configs[0].scheduler
     assert scheduler.optimizer.param_groups[0]["lr"] == pytest.approx(_linear(10, 4, 40), rel=1e-12)
@@ -53,31 +59,33 @@ def test_rebuild_scheduler_refuses_a_scheduler_it_cannot_rebuild(tmp_path):
         steps.rebuild_scheduler(trainer, trainer.fit_run.plan, {}, 3, "keep_schedule")
 
 
-def test_use_scheduler_makes_it_the_one_lightning_steps(tmp_path):
-    trainer = _fit(tmp_path)
+def test_use_scheduler_makes_it_the_one_lightning_steps(fitted):
+    trainer = fitted
     scheduler = steps.rebuild_scheduler(trainer, trainer.fit_run.plan, {"num_training_steps": 40, "num_warmup_steps": 4}, 0, "rescale")
     steps.use_scheduler(trainer, scheduler)
     assert trainer.lr_scheduler_configs[0].scheduler is scheduler
     steps.use_scheduler_in_deepspeed(trainer.strategy, scheduler)  # not DeepSpeed: nothing else to tell
 
 
-def test_end_at_schedule_total_ends_the_run_by_steps_not_epochs(tmp_path):
-    trainer = _fit(tmp_path)
+def test_end_at_schedule_total_ends_the_run_by_steps_not_epochs(fitted):
+    trainer = fitted
     steps.end_at_schedule_total(trainer, 40)
     assert (trainer.max_steps, trainer.max_epochs) == (40, -1)
 
 
-def test_apply_decision_runs_every_step(tmp_path):
-    trainer = _fit(tmp_path)
+def test_apply_decision_runs_every_step(fitted):
+    trainer = fitted
     steps.apply_decision(trainer, trainer.fit_run.plan, 40, {"num_training_steps": 40, "num_warmup_steps": 4}, 10, "rescale")
     scheduler = trainer.lr_scheduler_configs[0].scheduler
     assert (trainer.global_step, scheduler.last_epoch, trainer.max_steps, trainer.max_epochs) == (10, 10, 40, -1)
 
 
-def test_resume_epoch_position_skips_the_seen_samples_and_counts_their_batches(tmp_path):
-    trainer = _fit(tmp_path)
+def test_resume_epoch_position_skips_the_seen_samples_and_counts_their_batches(fitted):
+    trainer = fitted
     sampler = steps.install_sampler(trainer)  # one process, sequential order: resumable
-    assert sampler is not None and list(sampler) == list(range(24))
+    assert sampler is not None
+    sampler.resume_at(-1, 0)  # nothing skipped (in case an earlier test used this sampler)
+    assert list(sampler) == list(range(24))
     steps.resume_epoch_position(trainer, sampler, {"epoch": trainer.current_epoch, "samples_done": 8})
     sampler.set_epoch(trainer.current_epoch)  # as Lightning does when the epoch starts
     assert list(sampler) == list(range(8, 24))

@@ -50,3 +50,22 @@ class ZeroStepCounter:
 
     def remove(self) -> None:
         self.wrapper.__dict__.pop("step", None)
+
+
+def zero_step_grad_norm(zero_optimizer: Any) -> float | None:
+    """The pre-clip global gradient 2-norm the ZeRO optimizer computed in the ``step()`` now running or just run.
+
+    Relies on ``_global_grad_norm``, which ``DeepSpeedZeroOptimizer.step`` (stages 1-2),
+    ``DeepSpeedZeroOptimizer_Stage3.step`` and ``BF16_Optimizer.step`` set from the norm
+    they clip with, before clipping. The public ``engine.get_global_grad_norm()`` copies it
+    only after the wrapper's ``step()`` returns, which is after flashdist's step counter
+    (which wraps that ``step()``) reads it. Tested by
+    ``test_zero_optimizers_set_global_grad_norm_before_clipping``.
+
+    Example:
+        >>> class Zero: _global_grad_norm = 2.5
+        >>> zero_step_grad_norm(Zero())
+        2.5
+    """
+    norm = getattr(zero_optimizer, "_global_grad_norm", None)
+    return None if norm is None else float(norm)

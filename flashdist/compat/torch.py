@@ -94,3 +94,22 @@ def dynamo_recompile_limit() -> int:
     import torch._dynamo.config as config
 
     return int(getattr(config, "recompile_limit", None) or config.cache_size_limit)
+
+
+def foreach_norms(tensors: list[Any]) -> list[Any]:
+    """The 2-norm of each tensor, in one fused kernel call per device and dtype.
+
+    Relies on ``torch._foreach_norm``, which ``torch.nn.utils.get_total_norm`` itself calls
+    after grouping its inputs (that grouping and its checks cost about 2.5× the kernel call on
+    a 6-tensor MLP, measured in tests/compat; flashdist calls this at every optimizer step).
+    No public API takes a list of tensors. Tested by
+    ``test_foreach_norm_returns_each_tensors_2_norm``.
+
+    Example:
+        >>> import torch
+        >>> [float(n) for n in foreach_norms([torch.tensor([3.0, 4.0]), torch.ones(4)])]
+        [5.0, 2.0]
+    """
+    import torch
+
+    return list(torch._foreach_norm(tensors))

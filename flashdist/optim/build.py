@@ -216,8 +216,10 @@ def resolve_scheduler_kwargs(spec: SchedulerSpec, optimizer: torch.optim.Optimiz
         if arg in kwargs:
             kwargs[arg] = resolve_duration(kwargs[arg], arg, plan)
     _check_durations_fit(entry, kwargs, fast_dev_run=plan.fast_dev_run if plan is not None else 0)
-    lr = optimizer.param_groups[0]["lr"]
-    filled = {arg: factor * lr for arg, factor in entry.lr_defaults if arg not in kwargs}
+    group_lrs = [group["lr"] for group in optimizer.param_groups]
+    lr: Any = group_lrs[0] if len(set(group_lrs)) == 1 else group_lrs
+    # Per-group LRs (param_groups= lr scales) become per-group lists, which these schedules accept.
+    filled = {arg: factor * lr if not isinstance(lr, list) else [factor * v for v in lr] for arg, factor in entry.lr_defaults if arg not in kwargs}
     if filled:
         warnings.warn(
             f"lr_scheduler {entry.name!r}: filled {filled} from the optimizer's lr={lr}; pass them to choose otherwise.",

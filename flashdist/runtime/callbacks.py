@@ -15,6 +15,7 @@ from lightning.pytorch import Callback
 from flashdist.runtime.checkpoint import check_monitored_metrics
 from flashdist.runtime.export import HFExport
 from flashdist.runtime.fit_run import FitRun
+from flashdist.runtime.grad_norm import GradNormMonitor
 from flashdist.runtime.ledger import StepLedger
 from flashdist.runtime.preemption import Preemption
 from flashdist.runtime.report import RunReport
@@ -41,12 +42,13 @@ class FitCallbacks:
         >>> import flashdist
         >>> trainer = flashdist.Trainer(max_epochs=1, accelerator="cpu", logger=False, enable_progress_bar=False)
         >>> [type(c).__name__ for c in trainer.callbacks if c in trainer.fit_callbacks.in_order()]
-        ['Preflight', 'ResumeGuard', 'Throughput', 'StepLedger', 'Preemption', 'RunReport', 'HFExport']
+        ['Preflight', 'ResumeGuard', 'Throughput', 'GradNormMonitor', 'StepLedger', 'Preemption', 'RunReport', 'HFExport']
     """
 
     preflight: Preflight  # first: refusals before any state is changed
     resume: ResumeGuard  # before the ledger: it may replace the scheduler and the step counters the ledger counts from
     throughput: Throughput  # before the ledger: its end-of-fit all-reduce gives the token counts the summary holds
+    grad_norm: GradNormMonitor  # records each update's pre-clip norm (before clipping), which the ledger writes to lr.csv
     ledger: StepLedger  # before the report: it starts the LR log and writes the summary the report shows
     preemption: Preemption  # after the ledger: on a failure the ledger writes summary.json before this stops the ranks
     report: RunReport  # prints the plan once every check passed, and the table after the ledger's summary
@@ -54,8 +56,8 @@ class FitCallbacks:
 
     @classmethod
     def build(cls, run: FitRun, peak_flops: float | None = None) -> FitCallbacks:
-        return cls(Preflight(run), ResumeGuard(run), Throughput(run, peak_flops), StepLedger(run), Preemption(run), RunReport(run),
-                   HFExport(run))
+        return cls(Preflight(run), ResumeGuard(run), Throughput(run, peak_flops), GradNormMonitor(run), StepLedger(run), Preemption(run),
+                   RunReport(run), HFExport(run))
 
     def in_order(self) -> list[Callback]:
         return [getattr(self, f.name) for f in fields(self)]

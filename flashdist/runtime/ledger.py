@@ -1,8 +1,9 @@
 """The step ledger: counts real optimizer updates and scheduler steps, proves plan == executed.
 
-Optimizer updates are counted where they happen: a step pre-hook on the innermost torch
+Optimizer updates are counted where they happen: a step post-hook on the innermost torch
 optimizer (under DeepSpeed, the optimizer inside the engine's ZeRO wrapper, so an update the
-engine skips is not counted). Each fit writes ``summary.json`` and ``lr.csv`` into
+engine skips is not counted). Each fit writes ``summary.json`` and ``lr.csv`` (step, each
+param group's LR, the update's pre-clip ``grad_norm`` from the strategy route) into
 ``default_root_dir`` (rank 0) and, when the fit ran to its end, fails loudly if the planned
 total differs from the updates taken.
 
@@ -55,12 +56,13 @@ class LrLog:
         ['step,lr', '1,0.1']
     """
 
-    def __init__(self, path: Path, groups: int, keep_rows: int):
+    def __init__(self, path: Path, groups: int, keep_rows: int, extra_columns: tuple[str, ...] = ()):
         self.path = path
+        self.extra_columns = extra_columns
         self.rows_on_disk = 0
         self._pending: list[list[float]] = []
         kept = _read_rows(path)[:keep_rows] if keep_rows else []
-        header = ["step", "lr"] + [f"lr_group{i}" for i in range(1, groups)]
+        header = ["step", "lr"] + [f"lr_group{i}" for i in range(1, groups)] + list(extra_columns)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.tmp")
         with tmp.open("w", newline="") as handle:
@@ -90,9 +92,10 @@ class LrLog:
         self._pending.clear()
 
     def read_rows(self) -> list[list[float]]:
-        """Every row of the file (every param group's LR, one row per update), pending rows included."""
+        """Every row's LRs (every param group's, one row per update; not the extra columns), pending rows included."""
         self.flush()
-        return [[float(v) for v in line.split(",")[1:]] for line in _read_rows(self.path)]
+        end = -len(self.extra_columns) or None
+        return [[float(v) for v in line.split(",")[1:end]] for line in _read_rows(self.path)]
 
 
 def _read_rows(path: Path) -> list[str]:
@@ -131,7 +134,7 @@ class StepLedger(Callback):
             self._hook = run.route.register_step_counter(trainer.optimizers[0], self._count)
             if trainer.is_global_zero:
                 path = Path(trainer.default_root_dir) / LR_FILE
-                run.lr_log = LrLog(path, groups=len(optimizer.param_groups), keep_rows=counts.optimizer_steps)
+                run.lr_log = LrLog(path, groups=len(optimizer.param_groups), keep_rows=counts.optimizer_steps, extra_columns=("grad_norm",))
         self._started_at = time.perf_counter()
         if trainer.is_global_zero:  # a crash from here on leaves completed=false, never a stale true
             write_summary(Path(trainer.default_root_dir), self.summary(trainer, pl_module, completed=False))
@@ -148,7 +151,9 @@ class StepLedger(Callback):
                 counts.lr_first = first
             counts.lr_peak = first if counts.lr_peak is None else max(counts.lr_peak, first)
         if self.run.lr_log is not None:
-            self.run.lr_log.append(lrs)
+            # The pre-clip total gradient norm of this update (strategies/grad_norm.py); NaN if unknown.
+            norm = self.run.route.grad_norm() if self.run.route is not None else None
+            self.run.lr_log.append([*lrs, math.nan if norm is None else norm])
 
     @property
     def lr_rows(self) -> list[list[float]]:

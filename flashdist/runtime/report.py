@@ -19,6 +19,7 @@ from lightning.pytorch import Callback
 from flashdist.runtime.ledger import LR_FILE, SUMMARY_FILE
 from flashdist.runtime.fit_run import FitRun
 from flashdist.runtime.planning import data_parallel_size
+from flashdist.strategies.base import unwrap_optimizer
 
 LR_PLOT_FILE = "lr.png"
 # Beyond this many points a line plot only costs time; every n-th step still shows the shape.
@@ -78,6 +79,7 @@ def plan_rows(run: FitRun, pl_module: Any) -> list[tuple[str, str]]:
         *_token_rows(plan),
         ("optimizer", _optimizer_text(run, pl_module)),
         ("lr scheduler", f"{schedule.kwargs_repr}, every {schedule.frequency} {schedule.interval}(s)" if schedule else "none"),
+        *_group_rows(trainer),
     ]
     return rows
 
@@ -89,6 +91,18 @@ def _token_rows(plan: Any) -> list[tuple[str, str]]:
     budget = f" (max_tokens {plan.max_tokens:,}, rounded up to whole steps)" if plan.max_tokens else ""
     return [("tokens / optimizer step", f"{plan.tokens_per_step:,} = {plan.global_batch_size} × {plan.tokens_per_sample}"),
             ("total tokens", f"{plan.planned_total_tokens:,}{budget}")]
+
+
+def _group_rows(trainer: Any) -> list[tuple[str, str]]:
+    """One row per named param group (param_groups= / layer_decay=): parameters, LR scale, weight decay."""
+    groups = unwrap_optimizer(trainer.optimizers[0]).param_groups if trainer.optimizers else []
+    if not any("name" in group for group in groups):
+        return []
+    return [
+        (f"param group {index}", f"{group.get('name')}: {group.get('num_params', '?')} parameters, lr × {group.get('lr_scale', 1.0):g}, "
+                                 f"weight_decay {group.get('weight_decay', 'default')}")
+        for index, group in enumerate(groups)
+    ]
 
 
 def end_rows(trainer: Any, summary: dict[str, Any] | None, root: Path, plot_path: Path | None, wall_s: float | None) -> list[tuple[str, str]]:

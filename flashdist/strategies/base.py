@@ -19,9 +19,17 @@ from torch import nn
 from flashdist.errors import ConfigError
 from flashdist.optim.build import build_optimizer
 from flashdist.optim.providers import device_problem
-from flashdist.optim.param_groups import no_decay_names, param_groups_weight_decay
+from flashdist.optim.param_groups import (
+    Grouping,
+    apply_lr_scales,
+    layer_map,
+    no_decay_names,
+    param_groups_declarative,
+    param_groups_weight_decay,
+)
 from flashdist.optim.specs import OptimizerSpec
 from flashdist.plan import StepPlan
+from flashdist.strategies.grad_norm import total_grad_norm
 
 
 @dataclass(frozen=True)
@@ -42,39 +50,55 @@ class StrategyRoute:
         self.strategy = strategy
         self.choice: OptimizerChoice | None = None
         self._plan = plan
+        self._grad_norm: float | None = None
+        self._trainable: tuple[nn.Module, list[torch.Tensor]] | None = None
 
     def plan(self) -> StepPlan | None:
         """The fit's step plan, as the Trainer handed it (None: no flashdist Trainer runs this strategy)."""
         return self._plan() if self._plan is not None else None
 
+
     def build_optimizer(
-        self, module: nn.Module, spec: OptimizerSpec, learning_rate: float | None, weight_decay: float | None
+        self, module: nn.Module, spec: OptimizerSpec, learning_rate: float | None, weight_decay: float | None,
+        grouping: Grouping | None = None,
     ) -> torch.optim.Optimizer:
         check_optimizer_runs_here(spec, self.name, _first_device(module))
-        params = self.param_groups(module, weight_decay)
+        params = self.param_groups(module, weight_decay, grouping)
         target, reason = self.optimizer_class(spec, params)
         optimizer = build_optimizer(params, spec, learning_rate, target=target)
+        apply_lr_scales(optimizer.param_groups)  # before the scheduler takes each group's base LR
         self.choice = OptimizerChoice(spec.name, type(optimizer).__name__, reason)
         rank_zero_info(f"flashdist: optimizer {spec.name} -> {self.choice.resolved_class} ({reason})")
         return optimizer
 
-    def param_groups(self, module: nn.Module, weight_decay: float | None) -> list[Any]:
-        if weight_decay is None:
-            return [{"params": [p for p in module.parameters() if p.requires_grad]}]
-        return param_groups_weight_decay(module.named_parameters(), weight_decay, no_decay_names(module))
+    def param_groups(self, module: nn.Module, weight_decay: float | None, grouping: Grouping | None = None) -> list[Any]:
+        return group_parameters(list(module.named_parameters()), module, weight_decay, no_decay_names(module), grouping)
 
     def optimizer_class(self, spec: OptimizerSpec, params: list[Any]) -> tuple[Any, str]:
         """The class to build instead of the registered one (None: keep it), and why."""
         return None, "as requested"
 
+    def record_grad_norm(self, module: nn.Module) -> None:
+        """Called before clipping (Lightning's ``on_before_optimizer_step``), with the gradients reduced."""
+        if self._trainable is None or self._trainable[0] is not module:  # the parameter list, once per fit
+            self._trainable = (module, [p for p in module.parameters() if p.requires_grad])
+        self._grad_norm = total_grad_norm(self._trainable[1])
+
+    def grad_norm(self) -> float | None:
+        """The pre-clip total gradient norm of the current (or last) optimizer step."""
+        return self._grad_norm
+
     def register_step_counter(self, optimizer: Any, count: StepCounter) -> Any:
         """Call ``count(torch_optimizer, args, kwargs)`` once per real parameter update; returns a handle with ``remove()``.
 
         The default hooks the innermost torch optimizer's ``step`` (under Lightning's
-        wrapper). Routes whose wrappers step the torch optimizer several times per update
-        (DeepSpeed's ZeRO: once per param group or sub-group) override this.
+        wrapper), after it ran: Lightning runs the closure (forward, backward,
+        ``on_before_optimizer_step``, clipping) inside ``optimizer.step(closure)``, so only a
+        post-hook sees this update's gradient norm. Routes whose wrappers step the torch
+        optimizer several times per update (DeepSpeed's ZeRO: once per param group or
+        sub-group) override this.
         """
-        return unwrap_optimizer(optimizer).register_step_pre_hook(count)
+        return unwrap_optimizer(optimizer).register_step_post_hook(count)
 
     def full_state_dict(self, module: nn.Module) -> dict[str, torch.Tensor] | None:
         """The module's whole state dict on CPU on global rank 0 (None elsewhere); every rank must call it.
@@ -121,6 +145,22 @@ def _first_device(module: nn.Module) -> torch.device:
     for param in module.parameters():
         return param.device
     return torch.device("cpu")
+
+
+def group_parameters(
+    named: list[tuple[str, torch.Tensor]], module: nn.Module, weight_decay: float | None, no_decay: set[str], grouping: Grouping | None
+) -> list[Any]:
+    """The optimizer's groups by parameter name: declarative rules / layer decay, else the weight-decay split.
+
+    Every route calls this with the names it sees (FSDP2: the sharded DTensors', which keep
+    the names they had before sharding), so the groups are the same on every strategy.
+    """
+    if grouping is not None and grouping.active:
+        layers = layer_map(named, module) if grouping.layer_decay is not None else None
+        return param_groups_declarative(named, weight_decay, no_decay, grouping, layers)
+    if weight_decay is None:
+        return [{"params": [p for _, p in named if p.requires_grad]}]
+    return param_groups_weight_decay(named, weight_decay, no_decay)
 
 
 def unwrap_optimizer(optimizer: Any) -> torch.optim.Optimizer:

@@ -92,6 +92,14 @@ def check_deepspeed_config(config: Any, facts: LaunchFacts) -> None:
     if not isinstance(config, dict):
         return
     task = facts.task
+    grouping = getattr(task, "grouping", None)
+    scaled = grouping is not None and (grouping.layer_decay is not None or any(rule.lr_scale != 1.0 for rule in grouping.rules))
+    if scaled and "scheduler" in config:
+        raise ConfigError(
+            f"the DeepSpeed config's scheduler ({config['scheduler'].get('type')!r}) sets one absolute LR for every group, "
+            "so the Task's param_groups lr_scale / layer_decay would be lost.",
+            hint="put the schedule on the Task (lr_scheduler=..., DeepSpeed's warmuplr/warmupdecaylr included): it keeps each group's scale.",
+        )
     values = AutoValues.from_task(task, None, None, precision=facts.precision, gradient_clip_val=facts.gradient_clip_val)
     fill_auto_config(
         config,

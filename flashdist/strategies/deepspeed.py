@@ -35,7 +35,7 @@ from lightning.pytorch.strategies import DeepSpeedStrategy
 from lightning.pytorch.strategies.ddp import DDPStrategy
 from lightning.pytorch.utilities.rank_zero import rank_zero_warn
 
-from flashdist.compat.deepspeed import ZeroStepCounter
+from flashdist.compat.deepspeed import ZeroStepCounter, zero_step_grad_norm
 from flashdist.compat.lightning import init_deepspeed_distributed, private_override, should_accumulate
 from flashdist.errors import ConfigError
 from flashdist.optim.specs import OptimizerSpec
@@ -105,8 +105,10 @@ class FlashDeepSpeedStrategy(DeepSpeedStrategy, RouteAware):  # mixin last: a pl
 
     @private_override(DeepSpeedStrategy, "where Lightning calls deepspeed.initialize; no hook passes it param groups")
     def _setup_model_and_optimizer(self, model: Any, optimizer: Any, lr_scheduler: Any = None) -> tuple[Any, Any]:
-        if optimizer is None and getattr(self.lightning_module, "weight_decay", None) is not None:
-            # The config's optimizer would see one flat group; keep biases/norms undecayed.
+        task = self.lightning_module
+        grouping = getattr(task, "grouping", None)
+        if optimizer is None and (getattr(task, "weight_decay", None) is not None or (grouping is not None and grouping.active)):
+            # The config's optimizer would see one flat group; keep biases/norms undecayed and the Task's groups.
             return self._initialize_with_groups(model, lr_scheduler)
         return super()._setup_model_and_optimizer(model, optimizer, lr_scheduler)
 
@@ -115,8 +117,13 @@ class FlashDeepSpeedStrategy(DeepSpeedStrategy, RouteAware):  # mixin last: a pl
 
         import deepspeed
 
+        task = self.lightning_module
         route = self.route if self.route is not None else route_for(self)
-        groups = route.param_groups(model, self.lightning_module.weight_decay)
+        groups = route.param_groups(model, task.weight_decay, getattr(task, "grouping", None))
+        base_lr = ((self.config.get("optimizer") or {}).get("params") or {}).get("lr")
+        for group in groups:  # the config's optimizer then builds each group at its scaled LR
+            if group.get("lr_scale", 1.0) != 1.0 and isinstance(base_lr, (int, float)):
+                group["lr"] = base_lr * group["lr_scale"]
         engine, optimizer, _, _ = deepspeed.initialize(
             args=argparse.Namespace(device_rank=self.root_device.index),
             config=self.config,
@@ -167,8 +174,10 @@ class DeepSpeedRoute(StrategyRoute):
             spec, offloaded=is_offloaded(self.strategy.config or {}), on_cuda=self.strategy.root_device.type == "cuda"
         )
 
-    def build_optimizer(self, module: Any, spec: OptimizerSpec, learning_rate: float | None, weight_decay: float | None) -> Any:
-        optimizer = super().build_optimizer(module, spec, learning_rate, weight_decay)
+    def build_optimizer(
+        self, module: Any, spec: OptimizerSpec, learning_rate: float | None, weight_decay: float | None, grouping: Any = None
+    ) -> Any:
+        optimizer = super().build_optimizer(module, spec, learning_rate, weight_decay, grouping)
         if is_offloaded(self.strategy.config or {}) and not type(optimizer).__name__.startswith("DeepSpeedCPU"):
             # ZeRO-Offload refuses a torch optimizer unless told otherwise; it then runs it on
             # the CPU copy of the weights (slow, but what the user asked for).
@@ -185,6 +194,14 @@ class DeepSpeedRoute(StrategyRoute):
         # all-gathers them for the block (every rank), read-only (modifier_rank=None).
         with deepspeed.zero.GatheredParameters(list(module.parameters()), modifier_rank=None):
             return super().full_state_dict(module)
+
+    def record_grad_norm(self, module: Any) -> None:
+        # The gradients live in ZeRO's partitioned buffers until engine.step(), which computes the norm.
+        pass
+
+    def grad_norm(self) -> float | None:
+        engine = getattr(self.strategy, "deepspeed_engine", None)
+        return zero_step_grad_norm(engine.optimizer) if engine is not None else None
 
     def register_step_counter(self, optimizer: Any, count: StepCounter) -> Any:
         # ZeRO's wrapper steps the torch optimizer once per param group (stages 1-2) or per

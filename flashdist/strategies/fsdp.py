@@ -30,10 +30,10 @@ from torch import nn
 from flashdist.compat.lightning import configure_model_counts_as_overridden, set_parallel_sizes
 from flashdist.compat.torch import fused_kernel_devices
 from flashdist.errors import ConfigError
-from flashdist.optim.param_groups import no_decay_names, param_groups_weight_decay
+from flashdist.optim.param_groups import Grouping, no_decay_names
 from flashdist.optim.specs import OptimizerSpec
 from flashdist.strategies import register_route
-from flashdist.strategies.base import StrategyRoute
+from flashdist.strategies.base import StrategyRoute, group_parameters
 
 
 class FSDP2Strategy(ModelParallelStrategy):
@@ -116,7 +116,7 @@ class FSDPRoute(StrategyRoute):
 
     name = "fsdp"
 
-    def param_groups(self, module: nn.Module, weight_decay: float | None) -> list[Any]:
+    def param_groups(self, module: nn.Module, weight_decay: float | None, grouping: Grouping | None = None) -> list[Any]:
         named = [(name, p) for name, p in module.named_parameters() if p.requires_grad]
         before = getattr(self.strategy, "param_names_before_sharding", ())
         if before and tuple(name for name, _ in named) != tuple(before):
@@ -124,10 +124,8 @@ class FSDPRoute(StrategyRoute):
                 "flashdist fsdp: parameter names changed under fully_shard "
                 f"({sorted(set(before) ^ {name for name, _ in named})[:5]}); cannot map the param groups. This is a flashdist bug."
             )
-        if weight_decay is None:
-            return [{"params": [p for _, p in named]}]
         no_decay = getattr(self.strategy, "no_decay_param_names", None)
-        return param_groups_weight_decay(named, weight_decay, no_decay if no_decay is not None else no_decay_names(module))
+        return group_parameters(named, module, weight_decay, no_decay if no_decay is not None else no_decay_names(module), grouping)
 
     def optimizer_class(self, spec: OptimizerSpec, params: list[Any]) -> tuple[Any, str]:
         return choose_kernel(spec, _device_type(params))
@@ -140,8 +138,14 @@ class FSDPRoute(StrategyRoute):
         return state if self.strategy.global_rank == 0 else None
 
 
+# Fused kernels DTensor has a sharding rule for (torch 2.13: aten._fused_adam(w)_ only); a
+# fused SGD on FSDP2's DTensors stops with "Operator aten._fused_sgd_.tensor_lr does not have a
+# sharding strategy registered". The others get foreach.
+_DTENSOR_FUSED = frozenset({"Adam", "AdamW"})
+
+
 def choose_kernel(spec: OptimizerSpec, device_type: str) -> tuple[Any, str]:
-    """torch's fused kernel when the optimizer and device support it, else foreach; the user's choice wins.
+    """torch's fused kernel when the optimizer, the device and DTensor support it, else foreach; the user's choice wins.
 
     Example:
         >>> from flashdist.optim.specs import normalize_optimizer
@@ -154,10 +158,10 @@ def choose_kernel(spec: OptimizerSpec, device_type: str) -> tuple[Any, str]:
     if "fused" in spec.kwargs or "foreach" in spec.kwargs:
         return None, "kernel chosen by the user"
     cls = entry.target
-    if entry.supports_fused and device_type in fused_kernel_devices():
+    if entry.supports_fused and device_type in fused_kernel_devices() and cls.__name__ in _DTENSOR_FUSED:
         return _with(cls, fused=True), f"fused=True: {cls.__name__} has a fused {device_type} kernel"
     if entry.supports_foreach:
-        return _with(cls, foreach=True), f"foreach=True: no fused {cls.__name__} kernel on {device_type}"
+        return _with(cls, foreach=True), f"foreach=True: no fused {cls.__name__} kernel for DTensors on {device_type}"
     return None, "as requested (no fused or foreach kernel)"
 
 
@@ -181,14 +185,14 @@ class FSDP1Route(StrategyRoute):
 
     name = "fsdp1"
 
-    def param_groups(self, module: nn.Module, weight_decay: float | None) -> list[Any]:
+    def param_groups(self, module: nn.Module, weight_decay: float | None, grouping: Grouping | None = None) -> list[Any]:
         if weight_decay is not None and not self.strategy.kwargs.get("use_orig_params", True):
             raise ConfigError(
                 f"Task(weight_decay={weight_decay}) groups parameters by name, but FSDPStrategy(use_orig_params=False) "
                 "flattens them into one FlatParameter per unit.",
                 hint="keep Lightning's default use_orig_params=True, or use strategy='fsdp' (FSDP2).",
             )
-        return super().param_groups(module, weight_decay)
+        return super().param_groups(module, weight_decay, grouping)
 
 
 def _register() -> None:

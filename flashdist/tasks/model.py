@@ -21,6 +21,7 @@ from flashdist.optim.compiled import compile_optimizer_step, tensor_lr_kwargs, w
 from flashdist.optim.resolved import resolve_schedule
 from flashdist.optim.specs import check_learning_rate, normalize_optimizer, normalize_scheduler
 from flashdist.strategies.base import unwrap_optimizer
+from flashdist.tasks.grouping import grouping_for
 
 MetricsArg = torchmetrics.Metric | Mapping[str, torchmetrics.Metric] | Sequence[torchmetrics.Metric] | None
 # The forms optimizer= / lr_scheduler= accept (flashdist.optim.specs normalizes them). Spelled as
@@ -56,6 +57,8 @@ class Task(LightningModule):
         lr_scheduler: SchedulerArg = None,
         metrics: MetricsArg = None,
         weight_decay: float | None = None,
+        param_groups: list[dict[str, Any]] | None = None,
+        layer_decay: float | None = None,
     ):
         super().__init__()
         self.model = model
@@ -78,6 +81,7 @@ class Task(LightningModule):
                 hint="Task(weight_decay=...) decays weights but not biases/norms; use one place.",
             )
         dry_run(self.optimizer_spec, self.scheduler_spec, learning_rate)
+        self.grouping = grouping_for(self, param_groups, layer_decay)
         self.val_metrics = torchmetrics.MetricCollection(_as_metric_dict(metrics), prefix="val_")
 
     @classmethod
@@ -139,7 +143,7 @@ class Task(LightningModule):
     # ---- optimizer and scheduler -------------------------------------------------------
     def configure_optimizers(self) -> Any:
         run = _fit_run(self.trainer)  # the plan and the strategy route of this fit
-        optimizer = run.route.build_optimizer(self, self.optimizer_spec, self.learning_rate, self.weight_decay)
+        optimizer = run.route.build_optimizer(self, self.optimizer_spec, self.learning_rate, self.weight_decay, self.grouping)
         compile_kwargs = run.compile_optimizer  # flashdist.Trainer(compile_optimizer=...): torch.compile kwargs, or None
         if self.scheduler_spec is None:
             if compile_kwargs is not None:

@@ -160,3 +160,21 @@ def test_a_bad_deepspeed_json_under_the_real_cli_prints_one_message_and_starts_n
     assert proc.returncode == 2, output
     assert output.count("error:") == 1 and "cannot fill: ['zero_optimization.sub_group_size']" in output, output
     assert "Initializing distributed" not in output and "Traceback" not in output, output  # no rank was set up
+
+
+def test_param_groups_and_layer_decay_from_yaml(tmp_path):
+    from flashdist.cli.fit import build_cli
+
+    text = QUICKSTART.replace("    optimizer: adamw\n", "    optimizer: adamw\n    layer_decay: 0.75\n"
+                              "    param_groups:\n      - {match: classifier, lr_scale: 10.0, weight_decay: 0.0}\n", 1)
+    path = tmp_path / "groups.yaml"
+    path.write_text(text)
+    cli = build_cli(["fit", "--config", str(path)], run=False)
+    assert cli.model.grouping.layer_decay == 0.75
+    assert [(r.match, r.lr_scale, r.weight_decay) for r in cli.model.grouping.rules] == [("classifier", 10.0, 0.0)]
+
+
+def test_a_param_groups_regex_matching_nothing_is_refused_from_yaml(tmp_path, capsys, no_launch):
+    text = QUICKSTART.replace("    optimizer: adamw\n", "    optimizer: adamw\n    param_groups: [{match: backbonee, lr_scale: 0.1}]\n", 1)
+    err = refused(tmp_path, capsys, text)
+    assert "model.init_args (flashdist.image.ImageClassifier)" in err and "match='backbonee' matches no trainable parameter" in err, err

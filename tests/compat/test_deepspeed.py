@@ -49,3 +49,32 @@ def test_zero_step_counter_relies_on_one_wrapper_step_per_update_and_its_overflo
     wrapper.overflow = False
     wrapper.step()
     assert calls == ["inner"]
+
+
+@pytest.mark.parametrize(
+    ("module", "cls"),
+    [
+        ("deepspeed.runtime.zero.stage_1_and_2", "DeepSpeedZeroOptimizer"),
+        ("deepspeed.runtime.zero.stage3", "DeepSpeedZeroOptimizer_Stage3"),
+        ("deepspeed.runtime.bf16_optimizer", "BF16_Optimizer"),
+    ],
+)
+def test_zero_optimizers_set_global_grad_norm_before_clipping(module, cls):
+    # The pre-clip norm is assigned in step() before the gradients are clipped; the
+    # 2-process parity fits check the value itself against a one-process reference.
+    import importlib
+
+    source = inspect.getsource(_undecorated(getattr(importlib.import_module(module), cls).step))
+    assigned = source.find("self._global_grad_norm =")
+    assert assigned != -1, f"{cls}.step no longer sets _global_grad_norm"
+    clipped = [source.find(name) for name in ("unscale_and_clip_grads", "clip_tensors_by_global_norm", "clip_grad") if name in source]
+    assert clipped and assigned < min(clipped), f"{cls}.step sets _global_grad_norm after clipping"
+
+
+def _undecorated(function):
+    """``step`` under DeepSpeed's ``instrument_w_nvtx``, which wraps without functools.wraps."""
+    for cell in function.__closure__ or ():
+        inner = cell.cell_contents
+        if callable(inner) and getattr(inner, "__name__", None) == "step":
+            return _undecorated(inner)
+    return function

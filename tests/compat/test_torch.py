@@ -63,3 +63,12 @@ def test_dynamo_recompile_limit_is_a_positive_int():
     from flashdist.compat.torch import dynamo_recompile_limit
 
     assert isinstance(dynamo_recompile_limit(), int) and dynamo_recompile_limit() >= 1
+
+
+def test_foreach_norm_returns_each_tensors_2_norm():
+    import torch
+
+    from flashdist.compat.torch import foreach_norms
+
+    tensors = [torch.randn(3, 5), torch.randn(7), torch.zeros(2)]
+    assert [float(n) for n in foreach_norms(tensors)] == [float(torch.linalg.vector_norm(t)) for t in tensors]

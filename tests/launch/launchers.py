@@ -53,7 +53,11 @@ def read_summary(root: Path) -> dict:
 
 
 def read_lr(root: Path) -> list[str]:
-    return (root / "lr.csv").read_text().splitlines()
+    """lr.csv's step and LR columns (the last column, grad_norm, is a float reduction, not part of the LR trace)."""
+    lines = (root / "lr.csv").read_text().splitlines()
+    if lines and lines[0].endswith(",grad_norm"):
+        return [line.rsplit(",", 1)[0] for line in lines]
+    return lines
 
 
 def free_port() -> int:

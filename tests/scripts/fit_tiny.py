@@ -5,7 +5,8 @@ Config keys (all optional): root, dataset_size, batch_size, drop_last, devices, 
 strategy, accumulate_grad_batches, max_epochs, max_steps, limit_train_batches, optimizer,
 lr_scheduler, learning_rate, weight_decay, hidden, seed, ckpt_path, checkpoint_every_n_steps,
 extra_trainer (dict), checkpoint_every_n_epochs, stop_after_epochs, shard_module_classes (fsdp
-block class names), accelerator, lightning_fsdp1 (Lightning's FSDPStrategy object). `strategy` may also be a DeepSpeed config dict or a JSON path.
+block class names), accelerator, lightning_fsdp1 (Lightning's FSDPStrategy object), model ("blocks": BlockNet), param_groups,
+layer_decay, dump_params_after_step (k: the full parameters after update k, params_step{k}.pt). `strategy` may also be a DeepSpeed config dict or a JSON path.
 Writes summary.json / lr.csv into `root`, and fit_extra.json (rank 0: the innermost
 optimizer, its param groups, per-batch losses, the DeepSpeed engine's own step count,
 the FSDP-sharded modules).
@@ -13,6 +14,7 @@ the FSDP-sharded modules).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 from pathlib import Path
@@ -29,6 +31,45 @@ from flashdist.tasks.classification import ClassificationTask
 
 def as_spec(value):
     return tuple(value) if isinstance(value, list) else value
+
+
+class BlockNet(nn.Module):
+    """Embedding, two blocks in an nn.ModuleList (what layer_decay and FSDP's default sharding find), norm, head."""
+
+    def __init__(self, hidden: int):
+        super().__init__()
+        self.embed = nn.Linear(16, hidden)
+        self.blocks = nn.ModuleList([nn.Linear(hidden, hidden) for _ in range(2)])
+        self.norm = nn.LayerNorm(hidden)
+        self.head = nn.Linear(hidden, 2)
+
+    def forward(self, x):
+        x = self.embed(x)
+        for block in self.blocks:
+            x = torch.relu(block(x))
+        return self.head(self.norm(x))
+
+
+class DumpParams(Callback):
+    """After optimizer step k, every full parameter (gathered from ZeRO-3 / FSDP shards) to params_step{k}.pt on rank 0."""
+
+    def __init__(self, root: str, step: int):
+        self.root, self.step = root, step
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if trainer.global_step != self.step or getattr(self, "done", False):
+            return
+        self.done = True
+        named = list(pl_module.named_parameters())
+        gather = contextlib.nullcontext()
+        if getattr(trainer.strategy, "zero_stage_3", False):
+            import deepspeed
+
+            gather = deepspeed.zero.GatheredParameters([p for _, p in named])
+        with gather:
+            full = {name: (p.full_tensor() if hasattr(p, "full_tensor") else p.data).detach().float().clone() for name, p in named}
+        if trainer.is_global_zero:
+            torch.save(full, Path(self.root, f"params_step{self.step}.pt"))
 
 
 class RecordLosses(Callback):
@@ -71,6 +112,8 @@ def write_extra(trainer, recorder: RecordLosses, root: str) -> None:
         "dtensor_params": sum(1 for p in module.parameters() if DTensor and isinstance(p, DTensor)),
         "strategy_class": type(trainer.strategy).__name__,
         "deepspeed_config": getattr(trainer.strategy, "config", None) if engine is not None else None,
+        "param_dtype": str(next(module.parameters()).dtype),
+        "precision": str(trainer.precision),
     }
     if trainer.is_global_zero:
         Path(root, "fit_extra.json").write_text(json.dumps(extra, indent=1, default=str))
@@ -83,7 +126,10 @@ def main(config: dict) -> None:
     x = torch.randn(n, 16, generator=generator)
     y = (x[:, :4].sum(dim=1) > 0).long()
     hidden = config.get("hidden", 32)
-    model = nn.Sequential(nn.Linear(16, hidden), nn.LayerNorm(hidden), nn.ReLU(), nn.Linear(hidden, 2))
+    if config.get("model") == "blocks":
+        model = BlockNet(hidden)
+    else:
+        model = nn.Sequential(nn.Linear(16, hidden), nn.LayerNorm(hidden), nn.ReLU(), nn.Linear(hidden, 2))
     task = ClassificationTask(
         model,
         num_classes=2,
@@ -91,9 +137,13 @@ def main(config: dict) -> None:
         lr_scheduler=as_spec(config.get("lr_scheduler", ["linear_schedule_with_warmup", {"num_warmup_steps": 0.1}])),
         learning_rate=config.get("learning_rate", 0.01),
         weight_decay=config.get("weight_decay"),
+        param_groups=config.get("param_groups"),
+        layer_decay=config.get("layer_decay"),
     )
     recorder = RecordLosses(config.get("stop_after_epochs"))
     callbacks = [recorder]
+    if config.get("dump_params_after_step"):
+        callbacks.append(DumpParams(config["root"], config["dump_params_after_step"]))
     if config.get("checkpoint_every_n_epochs"):
         callbacks.append(ModelCheckpoint(dirpath=f"{config['root']}/checkpoints", every_n_epochs=config["checkpoint_every_n_epochs"], save_top_k=-1, save_on_train_epoch_end=True))
     if config.get("checkpoint_every_n_steps"):

@@ -39,7 +39,16 @@ CASES = {
 
 
 def _lr_rows(root: Path) -> list[str]:
-    return (root / "lr.csv").read_text().splitlines()
+    """lr.csv without its last column (grad_norm, compared within a tolerance by _grad_norms_close)."""
+    return [line.rsplit(",", 1)[0] for line in (root / "lr.csv").read_text().splitlines()]
+
+
+def _grad_norms(root: Path) -> list[float]:
+    return [float(line.rsplit(",", 1)[1]) for line in (root / "lr.csv").read_text().splitlines()[1:]]
+
+
+def _grad_norms_close(got: list[float], want: list[float]) -> bool:
+    return len(got) == len(want) and all(math.isclose(g, w, rel_tol=1e-5) for g, w in zip(got, want))
 
 
 def _extra(root: Path) -> dict:
@@ -76,7 +85,7 @@ def test_strategy_trains_with_routed_optimizer_exact_ledger_and_exact_resume(tmp
     assert [g["weight_decay"] for g in extra["param_groups"]] == [0.01, 0.0]
     assert [g["lr"] for g in extra["param_groups"]] == [0.0, 0.0]
     rows = _lr_rows(tmp_path)
-    assert rows[0] == "step,lr,lr_group1" and len(rows) == 1 + PLANNED_STEPS
+    assert (tmp_path / "lr.csv").read_text().startswith("step,lr,lr_group1,grad_norm\n") and len(rows) == 1 + PLANNED_STEPS
     assert all(row.split(",")[1] == row.split(",")[2] for row in rows[1:])
 
     if strategy.startswith("deepspeed"):
@@ -89,11 +98,12 @@ def test_strategy_trains_with_routed_optimizer_exact_ledger_and_exact_resume(tmp
         assert extra["optimizer_defaults"]["fused"] is True
 
     # Resume from the end of epoch 1 in the same directory: the rest of the run is identical.
-    first_rows, first_losses = rows, extra["losses"]
+    first_rows, first_losses, first_norms = rows, extra["losses"], _grad_norms(tmp_path)
     resumed = run_fit(tmp_path, ckpt_path=str(_checkpoint_after_epoch_1(tmp_path)), **config)
     assert resumed["resumed_from"] is not None
     assert resumed["planned_total_steps"] == resumed["optimizer_steps"] == resumed["scheduler_steps"] == PLANNED_STEPS
     assert _lr_rows(tmp_path) == first_rows  # bitwise: the CSV holds repr() of every LR
+    assert _grad_norms_close(_grad_norms(tmp_path), first_norms)
     resumed_losses = _extra(tmp_path)["losses"]
     expected = [loss for loss in first_losses if loss[0] == 1]
     assert [loss[:2] for loss in resumed_losses] == [loss[:2] for loss in expected]
@@ -115,6 +125,7 @@ def test_a_run_stopped_after_epoch_1_and_resumed_equals_the_uninterrupted_run(tm
     assert resumed["planned_total_steps"] == resumed["optimizer_steps"] == resumed["scheduler_steps"] == PLANNED_STEPS
     assert resumed["lr"]["final"] == 0.0
     assert _lr_rows(stopped) == _lr_rows(whole)
+    assert _grad_norms_close(_grad_norms(stopped), _grad_norms(whole))
     expected = [loss for loss in _extra(whole)["losses"] if loss[0] == 1]
     got = _extra(stopped)["losses"]
     assert [loss[:2] for loss in got] == [loss[:2] for loss in expected]

@@ -33,7 +33,7 @@ def rebuild_model(metadata: Mapping[str, Any]) -> torch.nn.Module:
     config = AutoConfig.for_model(config_dict.pop("model_type"), **config_dict)
     if metadata.get("lora") and Path(metadata["backbone"]).is_dir():
         # peft writes this as the adapter's base_model_name_or_path, so from_pretrained(adapter dir) finds the base.
-        config._name_or_path = str(Path(metadata["backbone"]).resolve())
+        config.name_or_path = str(Path(metadata["backbone"]).resolve())
     model = AutoModelForCausalLM.from_config(config)
     if metadata.get("lora"):
         model = apply_lora(model, LoraSettings.from_user(metadata["lora"]))

@@ -177,3 +177,27 @@ def test_the_epoch_loop_broadcasts_sigterm_each_step_through_one_method(tmp_path
     compat.skip_per_step_sigterm_broadcast(trainer)
     assert trainer.fit_loop.epoch_loop._broadcast_sigterm_tensor() is None
     assert _TrainingEpochLoop._broadcast_sigterm_tensor is not compat._no_sigterm_broadcast
+
+
+@pytest.mark.parametrize("env", [{}, {"SLURM_NTASKS": "2"}, {"SLURM_NTASKS": "2", "SLURM_JOB_NAME": "bash"},
+                                 {"SLURM_NTASKS": "2", "SLURM_JOB_NAME": "interactive"}, {"SLURM_NTASKS": "2", "SLURM_JOB_NAME": "train"},
+                                 {"SLURM_JOB_ID": "7"}])
+def test_launched_by_srun_is_lightnings_srun_rule(env, monkeypatch):
+    from lightning.fabric.plugins.environments.slurm import _is_srun_used
+
+    for name in [n for n in __import__("os").environ if n.startswith("SLURM_")]:
+        monkeypatch.delenv(name)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    assert compat.launched_by_srun(env) is _is_srun_used()
+
+
+def test_process_group_settings_are_the_backend_and_timeout_ddp_would_use():
+    from datetime import timedelta
+
+    from lightning.pytorch.accelerators import CPUAccelerator
+    from lightning.pytorch.strategies import DDPStrategy
+
+    strategy = DDPStrategy(accelerator=CPUAccelerator(), parallel_devices=[torch.device("cpu")], timeout=timedelta(seconds=7))
+    assert compat.process_group_settings(strategy) == ("gloo", timedelta(seconds=7))
+    assert compat.process_group_settings(object()) == (None, None)

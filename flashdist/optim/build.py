@@ -15,6 +15,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 import torch
+from lightning.fabric.utilities.rank_zero import rank_zero_warn
 
 from flashdist.errors import ConfigError, require_positive_int
 from flashdist.optim.entries import SchedulerEntry
@@ -257,7 +258,7 @@ def _check_durations_fit(entry: SchedulerEntry, kwargs: dict[str, Any], fast_dev
                 # only has to build and step. Refusing would fail every fast_dev_run of a
                 # config with a real warmup, so the duration is cut to the run, loudly.
                 action = f"using {arg}={total}" if kwargs[arg] > total else "kept"
-                warnings.warn(f"{message} fast_dev_run={fast_dev_run}: {action} for this smoke run only.", UserWarning, stacklevel=4)
+                rank_zero_warn(f"{message} fast_dev_run={fast_dev_run}: {action} for this smoke run only.", category=UserWarning, stacklevel=5)
                 kwargs[arg] = total
                 continue
             raise ConfigError(message, hint="shorten the warmup, or train longer (max_epochs / max_steps).")

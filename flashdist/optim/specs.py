@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
+from lightning.fabric.utilities.rank_zero import rank_zero_warn
+
 from flashdist.errors import ConfigError, require_positive_int
 from flashdist.optim.entries import OptimizerEntry, SchedulerEntry
 from flashdist.optim.optimizers import OPTIMIZERS
@@ -187,12 +189,12 @@ def _checked_scheduler(
         _check_kwargs(entry.name, "lr_scheduler", resolve_lazy(entry.target), kwargs, skip={"optimizer"}, filled=filled)
     config = _lightning_config(lightning_config, entry.default_interval, entry.requires_monitor, entry.name, demand_monitor=for_trainer)
     if for_trainer and entry.name.lower() in FLASH_STEPPED and "interval" not in lightning_config:
-        warnings.warn(
+        rank_zero_warn(  # each rank builds the Task: say it once
             f"lr_scheduler {entry.name!r} steps once per epoch (interval='epoch', Lightning's default); Lightning Flash "
             f"stepped it once per optimizer step. Pass ({entry.name.lower()!r}, {{...}}, {{'interval': 'step'}}) to step it per "
             "batch, or {'interval': 'epoch'} to keep this and silence the warning.",
-            UserWarning,
-            stacklevel=4,
+            category=UserWarning,
+            stacklevel=5,
         )
     return SchedulerSpec(entry=entry, kwargs=MappingProxyType(kwargs), lightning_config=config)
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import warnings
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -11,6 +10,7 @@ import torch
 import torchmetrics
 from lightning.pytorch import LightningModule
 from lightning.pytorch.trainer.states import TrainerFn
+from lightning.pytorch.utilities.rank_zero import rank_zero_warn
 from torch import nn
 
 from flashdist.tasks.recipes import accessors
@@ -171,7 +171,7 @@ class Task(LightningModule):
         if problem is None:
             return
         if not strict:
-            warnings.warn(f"{problem} Kept (strict_ledger=False).", UserWarning, stacklevel=2)
+            rank_zero_warn(f"{problem} Kept (strict_ledger=False).", category=UserWarning, stacklevel=3)
             return
         raise ConfigError(problem, hint="leave the total out: flashdist fills it from the plan (or pass Trainer(strict_ledger=False) to keep yours).")
 

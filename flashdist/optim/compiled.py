@@ -23,15 +23,21 @@ from flashdist.registry import resolve_lazy
 
 
 def wants_tensor_lr(optimizer: torch.optim.Optimizer, compiled_step: bool) -> bool:
-    """Whether the LR should live in a tensor: a compiled step, or a fused / capturable optimizer.
+    """Whether the LR should live in a tensor: a compiled step, a capturable optimizer, or a fused one off the CPU.
+
+    On the CPU a fused kernel reads its LR on the host either way, so a tensor there would only
+    round the LR to float32 (the ledger would then report 0.009999999776 for 0.01) for nothing.
 
     Example:
-        >>> opt = torch.optim.AdamW(torch.nn.Linear(2, 1).parameters(), lr=1e-3)
+        >>> opt = torch.optim.AdamW(torch.nn.Linear(2, 1).parameters(), lr=1e-3, fused=True)
         >>> wants_tensor_lr(opt, compiled_step=False), wants_tensor_lr(opt, compiled_step=True)
         (False, True)
     """
     defaults = optimizer.defaults
-    return compiled_step or bool(defaults.get("fused")) or bool(defaults.get("capturable"))
+    if compiled_step or defaults.get("capturable"):
+        return True
+    on_cpu = all(p.device.type == "cpu" for group in optimizer.param_groups for p in group["params"])
+    return bool(defaults.get("fused")) and not on_cpu
 
 
 def takes_lr_as_tensor(target: Any) -> bool:

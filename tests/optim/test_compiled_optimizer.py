@@ -6,6 +6,7 @@ A float LR that changes every step recompiles a compiled optimizer step (pytorch
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
 import pytest
@@ -83,18 +84,33 @@ def test_compiled_optimizer_step_never_recompiles_over_1000_scheduled_steps(tmp_
     torch.compiler.reset()
 
 
-def test_a_fused_optimizer_gets_tensor_lrs_without_compiling(tmp_path):
+def _fused_fit(tmp_path, accelerator: str):
     task = Task(torch.nn.Linear(2, 1), loss_fn=torch.nn.functional.mse_loss, optimizer=("adamw", {"fused": True}),
                 learning_rate=0.01, lr_scheduler=("cosine_schedule_with_warmup", {"num_warmup_steps": 2}))
     inputs = torch.randn(32, 2)
-    trainer = flashdist.Trainer(max_epochs=1, accelerator="cpu", default_root_dir=tmp_path, logger=False,
+    trainer = flashdist.Trainer(max_epochs=1, accelerator=accelerator, devices=1, default_root_dir=tmp_path, logger=False,
                                 enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
     before = dynamo_frame_compiles()
     trainer.fit(task, DataLoader(TensorDataset(inputs, inputs[:, :1]), batch_size=4))
+    assert dynamo_frame_compiles() == before, "nothing compiled"
+    return trainer, json.loads((tmp_path / "summary.json").read_text())
+
+
+def test_a_fused_optimizer_on_the_cpu_keeps_exact_float_lrs(tmp_path):
+    # the CPU kernel reads the LR on the host either way: a float32 tensor would only round it
+    trainer, summary = _fused_fit(tmp_path, "cpu")
+    lr = trainer.optimizers[0].param_groups[0]["lr"]
+    assert isinstance(lr, float) and lr == trainer.lr_scheduler_configs[0].scheduler.get_last_lr()[0]
+    assert summary["lr"]["peak"] == 0.01
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="a fused optimizer on CUDA needs a CUDA device")
+def test_a_fused_optimizer_on_cuda_gets_tensor_lrs_without_compiling(tmp_path):
+    trainer, _ = _fused_fit(tmp_path, "gpu")
     lr = trainer.optimizers[0].param_groups[0]["lr"]
     assert isinstance(lr, torch.Tensor) and lr.dim() == 0
     assert float(lr) == pytest.approx(trainer.lr_scheduler_configs[0].scheduler.get_last_lr()[0], abs=1e-9)
-    assert dynamo_frame_compiles() == before, "nothing compiled"
 
 
 @pytest.mark.parametrize(

@@ -5,6 +5,7 @@ Examples:
     flashdist launch --nnodes 2 --node-rank 0 --rdzv-endpoint node0:29400 -- train.py   # on node 0
     flashdist launch --nnodes 2 --node-rank 1 --rdzv-endpoint node0:29400 -- train.py   # on node 1
     flashdist launch --nproc-per-node 2 --dry-run -- train.py
+    flashdist launch --nnodes 1:2 --max-restarts 1 --rdzv-endpoint node0:29400 ... -- train.py  # elastic
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ def parser() -> argparse.ArgumentParser:
         description=f"{HELP}. Prints the exact torchrun command, then runs it (c10d rendezvous, bounded timeout).",
     )
     p.add_argument("--nproc-per-node", type=int, default=1, help="processes on this node, one per device (default 1)")
-    p.add_argument("--nnodes", type=int, default=1, help="nodes in the job (default 1)")
+    p.add_argument("--nnodes", type=_nnodes, default=(None, 1), help="nodes in the job (default 1), or MIN:MAX for an elastic "
+                   "job that goes on with at least MIN nodes when one is lost (with --max-restarts)")
     p.add_argument("--node-rank", type=int, default=0, help="this node's rank, 0..nnodes-1; node 0 hosts the rendezvous")
     p.add_argument("--rdzv-endpoint", help=f"HOST:PORT of node 0, the same on every node (default {SINGLE_NODE_ENDPOINT} on one node)")
     p.add_argument("--rdzv-id", default="flashdist", help="job id shared by all nodes of one run (default 'flashdist')")
@@ -50,7 +52,8 @@ def run(argv: list[str]) -> int:
 
         spec = TorchrunSpec(
             nproc_per_node=args.nproc_per_node,
-            nnodes=args.nnodes,
+            nnodes=args.nnodes[1],
+            min_nnodes=args.nnodes[0],
             node_rank=args.node_rank,
             rdzv_endpoint=args.rdzv_endpoint,
             rdzv_id=args.rdzv_id,
@@ -68,6 +71,17 @@ def run(argv: list[str]) -> int:
     from flashdist.launching.process import run_foreground
 
     return run_foreground(full, explain=lambda seen: _explain(spec, seen))
+
+
+def _nnodes(text: str) -> tuple[int | None, int]:
+    """``"2"`` → (None, 2); ``"1:2"`` → (1, 2) (torchrun's elastic range)."""
+    try:
+        if ":" in text:
+            low, high = text.split(":")
+            return int(low), int(high)
+        return None, int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not N or MIN:MAX") from None
 
 
 def _explain(spec, seen: set[str]) -> str | None:

@@ -1,7 +1,8 @@
 """``flashdist plan``: the step plan of a hypothetical cluster, without launching anything.
 
 Same arithmetic as a real fit (:func:`flashdist.plan.plan_steps`); imports neither torch nor
-Lightning unless ``--plot`` asks for an LR curve, so it answers in milliseconds.
+Lightning unless ``--plot`` asks for an LR curve or ``--resume-from`` for a resume's dry run
+(flashdist/cli/resume_plan.py), so it answers in milliseconds.
 """
 
 from __future__ import annotations
@@ -47,11 +48,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--learning-rate", type=float, default=None, help="for --plot: the peak LR")
     parser.add_argument("--json", action="store_true", help="print one JSON object (summary.json's field names)")
     parser.add_argument("--plot", metavar="PNG", help="draw the LR curve (needs --lr-scheduler)")
+    parser.add_argument(
+        "--resume-from", metavar="CKPT", help="dry run of resuming this checkpoint on the given settings: verification, "
+        "the saved identity, the new plan and each resume_policy's decision (devices, batch size, accumulation default to the saved)",
+    )
     return parser
 
 
 def run(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
+    if args.resume_from:
+        return _run_resume(args)
     try:
         settings = _settings(args)
         report = plan_report(**settings)
@@ -62,6 +69,19 @@ def run(argv: list[str]) -> int:
         return 2
     print(json.dumps(report, indent=2) if args.json else _text(report))
     return 0
+
+
+def _run_resume(args: argparse.Namespace) -> int:
+    from flashdist.cli.resume_plan import resume_report, resume_text
+
+    try:
+        settings = _settings(args, required=())
+        report = resume_report(args.resume_from, settings, plan_report)
+    except ConfigError as error:
+        print(f"flashdist plan: {error}", file=sys.stderr)
+        return 2
+    print(json.dumps(report, indent=2, default=str) if args.json else resume_text(report, _text))
+    return 0 if report["verified"] else 1
 
 
 def plan_report(
@@ -129,7 +149,7 @@ def plan_report(
     }
 
 
-def _settings(args: argparse.Namespace) -> dict[str, Any]:
+def _settings(args: argparse.Namespace, required: tuple[str, ...] = ("dataset_size", "batch_size")) -> dict[str, Any]:
     settings: dict[str, Any] = _from_config(args.config) if args.config else {}
     for key in (
         "dataset_size", "batch_size", "num_nodes", "devices", "model_parallel_size", "accumulate_grad_batches",
@@ -139,9 +159,9 @@ def _settings(args: argparse.Namespace) -> dict[str, Any]:
         value = getattr(args, key)
         if value is not None:
             settings[key] = value
-    for required in ("dataset_size", "batch_size"):
-        if settings.get(required) is None:
-            raise ConfigError(f"--{required.replace('_', '-')} is required (or a --config whose data section gives it).")
+    for name in required:
+        if settings.get(name) is None:
+            raise ConfigError(f"--{name.replace('_', '-')} is required (or a --config whose data section gives it).")
     if settings.get("seq_length") is not None and settings.get("drop_last") is None:
         settings["drop_last"] = True  # LanguageModelingDataModule's train loader drops the partial batch
     if isinstance(settings.get("lr_scheduler"), str) and settings["lr_scheduler"].lstrip().startswith("["):

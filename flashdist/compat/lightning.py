@@ -214,3 +214,34 @@ def init_deepspeed_distributed(strategy: Any) -> None:
     CUDA device checks of ``setup_distributed`` around it, and there is no public entry point.
     """
     strategy._init_deepspeed_distributed()
+
+
+def reinstall_after_lightning_signal_handlers(trainer: Any, install: Callable[[], None]) -> None:
+    """Call ``install`` right after Lightning registers its signal handlers in every fit.
+
+    Relies on: ``Trainer._signal_connector.register_signal_handlers()`` being called by
+    ``Trainer._run`` after the checkpoint restore and before the sanity check, and composing a
+    SIGTERM handler whose notifier kills the launched ranks and sets ``received_sigterm``, on
+    which the loops raise ``SIGTERMException`` — a ``SystemExit`` without a code, so a preempted
+    process exits 0 with no checkpoint. No public option turns the notifier off; flashdist's own
+    handler (runtime/preemption.py) must be the only one from then on.
+    """
+    connector = trainer._signal_connector
+    register = connector.register_signal_handlers
+
+    def register_then_install() -> None:
+        register()
+        install()
+
+    connector.register_signal_handlers = register_then_install
+
+
+def record_loaded_checkpoint_path(trainer: Any, path: str) -> None:
+    """Make ``trainer.ckpt_path`` name the checkpoint really loaded (an older one after a fallback).
+
+    Relies on: ``trainer.ckpt_path`` reading ``trainer._checkpoint_connector._ckpt_path``, which
+    ``resume_start`` sets to the path it was given just before calling ``strategy.load_checkpoint``.
+    The public setter also marks the path user-managed, which changes the next ``fit``'s
+    path selection.
+    """
+    trainer._checkpoint_connector._ckpt_path = path

@@ -22,10 +22,17 @@ FORWARDED_SIGNALS = "SIGTERM,SIGINT,SIGHUP,SIGQUIT,SIGUSR1,SIGUSR2"
 
 @dataclass(frozen=True)
 class TorchrunSpec:
-    """One node's torchrun launch. ``rdzv_endpoint`` is required when ``nnodes > 1``."""
+    """One node's torchrun launch. ``rdzv_endpoint`` is required when ``nnodes > 1``.
+
+    ``min_nnodes`` < ``nnodes`` makes the job elastic (torchrun's ``--nnodes MIN:MAX``): when a
+    node is lost the survivors (at least ``min_nnodes``) re-form the group, within
+    ``--max-restarts``, after waiting ``last_call_s`` for late nodes.
+    """
 
     nproc_per_node: int = 1
     nnodes: int = 1
+    min_nnodes: int | None = None
+    last_call_s: int = 10
     node_rank: int = 0
     rdzv_endpoint: str | None = None
     rdzv_id: str = "flashdist"
@@ -36,6 +43,10 @@ class TorchrunSpec:
     def __post_init__(self) -> None:
         _positive("--nproc-per-node", self.nproc_per_node)
         _positive("--nnodes", self.nnodes)
+        if self.min_nnodes is not None:
+            _positive("--nnodes MIN", self.min_nnodes)
+            if self.min_nnodes > self.nnodes:
+                raise ConfigError(f"--nnodes {self.min_nnodes}:{self.nnodes}: MIN is above MAX.", accepted="MIN:MAX with MIN <= MAX")
         _positive("--rdzv-timeout", self.rdzv_timeout_s)
         if not 0 <= self.node_rank < self.nnodes:
             raise ConfigError(
@@ -74,10 +85,13 @@ def torchrun_command(spec: TorchrunSpec, command: list[str]) -> list[str]:
         raise ConfigError("no command to launch.", hint="put it after '--': flashdist launch --nproc-per-node 2 -- train.py")
     # node 0 hosts the rendezvous store; others only connect, so a wrong endpoint fails within the timeout
     rdzv_conf = f"join_timeout={spec.rdzv_timeout_s},read_timeout={spec.rdzv_timeout_s},is_host={str(spec.node_rank == 0).lower()}"
+    elastic = spec.min_nnodes is not None and spec.min_nnodes < spec.nnodes
+    if elastic:
+        rdzv_conf += f",last_call_timeout={spec.last_call_s}"
     argv = [
         _torchrun_executable(),
         "--nproc-per-node", str(spec.nproc_per_node),
-        "--nnodes", str(spec.nnodes),
+        "--nnodes", f"{spec.min_nnodes}:{spec.nnodes}" if elastic else str(spec.nnodes),
         "--node-rank", str(spec.node_rank),
         "--rdzv-backend", "c10d",
         "--rdzv-endpoint", spec.endpoint,

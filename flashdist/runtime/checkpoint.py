@@ -22,15 +22,16 @@ import json
 import os
 import shutil
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch.callbacks import ModelCheckpoint
 
-from flashdist.compat.deepspeed import zero_shard_rank
 from flashdist.compat.lightning import process_group_settings, validation_loader_defined
 from flashdist.errors import ConfigError
+from flashdist.runtime import manifest as manifests
 
 PARTIAL_SUFFIX = ".partial"
 PREEMPT_PREFIX = "preempted-"
@@ -60,11 +61,13 @@ def remove_partials(directory: Path) -> None:
 class AtomicCheckpointIO(TorchCheckpointIO):
     """``torch.save`` to ``.<name>.partial``, ``fsync``, then rename: a checkpoint is whole or absent.
 
+    Then its manifest (runtime/manifest.py), last and atomically.
+
     Example:
         >>> import tempfile; target = Path(tempfile.mkdtemp()) / "step=1.ckpt"
         >>> AtomicCheckpointIO().save_checkpoint({"global_step": 1}, target)
         >>> sorted(p.name for p in target.parent.iterdir())
-        ['step=1.ckpt']
+        ['step=1.ckpt', 'step=1.ckpt.manifest.json']
     """
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any = None) -> None:
@@ -80,8 +83,23 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             torch.save(checkpoint, handle)
             handle.flush()
             os.fsync(handle.fileno())
+        manifests.manifest_path(path).unlink(missing_ok=True)  # never a stale manifest beside a new file
         os.replace(partial, path)
         _fsync_dir(path.parent)
+        started = time.perf_counter()
+        entries = manifests.hash_files(path.parent, [path.name])
+        manifests.write_manifest(path, entries, checkpoint, hashing_s=time.perf_counter() - started)
+
+    def remove_checkpoint(self, path: Any) -> None:
+        super().remove_checkpoint(path)
+        manifests.manifest_path(Path(path)).unlink(missing_ok=True)
+
+
+def writes_directories(strategy: Any) -> bool:
+    """DeepSpeed and FSDP2 (``ModelParallelStrategy``, torch DCP) write a directory from every rank."""
+    from lightning.pytorch.strategies import ModelParallelStrategy
+
+    return hasattr(type(strategy), "zero_stage_3") or isinstance(strategy, ModelParallelStrategy)
 
 
 def make_sharded_saves_atomic(strategy: Any) -> None:
@@ -90,7 +108,7 @@ def make_sharded_saves_atomic(strategy: Any) -> None:
     All ranks write into ``.<name>.partial/``; after a barrier, rank 0 renames it to ``<name>``
     (replacing an older one of that name only then).
     """
-    if getattr(strategy.save_checkpoint, "atomic", False) or not hasattr(type(strategy), "zero_stage_3"):
+    if getattr(strategy.save_checkpoint, "atomic", False) or not writes_directories(strategy):
         return
     original = strategy.save_checkpoint
 
@@ -103,21 +121,44 @@ def make_sharded_saves_atomic(strategy: Any) -> None:
         strategy.barrier("flashdist_checkpoint_begin")
         original(checkpoint, partial, storage_options)
         strategy.barrier("flashdist_checkpoint_written")  # every shard is on disk
+        _write_sharded_manifest(strategy, partial, checkpoint)
         if strategy.is_global_zero:
             if target.exists():
                 shutil.rmtree(target) if target.is_dir() else target.unlink()
             os.replace(partial, target)
             _fsync_dir(target.parent)
+            if target.is_file():  # one consolidated file (rank 0): its manifest beside it
+                started = time.perf_counter()
+                entries = manifests.hash_files(target.parent, [target.name])
+                manifests.write_manifest(target, entries, checkpoint, hashing_s=time.perf_counter() - started)
         strategy.barrier("flashdist_checkpoint_renamed")
 
     save_checkpoint.atomic = True  # type: ignore[attr-defined]  # wrapped once, however often installed
     strategy.save_checkpoint = save_checkpoint
 
 
+def _write_sharded_manifest(strategy: Any, directory: Path, checkpoint: dict) -> None:
+    """Each rank hashes the shards it wrote; rank 0 writes the manifest into the directory."""
+    import torch.distributed as dist
+
+    if not directory.is_dir():  # a strategy told to write one consolidated file: after its rename
+        return
+    started = time.perf_counter()
+    names = manifests.checkpoint_files(directory)
+    mine = manifests.hash_files(directory, manifests.files_written_by(names, strategy.global_rank, strategy.world_size))
+    gathered: list[Any] = [mine]
+    if strategy.world_size > 1 and dist.is_available() and dist.is_initialized():
+        gathered = [None] * strategy.world_size
+        dist.all_gather_object(gathered, mine)
+    if strategy.is_global_zero:
+        entries = {name: entry for part in gathered for name, entry in part.items()}
+        manifests.write_manifest(directory, entries, checkpoint, hashing_s=time.perf_counter() - started)
+
+
 def install_atomic_checkpoints(trainer: Any) -> None:
     """Make every checkpoint this Trainer writes atomic (see the module docstring)."""
     strategy = trainer.strategy
-    if hasattr(type(strategy), "zero_stage_3"):
+    if writes_directories(strategy):
         make_sharded_saves_atomic(strategy)
     elif type(strategy.checkpoint_io) is TorchCheckpointIO:
         strategy.checkpoint_io = AtomicCheckpointIO()
@@ -159,13 +200,16 @@ def is_restart(environ: Any = None) -> bool:
     return any(int(environ.get(name, "0") or 0) > 0 for name in RESTART_ENV)
 
 
-def resolve_ckpt_path(trainer: Any, ckpt_path: Any) -> Any:
-    """Turn ``"auto"`` (or ``None`` on a restart) into a checkpoint path; anything else unchanged."""
+def resolve_ckpt_path(trainer: Any, ckpt_path: Any, trust: Any) -> Any:
+    """Turn ``"auto"`` (or ``None`` on a restart) into the newest checkpoint that verifies, and
+    verify an explicit path (runtime/trust.py); Lightning's own names ("last", ...) pass through."""
     restarted = ckpt_path is None and is_restart()
+    rank, world_size = trainer.global_rank, trainer.world_size
     if ckpt_path != "auto" and not restarted:
-        return ckpt_path
+        if ckpt_path is None or str(ckpt_path) in ("last", "hpc", "best", "registry"):
+            return ckpt_path
+        return str(trust.select_explicit(ckpt_path, rank, world_size))
     root = Path(trainer.default_root_dir)
-    found = find_resume_checkpoint(checkpoint_dirs(trainer))
     if run_completed(root):
         if restarted:
             return None
@@ -173,14 +217,16 @@ def resolve_ckpt_path(trainer: Any, ckpt_path: Any) -> Any:
             f"ckpt_path='auto': the run in {root} already completed (summary.json), there is nothing to resume.",
             hint="use a new default_root_dir for a new run, or pass an explicit ckpt_path to train on from a checkpoint.",
         )
+    found = trust.select_auto(checkpoint_dirs(trainer), rank, world_size)
     partials = sorted(p.name for d in checkpoint_dirs(trainer) if d.is_dir() for p in d.glob(f".*{PARTIAL_SUFFIX}"))
     how = "restart" if restarted else "ckpt_path='auto'"
-    print(
-        f"flashdist: {how}: " + (f"resuming from {found}" if found else "no complete checkpoint, starting fresh")
-        + (f" (ignoring incomplete: {', '.join(partials)})" if partials else ""),
-        file=sys.stderr,
-        flush=True,
-    )
+    if rank == 0:
+        print(
+            f"flashdist: {how}: " + (f"resuming from {found}" if found else "no complete checkpoint, starting fresh")
+            + (f" (ignoring incomplete: {', '.join(partials)})" if partials else ""),
+            file=sys.stderr,
+            flush=True,
+        )
     return str(found) if found is not None else None
 
 
@@ -190,6 +236,7 @@ def remove_preemption_checkpoints(trainer: Any) -> None:
         if directory.is_dir():
             for path in directory.glob(f"{PREEMPT_PREFIX}*.ckpt"):
                 shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
+                manifests.manifest_path(path).unlink(missing_ok=True)
 
 
 # ---- monitored metrics -----------------------------------------------------------------------
@@ -242,37 +289,6 @@ def check_monitored_metrics(trainer: Any) -> None:
                 accepted=sorted(logged),
                 hint="monitor one of the accepted names; val_* metrics need a validation loader and limit_val_batches > 0.",
             )
-
-
-# ---- DeepSpeed: sharded optimizer state is tied to the data-parallel size ------------------------
-def sharded_checkpoint_dp_size(path: Path) -> int | None:
-    """Data-parallel ranks that wrote a DeepSpeed checkpoint directory (its ZeRO shards), or None."""
-    if not path.is_dir():
-        return None
-    ranks = {rank for p in path.rglob("*_optim_states.pt") if (rank := zero_shard_rank(p.name)) is not None}
-    return len(ranks) or None
-
-
-def check_sharded_resume(trainer: Any, ckpt_path: Any) -> None:
-    """Refuse, before any process starts, a DeepSpeed resume on another data-parallel size.
-
-    DeepSpeed itself stops only after the ranks launched and the model was built
-    ("Automatic adjustment of ZeRO's optimizer state partitioning with a new world size is not
-    currently supported"), whatever ``resume_policy`` says.
-    """
-    if ckpt_path is None or not hasattr(type(trainer.strategy), "zero_stage_3"):
-        return
-    saved = sharded_checkpoint_dp_size(Path(ckpt_path))
-    now = trainer.num_devices * trainer.num_nodes
-    if saved is not None and saved != now:
-        raise ConfigError(
-            f"the DeepSpeed checkpoint {ckpt_path} holds ZeRO optimizer state sharded over {saved} data-parallel "
-            f"rank(s); this fit has {now}, and DeepSpeed cannot re-shard it (resume_policy={trainer.resume_policy!r} "
-            "adapts the LR schedule, not DeepSpeed's shards).",
-            hint=f"resume on {saved} rank(s); or convert it with DeepSpeed's universal checkpoint "
-            "(python -m deepspeed.checkpoint.ds_to_universal), or start a new run from its weights "
-            "(zero_to_fp32.py in the checkpoint directory).",
-        )
 
 
 # ---- torchrun restarts: a fresh rendezvous namespace per attempt ---------------------------------

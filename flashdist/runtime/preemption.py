@@ -81,11 +81,18 @@ class Preemption(Callback):
             self._last_step = self._solo_trainer.global_step
             self.__dict__.pop("on_train_batch_end", None)
 
+    def arm(self) -> None:
+        """Start handling signals for a new fit (``flashdist.Trainer.fit`` calls it first thing)."""
+        self.received, self._armed = None, True
+        self._vote = StopVote()  # a fresh vote per fit: nothing left in flight from an earlier one
+        self._install()
+
     def setup(self, trainer: Any, pl_module: Any, stage: str) -> None:
         # Installed before Lightning registers its handlers: Lightning then leaves SIGUSR1 alone
         # (no hpc_ckpt saved inside a handler); a signal during setup stops at the first step.
-        self.received, self._armed = None, True
-        self._vote = StopVote()  # a fresh vote per fit: nothing left in flight from an earlier one
+        # Lightning's SIGTERM handler is replaced as soon as it is registered (compat/lightning.py).
+        if not self._armed:
+            self.arm()
         self._install()
 
     def on_train_start(self, trainer: Any, pl_module: Any) -> None:
@@ -104,11 +111,19 @@ class Preemption(Callback):
                 self.__dict__.pop("on_train_batch_end", None)
         self._install()
 
+    def install(self) -> None:
+        """(Re)install flashdist's handlers (after Lightning registered its own: compat/lightning.py)."""
+        self._install()
+
     def _install(self) -> None:
         for signum in self.signals:
             previous = signal.signal(signum, self._handle)
             if previous != self._handle:
                 self._originals.setdefault(signum, previous)
+
+    def disarm(self) -> None:
+        """Give the signals back (after a fit, or when it failed before Lightning's teardown)."""
+        self._disarm()
 
     def _disarm(self) -> None:
         self._armed = False
@@ -116,7 +131,12 @@ class Preemption(Callback):
         self.__dict__.pop("on_train_batch_end", None)
         for signum, original in self._originals.items():
             if signal.getsignal(signum) == self._handle:
-                signal.signal(signum, original if original is not None else signal.SIG_DFL)
+                if self.received is not None and signum != signal.SIGTERM:
+                    # A stop is pending until the process exits 75: a repeated SIGUSR1 is absorbed
+                    # (its default action would kill the process after its checkpoint was saved).
+                    signal.signal(signum, signal.SIG_IGN)
+                else:
+                    signal.signal(signum, original if original is not None else signal.SIG_DFL)
 
     # ---- the agreed stop --------------------------------------------------------------------
     def on_train_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:

@@ -15,6 +15,9 @@ launch and compares identities, as pure arithmetic (:func:`decide`):
   batch``, the total, the step-valued kwargs and the current position are multiplied by ``r``
   and rounded to the nearest step, so the LR as a function of samples seen is unchanged
   (exactly so when the products are whole numbers).
+- ``"keep_global_batch"``: keep the saved global batch by recomputing
+  ``accumulate_grad_batches`` for the new data-parallel size (runtime/global_batch.py, applied
+  before the fit plans); the schedule then continues step for step, as saved.
 
 A changed optimizer, scheduler spec or learning rate is refused under every policy: no
 policy can say what the curve should then be. Adapting rebuilds the scheduler from the
@@ -46,8 +49,8 @@ from flashdist.runtime.resume_steps import (
 
 __all__ = ["RESUME_POLICIES", "ResumeGuard", "batches_done_on_this_topology", "decide", "diff_identity", "resume_summary"]
 
-ResumePolicy = Literal["strict", "keep_schedule", "rescale"]
-RESUME_POLICIES: tuple[str, ...] = ("strict", "keep_schedule", "rescale")
+ResumePolicy = Literal["strict", "keep_schedule", "rescale", "keep_global_batch"]
+RESUME_POLICIES: tuple[str, ...] = ("strict", "keep_schedule", "rescale", "keep_global_batch")
 _SPEC_FIELDS = ("optimizer", "lr_scheduler", "learning_rate")
 
 
@@ -143,8 +146,9 @@ def decide(
             f"resuming would change the LR schedule: {listing}.",
             accepted=RESUME_POLICIES,
             hint="resume on the topology and settings the checkpoint was saved with, or choose "
-            "Trainer(resume_policy='keep_schedule') (same steps, same warmup) or "
-            "resume_policy='rescale' (same samples, same LR curve over samples).",
+            "Trainer(resume_policy='keep_schedule') (same steps, same warmup), "
+            "resume_policy='rescale' (same samples, same LR curve over samples) or "
+            "resume_policy='keep_global_batch' (same global batch: accumulation adapts, same steps).",
         )
     return _ADAPT[policy](saved_schedule, current, position, changes)
 
@@ -174,9 +178,22 @@ def _rescale(saved: ExecutingSchedule, current: ScheduleIdentity, position: int,
     return ResumeDecision(schedule, new_position, changes, rebuild=True)
 
 
+def _keep_global_batch(saved: ExecutingSchedule, current: ScheduleIdentity, position: int, changes: tuple[str, ...]) -> ResumeDecision:
+    """The saved schedule step for step; the accumulation was already set (runtime/global_batch.py)
+    so that the global batch is the saved one: anything else is refused."""
+    if current.global_batch_size is None or current.global_batch_size != saved.global_batch_size:
+        raise ConfigError(
+            f"resume_policy='keep_global_batch' keeps the global batch of {saved.global_batch_size}, but this "
+            f"fit's is {current.global_batch_size} ({'; '.join(changes)}).",
+            hint="keep the batch_size the checkpoint was saved with (flashdist then sets accumulate_grad_batches), "
+            "or choose resume_policy='rescale'.",
+        )
+    return ResumeDecision(replace(saved, policy="keep_global_batch"), position, changes, rebuild=True)
+
+
 # How each adapting policy turns the saved schedule into the one to follow; a new policy is one
 # function here and its name in RESUME_POLICIES.
-_ADAPT = {"keep_schedule": _keep_schedule, "rescale": _rescale}
+_ADAPT = {"keep_schedule": _keep_schedule, "rescale": _rescale, "keep_global_batch": _keep_global_batch}
 
 
 # ---- reading the live fit ---------------------------------------------------------------

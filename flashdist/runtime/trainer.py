@@ -14,20 +14,23 @@ import lightning.pytorch as pl
 from lightning.pytorch import Callback
 from lightning.pytorch.callbacks import Checkpoint
 
+from flashdist.compat.lightning import reinstall_after_lightning_signal_handlers
 from flashdist.errors import ConfigError
 from flashdist.launching.topology import apply_launch_topology
 from flashdist.runtime.callbacks import FitCallbacks
 from flashdist.runtime.checkpoint import (
-    check_sharded_resume,
     init_process_group_for_restart,
     install_atomic_checkpoints,
     resolve_ckpt_path,
 )
 from flashdist.runtime.fit_run import FitRun, ResumeState
+from flashdist.runtime.global_batch import apply_keep_global_batch
 from flashdist.runtime.ledger import StepLedger
 from flashdist.runtime.preemption import finish_preempted_fit
 from flashdist.runtime.resume import RESUME_POLICIES, ResumePolicy
 from flashdist.strategies.checks import LaunchFacts, check_before_launch, check_precision
+from flashdist.runtime.reshard import prepare_deepspeed_reshard, universal_path_for_load
+from flashdist.runtime.trust import CheckpointTrust
 from flashdist.strategies.names import resolve_strategy, runs_on_cpu
 
 __all__ = ["RESUME_POLICIES", "ResumePolicy", "Trainer"]
@@ -38,7 +41,9 @@ class Trainer(pl.Trainer):
 
     ``strict_ledger=False`` turns a planned-vs-taken mismatch from an error into a warning.
     ``resume_policy`` says what a resume may do when the schedule's identity changed:
-    ``"strict"`` (default) refuses, ``"keep_schedule"`` or ``"rescale"`` adapt.
+    ``"strict"`` (default) refuses; ``"keep_schedule"``, ``"rescale"`` or ``"keep_global_batch"`` adapt.
+    ``trust_unverified_checkpoints=True`` loads an explicit ``ckpt_path`` that has no manifest
+    (plain Lightning, an older flashdist), with a warning; ``"auto"`` never picks one.
     ``compile_optimizer=True`` (or a dict of ``torch.compile`` kwargs) compiles the optimizer's
     update; the LR then lives in a tensor the schedule writes in place, so it never recompiles
     (flashdist/optim/compiled.py).
@@ -57,6 +62,7 @@ class Trainer(pl.Trainer):
         *args: Any,
         strict_ledger: bool = True,
         resume_policy: ResumePolicy = "strict",
+        trust_unverified_checkpoints: bool = False,
         num_nodes: int | Literal["auto"] = "auto",
         compile_optimizer: bool | dict[str, Any] = False,
         max_tokens: int | None = None,
@@ -73,6 +79,7 @@ class Trainer(pl.Trainer):
         self.max_tokens = check_max_tokens(max_tokens, kwargs)
         if max_tokens is not None and kwargs.get("max_epochs") is None:
             kwargs["max_epochs"] = -1  # the token budget is the limit, not Lightning's 1000-epoch default
+        self.checkpoint_trust = CheckpointTrust(trust_unverified=trust_unverified_checkpoints)
         kwargs = apply_launch_topology(dict(kwargs))
         strategy = kwargs.get("strategy", "auto")
         self.strategy_name = strategy if isinstance(strategy, str) else type(strategy).__name__
@@ -82,6 +89,9 @@ class Trainer(pl.Trainer):
         user_callbacks = list(kwargs.pop("callbacks", None) or [])
         super().__init__(*args, callbacks=list(user_callbacks), **kwargs)  # Lightning extends the list it is given
         install_atomic_checkpoints(self)
+        # Each fit's Preemption takes SIGTERM back the moment Lightning registers its own handler.
+        reinstall_after_lightning_signal_handlers(self, lambda: self.fit_callbacks.preemption.install())
+        self.checkpoint_trust.install(self.strategy, then=universal_path_for_load)
         # A ledger and callbacks exist before the first fit, as Lightning's do: placed after the
         # user's callbacks, before Lightning's own (progress bar: the plan prints before it opens)
         # and before every checkpoint callback (a preemption checkpoint comes first).
@@ -118,16 +128,27 @@ class Trainer(pl.Trainer):
         A preempted fit raises ``SystemExit(75)`` after its checkpoint (runtime/preemption.py).
         """
         self._new_fit_run()
-        check_strategy_before_launch(self, args[0] if args else kwargs.get("model"))
-        before_launch(self, args, kwargs)
-        if len(args) >= 5:
-            args = (*args[:4], resolve_ckpt_path(self, args[4]), *args[5:])
-            check_sharded_resume(self, args[4])
-        else:
-            kwargs["ckpt_path"] = resolve_ckpt_path(self, kwargs.get("ckpt_path"))
-            check_sharded_resume(self, kwargs["ckpt_path"])
-        init_process_group_for_restart(self)
-        super().fit(*args, **kwargs)
+        preemption = self.fit_callbacks.preemption
+        preemption.arm()  # a SIGTERM/SIGUSR1 from here on ends in exit 75 (with a checkpoint if a step ran)
+        try:
+            check_strategy_before_launch(self, args[0] if args else kwargs.get("model"))
+            before_launch(self, args, kwargs)
+            if len(args) >= 5:
+                args = (*args[:4], resolve_ckpt_path(self, args[4], self.checkpoint_trust), *args[5:])
+                ckpt_path = args[4]
+            else:
+                kwargs["ckpt_path"] = ckpt_path = resolve_ckpt_path(self, kwargs.get("ckpt_path"), self.checkpoint_trust)
+            loader = args[1] if len(args) >= 2 else kwargs.get("train_dataloaders")
+            apply_keep_global_batch(self, self.checkpoint_trust.chosen if ckpt_path else None, getattr(loader, "batch_size", None))
+            prepare_deepspeed_reshard(self, ckpt_path)
+            init_process_group_for_restart(self)
+            super().fit(*args, **kwargs)
+        except SystemExit:
+            if preemption.received is None:
+                raise
+            self.fit_run.preemption.preempted = True  # stopped by the signal before a step boundary: still "try again"
+        finally:
+            preemption.disarm()
         finish_preempted_fit(self.fit_run)
 
 

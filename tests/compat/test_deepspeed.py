@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import inspect
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+import torch
 
 from flashdist.compat import deepspeed as compat
+from flashdist.compat.deepspeed import SAFE_GLOBALS, load_shards_weights_only, safe_globals
 
 
 @pytest.mark.parametrize("dp_rank", [0, 3, 12])
@@ -78,3 +81,43 @@ def _undecorated(function):
         if callable(inner) and getattr(inner, "__name__", None) == "step":
             return _undecorated(inner)
     return function
+
+
+def test_torch_checkpoint_engine_load_unpickles_with_weights_only_false():
+    from deepspeed.runtime.checkpoint_engine.torch_checkpoint_engine import TorchCheckpointEngine
+
+    assert "weights_only=False" in inspect.getsource(TorchCheckpointEngine.load)
+
+
+def test_deepspeed_engine_reads_its_shards_through_self_checkpoint_engine_load():
+    from deepspeed.runtime.engine import DeepSpeedEngine
+
+    source = inspect.getsource(DeepSpeedEngine)
+    assert "self.checkpoint_engine.load(" in source and "checkpoint_engine=self.checkpoint_engine" in source
+
+
+def test_the_safe_globals_deepspeed_pickles_still_import():
+    assert [f"{c.__module__}:{c.__qualname__}" for c in safe_globals()] == list(SAFE_GLOBALS)
+
+
+class _Payload:
+    def __init__(self, marker: Path):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_the_replaced_load_refuses_a_pickled_payload_and_loads_tensors_and_deepspeed_classes(tmp_path):
+    from deepspeed.runtime.checkpoint_engine.torch_checkpoint_engine import TorchCheckpointEngine
+    from deepspeed.runtime.zero.config import ZeroStageEnum
+
+    engine = SimpleNamespace(checkpoint_engine=TorchCheckpointEngine())
+    load_shards_weights_only(engine)
+    good, bad, marker = tmp_path / "good.pt", tmp_path / "bad.pt", tmp_path / "ran"
+    torch.save({"w": torch.ones(2), "zero_stage": ZeroStageEnum.gradients}, good)
+    torch.save({"w": torch.ones(2), "x": _Payload(marker)}, bad)
+    assert engine.checkpoint_engine.load(str(good))["zero_stage"] is ZeroStageEnum.gradients
+    with pytest.raises(Exception, match="Weights only load failed"):
+        engine.checkpoint_engine.load(str(bad))
+    assert not marker.exists()

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import inspect
+import signal
 
 import pytest
 import torch
-from lightning.pytorch import LightningModule
+from lightning.pytorch import Callback, LightningModule
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.strategies import DeepSpeedStrategy, ModelParallelStrategy
 from torch import nn
@@ -201,3 +202,34 @@ def test_process_group_settings_are_the_backend_and_timeout_ddp_would_use():
     strategy = DDPStrategy(accelerator=CPUAccelerator(), parallel_devices=[torch.device("cpu")], timeout=timedelta(seconds=7))
     assert compat.process_group_settings(strategy) == ("gloo", timedelta(seconds=7))
     assert compat.process_group_settings(object()) == (None, None)
+
+
+def test_trainer_run_registers_its_signal_handlers_through_the_signal_connector_after_restore():
+    from lightning.pytorch import Trainer
+
+    source = inspect.getsource(Trainer._run)
+    assert source.index("_restore_modules_and_callbacks") < source.index("self._signal_connector.register_signal_handlers()")
+    assert source.index("self._signal_connector.register_signal_handlers()") < source.index("self._run_stage()")
+
+
+def test_during_the_sanity_check_sigterm_is_flashdists_handler_not_lightnings(tmp_path):
+    from tests.runtime.test_bad_input import _data, _task, _trainer
+
+    seen = {}
+
+    class Probe(Callback):
+        def on_sanity_check_start(self, trainer, pl_module):
+            seen["sigterm"] = signal.getsignal(signal.SIGTERM)
+
+    trainer = _trainer(tmp_path, max_epochs=1, callbacks=[Probe()], num_sanity_val_steps=1)
+    trainer.fit(_task(), DataLoader(_data(), batch_size=4), DataLoader(_data(), batch_size=4))
+    assert getattr(seen["sigterm"], "__self__", None) is trainer.preemption
+
+
+def test_trainer_ckpt_path_reads_the_checkpoint_connectors_path_set_by_resume_start():
+    from lightning.pytorch import Trainer
+    from lightning.pytorch.trainer.connectors.checkpoint_connector import _CheckpointConnector
+
+    assert "self._checkpoint_connector._ckpt_path" in inspect.getsource(Trainer.ckpt_path.fget)
+    source = inspect.getsource(_CheckpointConnector.resume_start)
+    assert source.index("self._ckpt_path = checkpoint_path") < source.index("strategy.load_checkpoint(")

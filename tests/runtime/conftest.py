@@ -38,3 +38,11 @@ def uninterrupted_2ranks(tmp_path_factory: pytest.TempPathFactory) -> Reference:
 @pytest.fixture(scope="session")
 def uninterrupted_1rank(tmp_path_factory: pytest.TempPathFactory) -> Reference:
     return _reference(tmp_path_factory, "uninterrupted1", devices=1)
+
+
+@pytest.fixture(scope="session")
+def deepspeed_2ranks(tmp_path_factory: pytest.TempPathFactory) -> Reference:
+    """ZeRO-2 on 2 CPU processes, a checkpoint (a directory of shards) after each epoch."""
+    root = tmp_path_factory.mktemp("deepspeed2")
+    summary = harness.fit_ok(root, strategy="deepspeed_stage_2", devices=2, checkpoint_every_n_epochs=1)
+    return Reference(root, harness.lrs(root), summary)

@@ -14,6 +14,9 @@
   die_at_step {"step", "rank", "delay_s"}: that rank sleeps delay_s (the others wait in the next
     collective), then SIGKILLs itself,
   hang_at_step {"step", "rank"}: that rank stops participating (sleeps) after that step.
+  pause_at {"moment", "rank", "step"}: at that moment (setup, sanity, train_step, validation, save)
+    that rank writes <root>/at-<moment> and waits for <root>/signalled (the test signals first),
+  val_batches: validate (and sanity-check) on that many batches of the training data.
 "Attempt" = TORCHELASTIC_RESTART_COUNT, or FIT_ATTEMPT from the test; hooks fire on attempt 0.
 """
 
@@ -59,11 +62,35 @@ class Hooks(Callback):
         self.config = config
         self.root = Path(config["root"])
 
+    def _pause(self, moment: str, trainer) -> None:
+        spec = self.config.get("pause_at")
+        if not spec or attempt() != 0 or spec["moment"] != moment or trainer.global_rank != spec.get("rank", 0):
+            return
+        if getattr(self, "_paused", False) or (moment == "train_step" and trainer.global_step != spec.get("step", 1)):
+            return
+        self._paused = True
+        (self.root / f"at-{moment}").write_text(str(trainer.global_step))
+        deadline = time.monotonic() + 120
+        while not (self.root / "signalled").exists():  # the test sent its signal, then wrote this file
+            assert time.monotonic() < deadline, "the test never signalled"
+            time.sleep(0.01)
+
+    def setup(self, trainer, pl_module, stage):
+        self._pause("setup", trainer)
+
+    def on_sanity_check_start(self, trainer, pl_module):
+        self._pause("sanity", trainer)
+
+    def on_validation_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0):
+        if not trainer.sanity_checking:
+            self._pause("validation", trainer)
+
     def _hits(self, key: str, trainer) -> bool:
         spec = self.config.get(key)
         return bool(spec) and attempt() == 0 and trainer.global_step == spec["step"] and trainer.global_rank == spec.get("rank", 0)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        self._pause("train_step", trainer)
         if self.config.get("record_samples"):
             ids = batch[0][:, -1].long().tolist()
             line = {"attempt": attempt(), "epoch": trainer.current_epoch, "step": trainer.global_step, "ids": ids}
@@ -85,6 +112,7 @@ class Hooks(Callback):
             time.sleep(3600)
 
     def on_save_checkpoint(self, trainer, pl_module, checkpoint):
+        self._pause("save", trainer)
         if self._hits("kill_in_save_at_step", trainer):
             checkpoint["kill_while_pickled"] = KillWhilePickled()
 
@@ -133,7 +161,8 @@ def main(config: dict) -> None:
         accumulate_grad_batches=config.get("accumulate_grad_batches", 1),
         max_epochs=config.get("max_epochs", 2),
         max_steps=config.get("max_steps", -1),
-        limit_val_batches=0,
+        limit_val_batches=config.get("val_batches", 0),
+        num_sanity_val_steps=config.get("val_batches", 0),
         logger=False,
         enable_checkpointing=len(callbacks) > 1,
         enable_progress_bar=False,
@@ -143,7 +172,8 @@ def main(config: dict) -> None:
     )
     dataset = Stream(x, y) if config.get("iterable") else TensorDataset(x, y)
     loader = DataLoader(dataset, batch_size=config.get("batch_size", 8), drop_last=config.get("drop_last", False))
-    trainer.fit(task, loader, ckpt_path=config.get("ckpt_path"))
+    val_loader = DataLoader(dataset, batch_size=config.get("batch_size", 8)) if config.get("val_batches") else None
+    trainer.fit(task, loader, val_loader, ckpt_path=config.get("ckpt_path"))
 
 
 if __name__ == "__main__":

@@ -54,4 +54,4 @@ def test_kill9_mid_write_leaves_previous_checkpoint_and_last_intact(tmp_path: Pa
     assert all(not Path(p).name.startswith(".") for p in ModelCheckpoint(dirpath=directory)._find_last_checkpoints(None))
 
     remove_partials(directory)
-    assert sorted(p.name for p in directory.iterdir()) == ["last.ckpt", "step=1.ckpt"]
+    assert sorted(p.name for p in directory.iterdir()) == ["last.ckpt", "last.ckpt.manifest.json", "step=1.ckpt", "step=1.ckpt.manifest.json"]

@@ -223,7 +223,7 @@ def test_during_the_sanity_check_sigterm_is_flashdists_handler_not_lightnings(tm
 
     trainer = _trainer(tmp_path, max_epochs=1, callbacks=[Probe()], num_sanity_val_steps=1)
     trainer.fit(_task(), DataLoader(_data(), batch_size=4), DataLoader(_data(), batch_size=4))
-    assert getattr(seen["sigterm"], "__self__", None) is trainer.preemption
+    assert getattr(seen["sigterm"], "__self__", None) is trainer.fit_callbacks.preemption
 
 
 def test_trainer_ckpt_path_reads_the_checkpoint_connectors_path_set_by_resume_start():

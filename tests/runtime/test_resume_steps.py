@@ -12,6 +12,7 @@ from torch.utils.data import DataLoader, TensorDataset
 import flashdist
 from flashdist import ConfigError
 from flashdist.runtime import resume_steps as steps
+from tests.runtime.harness import free_port
 
 LR = 0.1
 
@@ -101,7 +102,7 @@ def test_a_fit_leaves_no_warning_filter_behind(tmp_path):
 def test_use_scheduler_in_deepspeed_replaces_a_scheduler_the_engine_would_step(tmp_path, monkeypatch):
     import torch.distributed as dist
 
-    monkeypatch.setenv("MASTER_PORT", "29731")
+    monkeypatch.setenv("MASTER_PORT", str(free_port()))  # a fixed port collides with another run on the machine
     trainer = _fit(tmp_path, strategy="deepspeed_stage_1", max_steps=3)
     try:
         engine = trainer.strategy.deepspeed_engine

@@ -5,12 +5,11 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from flashdist.errors import ConfigError
+from flashdist.version import __version__
 
 if TYPE_CHECKING:
     from flashdist.tasks.model import Task
     from flashdist.runtime.trainer import Trainer
-
-__version__ = "0.1.0"
 
 
 def __getattr__(name: str):

@@ -39,6 +39,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from flashdist.version import __version__
+
 MANIFEST_FORMAT = "flashdist-checkpoint-manifest/1"
 DIRECTORY_MANIFEST = "flashdist-manifest.json"
 FILE_MANIFEST_SUFFIX = ".manifest.json"
@@ -166,8 +168,6 @@ def write_manifest(
     checkpoint: Path, entries: dict[str, FileEntry], checkpoint_dict: dict[str, Any], hashing_s: float = 0.0
 ) -> Path:
     """Write ``checkpoint``'s manifest last and atomically; returns its path."""
-    from flashdist import __version__
-
     body = {
         "format": MANIFEST_FORMAT,
         "flashdist_version": __version__,

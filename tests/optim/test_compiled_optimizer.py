@@ -42,26 +42,29 @@ class Fit:
     compiles_in_first_step: int
     recompiles_after_first_step: int
     params: list[torch.Tensor]
+    optimizer: torch.optim.Optimizer
 
 
-def _fit(root, steps: int, compile_optimizer, scheduler_kwargs=None) -> Fit:
+def _fit(root, steps: int, compile_optimizer, scheduler_kwargs=None, strategy: str = "auto") -> Fit:
     torch.compiler.reset()  # each fit compiles from nothing: no cache entries or limits left by another
     torch.manual_seed(0)
     inputs = torch.randn(4 * steps, 2)
     data = DataLoader(TensorDataset(inputs, inputs.sum(dim=1, keepdim=True)), batch_size=4)
     schedule = ("linear_schedule_with_warmup", {"num_warmup_steps": 0.1, **(scheduler_kwargs or {})})
-    task = Task(torch.nn.Linear(2, 1), loss_fn=torch.nn.functional.mse_loss, optimizer="adamw", learning_rate=0.01,
+    model = torch.nn.Sequential(torch.nn.Linear(2, 1)) if strategy == "fsdp" else torch.nn.Linear(2, 1)
+    task = Task(model, loss_fn=torch.nn.functional.mse_loss, optimizer="adamw", learning_rate=0.01,
                 lr_scheduler=schedule)
     counter = CompileCounter()
     trainer = flashdist.Trainer(max_epochs=1, accelerator="cpu", default_root_dir=root, logger=False, enable_checkpointing=False,
                                 enable_progress_bar=False, enable_model_summary=False, compile_optimizer=compile_optimizer,
-                                callbacks=[counter])
+                                callbacks=[counter], strategy=strategy, devices=1)
     before = dynamo_frame_compiles()
     trainer.fit(task, data)
     lrs = [row[0] for row in trainer.ledger.lr_rows]
     assert len(lrs) == steps
+    params = [p.full_tensor() if hasattr(p, "full_tensor") else p for p in task.parameters()]  # FSDP2: DTensors
     return Fit(lrs, counter.after_first_step - before, counter.at_end - counter.after_first_step,
-               [p.detach().clone() for p in task.parameters()])
+               [p.detach().clone() for p in params], trainer.optimizers[0])
 
 
 @pytest.mark.timeout(600)
@@ -84,8 +87,29 @@ def test_compiled_optimizer_step_never_recompiles_over_1000_scheduled_steps(tmp_
     torch.compiler.reset()
 
 
+FSDP2_STEPS = 200
+
+
+def test_compiled_fused_adamw_over_fsdp2_dtensors_never_recompiles(tmp_path):
+    # One-process FSDP2: the parameters are DTensors and flashdist's route picks fused AdamW, so the
+    # compiled update is the fused kernel over DTensors, with the tensor LR read inside the graph.
+    eager = _fit(tmp_path / "eager", FSDP2_STEPS, compile_optimizer=False, strategy="fsdp")
+    compiled = _fit(tmp_path / "compiled", FSDP2_STEPS, compile_optimizer=True, strategy="fsdp")
+    assert all(type(p).__name__ == "DTensor" for group in compiled.optimizer.param_groups for p in group["params"])
+    assert compiled.optimizer.defaults.get("fused") is True
+    assert isinstance(compiled.optimizer.param_groups[0]["lr"], torch.Tensor), "the compiled step reads a tensor LR"
+    assert compiled.compiles_in_first_step > 0, "the optimizer step was compiled"
+    assert compiled.recompiles_after_first_step == 0, f"the tensor LR changed {FSDP2_STEPS} times without a recompile"
+    assert max(abs(a - b) for a, b in zip(compiled.lrs, eager.lrs)) <= 1e-7
+    assert len(set(compiled.lrs)) > FSDP2_STEPS // 2, "the schedule did move the LR"
+    for got, want in zip(compiled.params, eager.params):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+    torch.compiler.reset()
+
+
 def _fused_fit(tmp_path, accelerator: str):
-    task = Task(torch.nn.Linear(2, 1), loss_fn=torch.nn.functional.mse_loss, optimizer=("adamw", {"fused": True}),
+    model = torch.nn.Sequential(torch.nn.Linear(2, 1)) if strategy == "fsdp" else torch.nn.Linear(2, 1)
+    task = Task(model, loss_fn=torch.nn.functional.mse_loss, optimizer=("adamw", {"fused": True}),
                 learning_rate=0.01, lr_scheduler=("cosine_schedule_with_warmup", {"num_warmup_steps": 2}))
     inputs = torch.randn(32, 2)
     trainer = flashdist.Trainer(max_epochs=1, accelerator=accelerator, devices=1, default_root_dir=tmp_path, logger=False,

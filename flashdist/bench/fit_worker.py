@@ -7,9 +7,9 @@ each fit's collectives require, and rank 0 writes the timings).
 A variant is ``<strategy>/<harness>`` (see :mod:`flashdist.bench.harnesses`): in one process
 strategy ``single`` with harnesses ``torch`` (the hand-written loop), ``lightning``,
 ``flashdist`` and ``hf``; in several, ``ddp`` with the same four (``torch`` then wraps the model
-in DistributedDataParallel), ``deepspeed`` with ``deepspeed`` (the hand-written engine loop)
-and ``flashdist``, and ``fsdp`` with ``fsdp2`` (the hand-written ``fully_shard`` loop) and
-``flashdist``.
+in DistributedDataParallel), ``deepspeed`` with ``deepspeed`` (the hand-written engine loop),
+``lightning_ds`` (plain Lightning's own DeepSpeedStrategy) and ``flashdist``, and ``fsdp`` with
+``fsdp2`` (the hand-written ``fully_shard`` loop) and ``flashdist``.
 """
 
 from __future__ import annotations
@@ -31,11 +31,11 @@ import torch
 GROUPS_ONE_PROCESS: dict[str, tuple[str, ...]] = {"single": ("torch", "lightning", "flashdist", "hf")}
 GROUPS_MULTI_PROCESS: dict[str, tuple[str, ...]] = {
     "ddp": ("torch", "lightning", "flashdist", "hf"),
-    "deepspeed": ("deepspeed", "flashdist"),
+    "deepspeed": ("deepspeed", "lightning_ds", "flashdist"),
     "fsdp": ("fsdp2", "flashdist"),
 }
 # Not in the default comparison: plain Lightning without self.log, which measures what logging costs.
-EXTRA_HARNESSES = {"single": ("lightning_nolog",), "ddp": ("lightning_nolog",)}
+EXTRA_HARNESSES = {"single": ("lightning_nolog",), "ddp": ("lightning_nolog",), "deepspeed": ("lightning_ds_nolog",)}
 FLASHDIST_STRATEGY = {"single": "auto", "ddp": "ddp", "deepspeed": "deepspeed_stage_2", "fsdp": "fsdp"}
 
 
@@ -44,7 +44,7 @@ def groups_for(devices: int, strategies: list[str] | None = None, harnesses: lis
 
     Example:
         >>> groups_for(2, strategies=["deepspeed"])
-        {'deepspeed': ['deepspeed', 'flashdist']}
+        {'deepspeed': ['deepspeed', 'lightning_ds', 'flashdist']}
     """
     table = GROUPS_ONE_PROCESS if devices == 1 else GROUPS_MULTI_PROCESS
     chosen = {s: list(h) for s, h in table.items() if strategies is None or s in strategies}

@@ -9,8 +9,11 @@ the limit.
   under several processes the model is wrapped in ``DistributedDataParallel``.
 - ``deepspeed``: ``deepspeed.initialize`` (ZeRO-2 with Lightning's default ZeRO settings),
   ``engine.backward``, ``engine.step``.
-- ``fsdp2``: ``fully_shard`` on each transformer block, then the root, on a CPU device mesh.
-- ``lightning``: a plain ``lightning.Trainer`` and the LightningModule a user writes.
+- ``fsdp2``: ``fully_shard`` on each transformer block, then the root, on a CPU device mesh;
+  AdamW with the kernel flag flashdist's FSDP2 route picks (``fused=True`` on CPU).
+- ``lightning``: a plain ``lightning.Trainer`` and the LightningModule a user writes (DDP at 2 processes).
+- ``lightning_ds``: the same under Lightning's own ``DeepSpeedStrategy(stage=2)`` (CPU checks lifted only);
+  ``lightning_nolog`` / ``lightning_ds_nolog``: without ``self.log``.
 - ``flashdist``: ``flashdist.Trainer`` and ``flashdist.Task`` (its fast linear warmup).
 - ``hf``: the Hugging Face ``Trainer`` (with accelerate), its own linear schedule.
 
@@ -57,8 +60,8 @@ def _init_process_group(world: int) -> None:
         torch.distributed.init_process_group("gloo")
 
 
-def _adamw(params: Any) -> torch.optim.Optimizer:
-    return torch.optim.AdamW(params, lr=LEARNING_RATE, weight_decay=0.0)
+def _adamw(params: Any, **kernel: bool) -> torch.optim.Optimizer:
+    return torch.optim.AdamW(params, lr=LEARNING_RATE, weight_decay=0.0, **kernel)
 
 
 def hand_torch(workload: Workload, samples: Any, total_steps: int, world: int, root: str, stamp: Stamp) -> None:
@@ -117,7 +120,7 @@ def hand_fsdp2(workload: Workload, samples: Any, total_steps: int, world: int, r
             for block in module:
                 fully_shard(block, mesh=mesh)
     fully_shard(model, mesh=mesh)
-    optimizer = _adamw(model.parameters())
+    optimizer = _adamw(model.parameters(), **FSDP2_KERNEL)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, linear_warmup_factor(total_steps))
     model.train()
     for inputs, targets in _loader(workload, samples, world):
@@ -127,6 +130,27 @@ def hand_fsdp2(workload: Workload, samples: Any, total_steps: int, world: int, r
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
         stamp()
+
+
+def fsdp2_kernel_flags(device_type: str = "cpu") -> dict[str, bool]:
+    """The ``fused`` / ``foreach`` flag flashdist's FSDP2 route picks for AdamW, for the hand loop to use too.
+
+    Example:
+        >>> fsdp2_kernel_flags("cpu")
+        {'fused': True}
+    """
+    from flashdist.optim.specs import normalize_optimizer
+    from flashdist.strategies.fsdp import choose_kernel
+
+    _, reason = choose_kernel(normalize_optimizer(("adamw", {"weight_decay": 0.0})), device_type)
+    for flag in ("fused", "foreach"):
+        if reason.startswith(f"{flag}=True"):
+            return {flag: True}
+    return {}
+
+
+# Same optimizer kernel on both sides of flashdist ÷ fsdp2 (torch's default AdamW on CPU is the per-tensor loop).
+FSDP2_KERNEL = fsdp2_kernel_flags("cpu")
 
 
 def _lightning_kwargs(world: int, root: str, stamp: Stamp, strategy: Any) -> dict[str, Any]:
@@ -144,8 +168,12 @@ def _lightning_kwargs(world: int, root: str, stamp: Stamp, strategy: Any) -> dic
 
 
 def plain_lightning(workload: Workload, samples: Any, total_steps: int, world: int, root: str, stamp: Stamp,
-                    log: bool = True) -> None:
-    """Plain Lightning: the LightningModule a user writes, with the hand-written loop's schedule."""
+                    log: bool = True, strategy: str = "ddp") -> None:
+    """Plain Lightning: the LightningModule a user writes, with the hand-written loop's schedule.
+
+    ``strategy="deepspeed"``: Lightning's own ``DeepSpeedStrategy(stage=2)`` with only the CPU
+    checks lifted (flashdist's :class:`CPUDeepSpeedMixin`), none of flashdist's training changes.
+    """
     from lightning.pytorch import LightningModule, Trainer
 
     class PlainModule(LightningModule):
@@ -165,8 +193,22 @@ def plain_lightning(workload: Workload, samples: Any, total_steps: int, world: i
             scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, linear_warmup_factor(total_steps))
             return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
-    strategy = "ddp" if world > 1 else "auto"
-    Trainer(**_lightning_kwargs(world, root, stamp, strategy)).fit(PlainModule(), _loader(workload, samples, 1))
+    chosen: Any = "ddp" if world > 1 else "auto"
+    if strategy == "deepspeed":
+        chosen = plain_cpu_deepspeed()
+    Trainer(**_lightning_kwargs(world, root, stamp, chosen)).fit(PlainModule(), _loader(workload, samples, 1))
+
+
+def plain_cpu_deepspeed() -> Any:
+    """Lightning's ``DeepSpeedStrategy(stage=2)`` (what ``strategy="deepspeed_stage_2"`` builds) runnable on CPU."""
+    from lightning.pytorch.strategies import DeepSpeedStrategy
+
+    from flashdist.strategies.deepspeed import CPUDeepSpeedMixin
+
+    class PlainCPUDeepSpeedStrategy(CPUDeepSpeedMixin, DeepSpeedStrategy):
+        pass
+
+    return PlainCPUDeepSpeedStrategy(stage=2)
 
 
 def flashdist_fit(strategy: str) -> HarnessFn:
@@ -218,5 +260,7 @@ def harness(name: str, strategy: str) -> HarnessFn:
         "torch": hand_torch, "deepspeed": hand_deepspeed, "fsdp2": hand_fsdp2, "lightning": plain_lightning,
         "hf": hf_trainer, "flashdist": flashdist_fit(strategy),
         "lightning_nolog": lambda *args: plain_lightning(*args, log=False),
+        "lightning_ds": lambda *args: plain_lightning(*args, strategy="deepspeed"),
+        "lightning_ds_nolog": lambda *args: plain_lightning(*args, log=False, strategy="deepspeed"),
     }
     return table[name]

@@ -87,7 +87,7 @@ def parser() -> argparse.ArgumentParser:
     fit.add_argument("--workloads", type=_names(WORKLOADS), default=["mlp", "gpt2"], help="mlp (~1 ms step), gpt2 (~20 ms) (default both)")
     fit.add_argument("--devices", type=_int_list, default=[1, 2], help="process counts, CPU (default 1,2)")
     fit.add_argument("--strategies", type=_names(("ddp", "deepspeed", "fsdp")), default=None, help="at 2+ processes: ddp,deepspeed,fsdp (default all)")
-    fit.add_argument("--harnesses", type=_names(("lightning", "flashdist", "hf", "lightning_nolog")), default=None,
+    fit.add_argument("--harnesses", type=_names(("lightning", "flashdist", "hf", "lightning_nolog", "lightning_ds", "lightning_ds_nolog")), default=None,
                      help="keep only these next to each strategy's hand-written loop: lightning,flashdist,hf (default all); "
                      "lightning_nolog (plain Lightning without self.log) only when named")
     fit.add_argument("--steps", type=_positive, default=None, help="timed steps per fit (default mlp 300, gpt2 60)")

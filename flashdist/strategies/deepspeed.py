@@ -135,11 +135,11 @@ class FlashDeepSpeedStrategy(DeepSpeedStrategy, RouteAware):  # mixin last: a pl
         return engine, optimizer
 
 
-class CPUDeepSpeedStrategy(FlashDeepSpeedStrategy):
-    """DeepSpeed on CPU processes (gloo), for CI and laptops; identical training logic.
+class CPUDeepSpeedMixin:
+    """Only what lets Lightning's ``DeepSpeedStrategy`` run on CPU processes (gloo); mixed in first.
 
-    Example:
-        >>> trainer = flashdist.Trainer(strategy="deepspeed_stage_2", accelerator="cpu", devices=2)  # doctest: +SKIP
+    Kept apart from flashdist's training changes so ``flashdist bench fit`` can run plain
+    Lightning's DeepSpeed strategy on CPU (``class S(CPUDeepSpeedMixin, DeepSpeedStrategy)``).
     """
 
     def setup_environment(self) -> None:
@@ -162,6 +162,14 @@ class CPUDeepSpeedStrategy(FlashDeepSpeedStrategy):
     @private_override(DeepSpeedStrategy, "Lightning's backend choice would be NCCL; no public setting reaches DeepSpeed's init")
     def _get_process_group_backend(self) -> str:
         return self._process_group_backend or "gloo"
+
+
+class CPUDeepSpeedStrategy(CPUDeepSpeedMixin, FlashDeepSpeedStrategy):
+    """DeepSpeed on CPU processes (gloo), for CI and laptops; identical training logic.
+
+    Example:
+        >>> trainer = flashdist.Trainer(strategy="deepspeed_stage_2", accelerator="cpu", devices=2)  # doctest: +SKIP
+    """
 
 
 class DeepSpeedRoute(StrategyRoute):

@@ -35,6 +35,16 @@ def test_ratios_pair_fits_by_round():
     assert summary["variants"]["ddp/flashdist"]["us_per_step"] == 300.0
 
 
+def test_deepspeed_splits_into_lightnings_strategy_over_the_engine_loop_and_flashdist_over_lightning():
+    values = {"deepspeed/deepspeed": [100.0, 200.0], "deepspeed/lightning_ds": [140.0, 280.0], "deepspeed/flashdist": [147.0, 294.0]}
+    config = {"workload": "mlp", "devices": 2, "steps": 10, "warmup_steps": 2, "repeats": 2,
+              "groups": groups_for(2, strategies=["deepspeed"], harnesses=["lightning_ds", "flashdist"])}
+    ratios = fit.summarize(config, _fits(values))["ratios"]["deepspeed"]
+    assert ratios["lightning_ds / deepspeed"]["median"] == pytest.approx(1.4)  # the floor Lightning sets
+    assert ratios["flashdist / lightning_ds"]["median"] == pytest.approx(1.05)  # what flashdist adds
+    assert ratios["flashdist / deepspeed"]["median"] == pytest.approx(1.47)
+
+
 def test_each_round_runs_every_variant_once_with_a_strategys_harnesses_adjacent():
     import random
 
@@ -72,13 +82,22 @@ def test_cli_times_flashdist_against_the_hand_written_loop_lightning_and_hf(tmp_
 
 
 @pytest.mark.multiprocess
-def test_two_processes_under_torchrun():
-    result = fit.run(workloads=["mlp"], devices=(2,), strategies=["ddp"], harnesses=["flashdist"], steps=6, warmup_steps=2,
-                     repeats=1, warmup_rounds=0)
+def test_two_processes_under_torchrun_run_plain_lightnings_own_deepspeed_strategy():
+    # the hand-written engine loop, plain Lightning's own DeepSpeedStrategy, and flashdist, in one torchrun
+    # (flashdist under DeepSpeed is fitted by tests/strategies; its pairing here is arithmetic, above)
+    result = fit.run(workloads=["mlp"], devices=(2,), strategies=["deepspeed"], harnesses=["lightning_ds"],
+                     steps=6, warmup_steps=2, repeats=1, warmup_rounds=0)
     (config,) = result["configs"]
-    assert config["devices"] == 2 and set(config["variants"]) == {"ddp/torch", "ddp/flashdist"}
+    assert config["devices"] == 2 and set(config["variants"]) == {"deepspeed/deepspeed", "deepspeed/lightning_ds"}
     assert all(stats["steps_per_fit"] == 2 + 6 + 1 for stats in config["variants"].values())
-    assert set(config["ratios"]["ddp"]) == {"flashdist / torch"}
+    assert set(config["ratios"]["deepspeed"]) == {"lightning_ds / deepspeed"}
+
+
+def test_the_hand_written_fsdp2_loop_runs_the_optimizer_kernel_flashdists_route_picks():
+    from flashdist.bench.harnesses import FSDP2_KERNEL, fsdp2_kernel_flags
+
+    assert FSDP2_KERNEL == {"fused": True}, "AdamW over CPU DTensors: flashdist builds the fused kernel"
+    assert fsdp2_kernel_flags("meta") == {"foreach": True}, "no fused kernel there: foreach, as the route does"
 
 
 def test_an_unknown_workload_is_a_usage_error(capsys):

@@ -67,6 +67,19 @@ def _no_sigterm_broadcast() -> None:
     return None
 
 
+def loggers_write_this_step(trainer: Any) -> bool:
+    """Whether Lightning sends this training step's ``on_step`` logged values to the loggers.
+
+    Relies on ``_LoggerConnector.should_update_logs`` (every ``log_every_n_steps`` optimizer
+    steps, counted by ``_batches_that_stepped``, or when stopping), which
+    ``update_train_step_metrics`` consults right after ``on_train_batch_end``; ``fast_dev_run``
+    writes every step. No public API exposes the decision, and recomputing it from
+    ``global_step`` would be a second rule that could disagree. Tested by
+    ``test_loggers_write_this_step_is_the_logger_connectors_decision``.
+    """
+    return bool(trainer._logger_connector.should_update_logs or trainer.fast_dev_run)
+
+
 def mark_checkpoint_saved_at(checkpoint: Any, step: int) -> None:
     """Tell a ``ModelCheckpoint`` that a checkpoint of ``step`` exists, so it does not save the step again.
 

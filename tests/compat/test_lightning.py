@@ -233,3 +233,36 @@ def test_trainer_ckpt_path_reads_the_checkpoint_connectors_path_set_by_resume_st
     assert "self._checkpoint_connector._ckpt_path" in inspect.getsource(Trainer.ckpt_path.fget)
     source = inspect.getsource(_CheckpointConnector.resume_start)
     assert source.index("self._ckpt_path = checkpoint_path") < source.index("strategy.load_checkpoint(")
+
+
+def test_loggers_write_this_step_is_the_logger_connectors_decision(tmp_path):
+    import csv
+
+    import lightning.pytorch as pl
+    from lightning.pytorch.loggers import CSVLogger
+
+    class Logs(LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.layer = nn.Linear(2, 1)
+            self.decided: list[int] = []
+
+        def training_step(self, batch, batch_idx):
+            self.log("seen_step", float(self.global_step), on_step=True, on_epoch=False)  # logged on every step
+            return self.layer(batch[0]).sum()
+
+        def on_train_batch_end(self, outputs, batch, batch_idx):
+            if compat.loggers_write_this_step(self.trainer):
+                self.decided.append(self.global_step - 1)  # the step that just ran
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.1)
+
+    module = Logs()
+    trainer = pl.Trainer(default_root_dir=tmp_path, accelerator="cpu", devices=1, max_epochs=1, log_every_n_steps=3,
+                         logger=CSVLogger(tmp_path), enable_progress_bar=False, enable_model_summary=False,
+                         enable_checkpointing=False)
+    trainer.fit(module, DataLoader(TensorDataset(torch.ones(10, 2)), batch_size=1))
+    with open(tmp_path / "lightning_logs" / "version_0" / "metrics.csv") as f:
+        written = [int(float(row["seen_step"])) for row in csv.DictReader(f) if row.get("seen_step")]
+    assert written == module.decided == [2, 5, 8]

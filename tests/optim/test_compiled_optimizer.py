@@ -108,8 +108,7 @@ def test_compiled_fused_adamw_over_fsdp2_dtensors_never_recompiles(tmp_path):
 
 
 def _fused_fit(tmp_path, accelerator: str):
-    model = torch.nn.Sequential(torch.nn.Linear(2, 1)) if strategy == "fsdp" else torch.nn.Linear(2, 1)
-    task = Task(model, loss_fn=torch.nn.functional.mse_loss, optimizer=("adamw", {"fused": True}),
+    task = Task(torch.nn.Linear(2, 1), loss_fn=torch.nn.functional.mse_loss, optimizer=("adamw", {"fused": True}),
                 learning_rate=0.01, lr_scheduler=("cosine_schedule_with_warmup", {"num_warmup_steps": 2}))
     inputs = torch.randn(32, 2)
     trainer = flashdist.Trainer(max_epochs=1, accelerator=accelerator, devices=1, default_root_dir=tmp_path, logger=False,

@@ -7,6 +7,7 @@ the same name in tests/compat/test_lightning.py.
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
@@ -258,3 +259,19 @@ def record_loaded_checkpoint_path(trainer: Any, path: str) -> None:
     path selection.
     """
     trainer._checkpoint_connector._ckpt_path = path
+
+
+def route_checkpoint_load(strategy: Any, load: Callable[..., Any]) -> None:
+    """Make Lightning's checkpoint restore call ``load(original, checkpoint_path, *args, **kwargs)``.
+
+    Relies on: ``_CheckpointConnector.resume_start`` reading every checkpoint of ``fit``,
+    ``validate``, ``test`` and ``predict`` through ``trainer.strategy.load_checkpoint(path)``, looked
+    up on the instance (so an instance attribute takes precedence over the class's method).
+    No public API sees the path before anything is read: the ``CheckpointIO`` plugin is bypassed
+    by DeepSpeed (its engine loads the shards) and by FSDP2's sharded load (DCP), and
+    ``on_load_checkpoint`` hooks run after the unpickling. ``original`` is always the class's
+    method, so routing again (a new fit) replaces the previous routing instead of nesting it.
+    Tested by ``test_every_restore_reads_the_checkpoint_through_strategy_load_checkpoint``.
+    """
+    original = type(strategy).load_checkpoint.__get__(strategy)
+    strategy.load_checkpoint = functools.partial(load, original)

@@ -12,6 +12,7 @@ spec → plan → route → build → ledger:
 - ``schedule``: what the LR scheduler was built with (set by the Task's ``configure_optimizers``);
 - ``resume``: the resume policy, the schedule identity and the decision (runtime/resume.py);
 - ``preemption``: whether and where the fit stopped for a signal (runtime/preemption.py);
+- ``trust``: which checkpoint the fit loads, verified on every rank (runtime/trust.py);
 - ``counts``: the ledger's counters (runtime/ledger.py); ``summary``: the summary it last
   wrote, which the run report receives; ``summary_sources``: more fields for it (throughput).
 """
@@ -25,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 from flashdist.optim.resolved import ResolvedSchedule
 from flashdist.plan import StepPlan
 from flashdist.runtime.planning import compute_plan
+from flashdist.runtime.trust import CheckpointTrust
 from flashdist.strategies import route_for
 from flashdist.strategies.base import StrategyRoute
 
@@ -80,11 +82,14 @@ class FitRun:
     strict_ledger: bool = True
     # Trainer(compile_optimizer=...) as torch.compile kwargs (None: off); the Task compiles the step
     compile_optimizer: dict[str, Any] | None = None
+    # Trainer(trust_unverified_checkpoints=...): an explicit ckpt_path without a manifest may load
+    trust_unverified_checkpoints: bool = False
     route: StrategyRoute = field(init=False)
     schedule: ResolvedSchedule | None = None
     resume: ResumeState = field(default_factory=ResumeState)
     preemption: PreemptionState = field(default_factory=PreemptionState)
     counts: LedgerCounts = field(default_factory=LedgerCounts)
+    trust: CheckpointTrust = field(init=False)
     summary: dict[str, Any] | None = None
     # More summary.json fields, from the callbacks that measure them (throughput); no communication.
     summary_sources: list[Callable[[], dict[str, Any]]] = field(default_factory=list)
@@ -94,6 +99,7 @@ class FitRun:
     def __post_init__(self) -> None:
         # The Trainer hands the plan to the route: the DeepSpeed strategy reads it to fill its config.
         self.route = route_for(self.trainer.strategy, plan=lambda: self.plan)
+        self.trust = CheckpointTrust(trust_unverified=self.trust_unverified_checkpoints)
 
     @property
     def plan(self) -> StepPlan:

@@ -30,7 +30,6 @@ from flashdist.runtime.preemption import finish_preempted_fit
 from flashdist.runtime.resume import RESUME_POLICIES, ResumePolicy
 from flashdist.strategies.checks import LaunchFacts, check_before_launch, check_precision
 from flashdist.runtime.reshard import prepare_deepspeed_reshard, universal_path_for_load
-from flashdist.runtime.trust import CheckpointTrust
 from flashdist.strategies.names import resolve_strategy, runs_on_cpu
 
 __all__ = ["RESUME_POLICIES", "ResumePolicy", "Trainer"]
@@ -79,7 +78,7 @@ class Trainer(pl.Trainer):
         self.max_tokens = check_max_tokens(max_tokens, kwargs)
         if max_tokens is not None and kwargs.get("max_epochs") is None:
             kwargs["max_epochs"] = -1  # the token budget is the limit, not Lightning's 1000-epoch default
-        self.checkpoint_trust = CheckpointTrust(trust_unverified=trust_unverified_checkpoints)
+        self.trust_unverified_checkpoints = trust_unverified_checkpoints
         kwargs = apply_launch_topology(dict(kwargs))
         strategy = kwargs.get("strategy", "auto")
         self.strategy_name = strategy if isinstance(strategy, str) else type(strategy).__name__
@@ -91,7 +90,6 @@ class Trainer(pl.Trainer):
         install_atomic_checkpoints(self)
         # Each fit's Preemption takes SIGTERM back the moment Lightning registers its own handler.
         reinstall_after_lightning_signal_handlers(self, lambda: self.fit_callbacks.preemption.install())
-        self.checkpoint_trust.install(self.strategy, then=universal_path_for_load)
         # A ledger and callbacks exist before the first fit, as Lightning's do: placed after the
         # user's callbacks, before Lightning's own (progress bar: the plan prints before it opens)
         # and before every checkpoint callback (a preemption checkpoint comes first).
@@ -105,7 +103,11 @@ class Trainer(pl.Trainer):
         """A fresh FitRun, and flashdist's callbacks built with it in the places of the previous fit's."""
         previous = self.fit_callbacks.in_order() if at is None else []
         self.fit_run = FitRun(self, self.strategy_name, self.strict_ledger, self.compile_optimizer,
-                              resume=ResumeState(self.resume_policy))
+                              resume=ResumeState(self.resume_policy),
+                              trust_unverified_checkpoints=self.trust_unverified_checkpoints)
+        # Every checkpoint this Trainer reads from now on (this fit's, or a later validate/test's)
+        # is verified by this fit's trust; the previous fit's routing is replaced, not nested.
+        self.fit_run.trust.install(self.strategy, then=universal_path_for_load)
         self.fit_callbacks = FitCallbacks.build(self.fit_run, peak_flops=self.peak_flops)
         own = self.fit_callbacks.in_order()
         for callback in own:
@@ -134,12 +136,12 @@ class Trainer(pl.Trainer):
             check_strategy_before_launch(self, args[0] if args else kwargs.get("model"))
             before_launch(self, args, kwargs)
             if len(args) >= 5:
-                args = (*args[:4], resolve_ckpt_path(self, args[4], self.checkpoint_trust), *args[5:])
+                args = (*args[:4], resolve_ckpt_path(self, args[4], self.fit_run.trust), *args[5:])
                 ckpt_path = args[4]
             else:
-                kwargs["ckpt_path"] = ckpt_path = resolve_ckpt_path(self, kwargs.get("ckpt_path"), self.checkpoint_trust)
+                kwargs["ckpt_path"] = ckpt_path = resolve_ckpt_path(self, kwargs.get("ckpt_path"), self.fit_run.trust)
             loader = args[1] if len(args) >= 2 else kwargs.get("train_dataloaders")
-            apply_keep_global_batch(self, self.checkpoint_trust.chosen if ckpt_path else None, getattr(loader, "batch_size", None))
+            apply_keep_global_batch(self, self.fit_run.trust.chosen if ckpt_path else None, getattr(loader, "batch_size", None))
             prepare_deepspeed_reshard(self, ckpt_path)
             init_process_group_for_restart(self)
             super().fit(*args, **kwargs)

@@ -24,9 +24,12 @@ import pickle
 import re
 import sys
 import warnings
+import weakref
 from pathlib import Path
 from typing import Any
 
+from flashdist.compat.deepspeed import load_shards_weights_only, weights_only_loads
+from flashdist.compat.lightning import record_loaded_checkpoint_path, route_checkpoint_load
 from flashdist.errors import ConfigError
 from flashdist.runtime.manifest import (
     FILE_MANIFEST_SUFFIX,
@@ -87,7 +90,7 @@ def _describe(failures: list[Failure]) -> str:
 
 
 class CheckpointTrust:
-    """Chooses and verifies the checkpoint a fit loads; one per ``flashdist.Trainer``.
+    """Chooses and verifies the checkpoint a fit loads; one per fit (``FitRun.trust``).
 
     Example:
         >>> CheckpointTrust().select_explicit("/nonexistent/x.ckpt", rank=0, world_size=1)  # doctest: +ELLIPSIS
@@ -105,6 +108,9 @@ class CheckpointTrust:
         # A rank other than 0 does not raise before the process group exists (rank 0 would wait
         # for it in the rendezvous): its refusal is raised on every rank by the collective.
         self._deferred: ConfigError | None = None
+        # The strategies whose loads this instance routes through agree(): held weakly, so a
+        # strategy is routed once per fit and nothing is stored on the strategy itself.
+        self._routed: weakref.WeakSet[Any] = weakref.WeakSet()
 
     # ---- before launch ----------------------------------------------------------------
     def select_auto(self, directories: list[Path], rank: int, world_size: int) -> Path | None:
@@ -211,40 +217,41 @@ class CheckpointTrust:
         return self.chosen
 
     def install(self, strategy: Any, then: Any = None) -> None:
-        """Route ``strategy.load_checkpoint`` through :meth:`agree` and the weights-only refusal;
-        ``then(strategy, path)`` may turn the agreed path into the one to read (runtime/reshard.py)."""
-        if getattr(strategy.load_checkpoint, "_flashdist_verified", False):
+        """Route ``strategy.load_checkpoint`` through :meth:`agree` and the weights-only refusal
+        (through :func:`flashdist.compat.lightning.route_checkpoint_load`, which replaces an earlier
+        fit's routing); ``then(strategy, path)`` may turn the agreed path into the one to read
+        (runtime/reshard.py). A second install on the same strategy does nothing."""
+        if strategy in self._routed:
             return
-        original = strategy.load_checkpoint
+        route_checkpoint_load(strategy, lambda original, path, *args, **kwargs: self.load(strategy, original, path, then, *args, **kwargs))
+        self._routed.add(strategy)
 
-        def load_checkpoint(checkpoint_path: Any, *args: Any, **kwargs: Any) -> Any:
-            path = self.agree(strategy, checkpoint_path)
-            if path != Path(checkpoint_path) and strategy.lightning_module is not None:
-                from flashdist.compat.lightning import record_loaded_checkpoint_path
+    def routes(self, strategy: Any) -> bool:
+        """Whether this fit's loads on ``strategy`` go through :meth:`agree`."""
+        return strategy in self._routed
 
-                record_loaded_checkpoint_path(strategy.lightning_module.trainer, str(path))
-            if then is not None:
-                path = then(strategy, path)
-            engine = getattr(strategy, "deepspeed_engine", None)
-            loading = contextlib.nullcontext()
-            if engine is not None:
-                from flashdist.compat.deepspeed import load_shards_weights_only, weights_only_loads
-
-                load_shards_weights_only(engine)
-                loading = weights_only_loads()  # DeepSpeed's universal loader calls torch.load itself
-            try:
-                with loading:
-                    return original(str(path), *args, **kwargs)
-            except pickle.UnpicklingError as error:
-                raise ConfigError(
-                    f"refused to unpickle {path}: {_refused_global(error)}; flashdist loads checkpoints with "
-                    "weights_only=True, so a checkpoint can hold tensors and plain data but run no code.",
-                    hint="if you wrote this checkpoint with objects of your own, register them with "
-                    "torch.serialization.add_safe_globals([...]) before fit.",
-                ) from error
-
-        load_checkpoint._flashdist_verified = True  # type: ignore[attr-defined]
-        strategy.load_checkpoint = load_checkpoint
+    def load(self, strategy: Any, original: Any, checkpoint_path: Any, then: Any, *args: Any, **kwargs: Any) -> Any:
+        """``original(path)`` for the path every rank agreed on, weights-only, a refused pickle a ConfigError."""
+        path = self.agree(strategy, checkpoint_path)
+        if path != Path(checkpoint_path) and strategy.lightning_module is not None:
+            record_loaded_checkpoint_path(strategy.lightning_module.trainer, str(path))
+        if then is not None:
+            path = then(strategy, path)
+        engine = getattr(strategy, "deepspeed_engine", None)
+        loading = contextlib.nullcontext()
+        if engine is not None:
+            load_shards_weights_only(engine)
+            loading = weights_only_loads()  # DeepSpeed's universal loader calls torch.load itself
+        try:
+            with loading:
+                return original(str(path), *args, **kwargs)
+        except pickle.UnpicklingError as error:
+            raise ConfigError(
+                f"refused to unpickle {path}: {_refused_global(error)}; flashdist loads checkpoints with "
+                "weights_only=True, so a checkpoint can hold tensors and plain data but run no code.",
+                hint="if you wrote this checkpoint with objects of your own, register them with "
+                "torch.serialization.add_safe_globals([...]) before fit.",
+            ) from error
 
 
 def _refused_global(error: BaseException) -> str:

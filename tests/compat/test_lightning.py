@@ -266,3 +266,25 @@ def test_loggers_write_this_step_is_the_logger_connectors_decision(tmp_path):
     with open(tmp_path / "lightning_logs" / "version_0" / "metrics.csv") as f:
         written = [int(float(row["seen_step"])) for row in csv.DictReader(f) if row.get("seen_step")]
     assert written == module.decided == [2, 5, 8]
+
+
+def test_every_restore_reads_the_checkpoint_through_strategy_load_checkpoint(tmp_path):
+    trainer, _ = _fit(tmp_path)
+    checkpoint = tmp_path / "saved.ckpt"
+    trainer.save_checkpoint(checkpoint)
+    import lightning.pytorch as pl
+
+    resumed = pl.Trainer(default_root_dir=tmp_path, accelerator="cpu", devices=1, max_epochs=2, logger=False,
+                         enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False)
+    read: list[str] = []
+
+    def load(original, path, *args, **kwargs):
+        read.append(str(path))
+        return original(path, *args, **kwargs)
+
+    compat.route_checkpoint_load(resumed.strategy, load)
+    compat.route_checkpoint_load(resumed.strategy, load)  # routed again (a second fit): replaced, not nested
+    loader = DataLoader(TensorDataset(torch.ones(5, 2)), batch_size=1)
+    resumed.fit(_Probe(), loader, ckpt_path=str(checkpoint))
+    resumed.validate(_Probe(), loader, ckpt_path=str(checkpoint))
+    assert read == [str(checkpoint)] * 2 and resumed.global_step == 10

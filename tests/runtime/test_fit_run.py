@@ -44,6 +44,7 @@ def test_a_fit_keeps_its_state_in_its_fit_run_and_nothing_on_lightnings_objects(
     assert run.route.choice is not None and run.route.choice.resolved_class == "AdamW"
     assert run.resume.policy == "strict" and run.resume.decision is None
     assert not run.preemption.preempted
+    assert run.trust.routes(trainer.strategy)  # this fit's checkpoint trust reads the strategy's loads
     # The summary the report shows is the object the ledger wrote, not a file read back.
     assert run.summary == json.loads((tmp_path / "summary.json").read_text())
     for obj in (trainer, trainer.strategy, trainer.fit_loop, task):
@@ -58,6 +59,7 @@ def test_each_fit_gets_a_fresh_fit_run_and_callbacks_in_the_same_places(tmp_path
     assert trainer.fit_run is not first_run and trainer.fit_run.counts.optimizer_steps == 12
     assert [trainer.callbacks.index(c) for c in trainer.fit_callbacks.in_order()] == places
     assert not any(c in trainer.callbacks for c in first_callbacks)
+    assert trainer.fit_run.trust is not first_run.trust and trainer.fit_run.trust.routes(trainer.strategy)
     assert trainer.ledger is trainer.fit_callbacks.ledger
 
 

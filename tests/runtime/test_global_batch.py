@@ -1,4 +1,8 @@
-"""``resume_policy="keep_global_batch"`` as arithmetic: the accumulation, the refusal, the decision."""
+"""``resume_policy="keep_global_batch"`` as arithmetic: the accumulation, the refusal, the decision.
+
+Real fits under it (DDP 2 → 1; ZeRO-1/2/3 and FSDP2 2 → 1 and 1 → 2; an infeasible batch refused
+before launch) are in tests/runtime/test_resharded_resume.py, run in one sequence with the other policies.
+"""
 
 from __future__ import annotations
 
@@ -78,31 +82,3 @@ def test_keep_global_batch_refuses_a_fit_whose_global_batch_differs():
     now = replace(SAVED, data_parallel_size=1, global_batch_size=8, planned_total_steps=32)
     with pytest.raises(ConfigError, match=r"keeps the global batch of 16, but this fit's is 8"):
         decide(SAVED, SAVED_SCHEDULE, now, SAVED_SCHEDULE, "keep_global_batch", position=8)
-
-
-# ---- real fits: 2 → 1 ranks continues the 2-rank LR trace; 1 → 2 is refused with the options -----
-def test_ddp_2_to_1_rank_with_keep_global_batch_doubles_accumulation_and_repeats_every_lr(uninterrupted_2ranks, tmp_path):
-    from tests.runtime import harness
-
-    run = harness.copy_run(uninterrupted_2ranks.root, tmp_path / "run")
-    (run / "summary.json").unlink()
-    checkpoint = run / "checkpoints" / "epoch=0-step=8.ckpt"
-    proc = harness.fit(run, devices=1, resume_policy="keep_global_batch", ckpt_path=str(checkpoint))
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    assert "accumulate_grad_batches 1 → 2 (global batch 16 = 8 × 2 × 1 ranks; saved on 2)" in proc.stderr
-    assert harness.lrs(run) == uninterrupted_2ranks.lrs  # the same 16 steps, the same LR at each
-    summary = harness.summary(run)
-    assert summary["optimizer_steps"] == 16 and summary["resume_adapted_by"] == "keep_global_batch"
-
-
-def test_ddp_1_to_2_ranks_with_keep_global_batch_is_refused_before_launch_listing_settings(uninterrupted_1rank, tmp_path):
-    from tests.runtime import harness
-
-    run = harness.copy_run(uninterrupted_1rank.root, tmp_path / "run")
-    (run / "summary.json").unlink()
-    proc = harness.fit(run, devices=2, resume_policy="keep_global_batch", ckpt_path=str(run / "checkpoints" / "epoch=0-step=16.ckpt"))
-    assert proc.returncode != 0
-    assert "cannot keep the saved global batch of 8 samples on 2 data-parallel rank(s) with batch_size=8" in proc.stderr
-    assert "(devices × nodes = 1, accumulate_grad_batches=1, batch_size=8)" in proc.stderr
-    assert "(devices × nodes = 2, accumulate_grad_batches=1, batch_size=4)" in proc.stderr
-    assert "flashdist plan" not in proc.stdout + proc.stderr  # nothing launched, nothing planned

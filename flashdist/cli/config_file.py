@@ -83,10 +83,7 @@ def _duplicate(key: Any, parent: str, first: int, second: int, source: str) -> C
 
 
 def load_run_config(path: str | Path) -> dict[str, Any]:
-    """The mapping in ``path``; a ConfigError for a directory, a duplicated key, or anything but a mapping.
-
-    A YAML syntax error is left to the caller's parser (jsonargparse reports it with the line).
-    """
+    """The mapping in ``path``; a ConfigError for a directory, bad YAML, a duplicated key, or anything but a mapping."""
     path = Path(path)
     if path.is_dir():
         raise ConfigError(f"--config {str(path)!r} is a directory, not a config file.", hint=SHAPE.replace("\n", "\n  ", 1))
@@ -98,14 +95,21 @@ def load_run_config(path: str | Path) -> dict[str, Any]:
     loader.source = str(path)
     try:
         data = loader.get_single_data()
-    except yaml.YAMLError:
-        return {}  # the caller's parser reports the syntax error
+    except yaml.YAMLError as error:
+        raise _not_yaml(path, error) from None
     finally:
         loader.dispose()
     if not isinstance(data, dict):
         given = "empty (or only comments)" if data is None else f"a {_kind(data)} ({_short(data)})"
         raise ConfigError(f"config file {str(path)!r} is {given}, not a mapping.", hint=SHAPE)
     return data
+
+
+def _not_yaml(path: Path, error: yaml.YAMLError) -> ConfigError:
+    mark = getattr(error, "problem_mark", None)
+    problem = getattr(error, "problem", None) or str(error)
+    at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    return ConfigError(f"config file {str(path)!r} is not valid YAML: {problem}{at}.", hint="check the indentation and brackets at that line.")
 
 
 def _kind(data: Any) -> str:

@@ -2,25 +2,25 @@
 
 The parse → check → instantiate → run order is LightningCLI's; flashdist hooks in at each
 step so that every refusal happens in the launching process and reads as a ``ConfigError``
-with the key path: parse errors (``parse_arguments``), optimizer/scheduler specs
-(``before_instantiate_classes``), constructor refusals (``instantiate_classes``) and
-model/data mismatches (``after_instantiate_classes``).
+with the key path: each section against its class's signature before jsonargparse parses
+(``cli/config_validation.py``), what jsonargparse still refuses in its own words
+(``parse_arguments``), optimizer/scheduler specs (``before_instantiate_classes``),
+constructor refusals (``instantiate_classes``) and model/data mismatches
+(``after_instantiate_classes``).
 """
 
 from __future__ import annotations
 
 from argparse import ArgumentError
-from pathlib import Path
 from typing import Any
 
 from lightning.pytorch import LightningDataModule
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from flashdist.cli.checks import check_model_matches_data, check_task_specs, section_of_failure
-from flashdist.cli.config_file import load_run_config
-from flashdist.cli.config_errors import config_error_from_parse
-from flashdist.compat.jsonargparse import option_names
-from flashdist.compat.lightning import subcommand_parser
+from flashdist.cli.config_layers import read_run_config
+from flashdist.cli.config_validation import Section, validate_run_config
+from flashdist.cli.signatures import method_parameters
 from flashdist.tasks.model import Task
 from flashdist.runtime.trainer import Trainer, check_strategy_before_launch
 from flashdist.errors import ConfigError
@@ -29,6 +29,11 @@ from flashdist.errors import ConfigError
 # --trainer.max_epoch is an error rather than silently --trainer.max_epochs.
 _PARSER_KWARGS: dict[str, Any] = {"exit_on_error": False, "allow_abbrev": False}
 SUBCOMMANDS = ("fit", "validate")
+SECTIONS = (
+    Section("trainer", target=Trainer),
+    Section("model", base=Task, required=True),
+    Section("data", base=LightningDataModule, required=True),
+)
 
 
 class FlashdistCLI(LightningCLI):
@@ -40,9 +45,11 @@ class FlashdistCLI(LightningCLI):
 
     def __init__(self, args: list[str], run: bool = True):
         self._args = list(args)
-        for config_file in _config_files(self._args):
-            if Path(config_file).exists():  # a missing file: jsonargparse says so, with its own hint
-                load_run_config(config_file)  # a directory, a non-mapping, a duplicated key: refused here
+        subcommand = self._args[0] if run and self._args and self._args[0] in SUBCOMMANDS else None
+        run_config = read_run_config(self._args[1:] if subcommand else self._args)
+        if run_config is not None:  # None: --help, or a form only jsonargparse reads
+            keys, more_keys = top_level_keys(subcommand)
+            validate_run_config(run_config, SECTIONS, keys, other_keys_possible=more_keys)
         super().__init__(
             model_class=Task,
             datamodule_class=LightningDataModule,
@@ -68,7 +75,13 @@ class FlashdistCLI(LightningCLI):
         try:
             self.config = parser.parse_args(args)
         except ArgumentError as err:
-            raise config_error_from_parse(err.message, self._top_level_keys(), _config_files(self._args)) from None
+            # What flashdist's own checks let through, in jsonargparse's words (never re-parsed).
+            files = _config_files(self._args)
+            where = f" (from {', '.join(files)})" if files else ""
+            raise ConfigError(
+                f"jsonargparse refused the config{where}:\n{err.message}",
+                hint="`flashdist fit --help` lists every key; --print_config shows the merged config.",
+            ) from None
 
     def before_instantiate_classes(self) -> None:
         config = self._section_config()
@@ -97,9 +110,22 @@ class FlashdistCLI(LightningCLI):
     def _section_config(self) -> Any:
         return self.config[self.subcommand] if self.subcommand else self.config
 
-    def _top_level_keys(self) -> list[str]:
-        subcommand = self._args[0] if self._args and self._args[0] in SUBCOMMANDS else None
-        return option_names(subcommand_parser(self, subcommand))
+
+
+def top_level_keys(subcommand: str | None) -> tuple[dict[str, Any], bool]:
+    """The keys a run config takes at its top, with their types (None: a section, checked on its own).
+
+    LightningCLI's: the sections, ``seed_everything``, and the arguments of the subcommand's
+    Trainer method that are not built from the sections (``ckpt_path`` for ``fit``). The flag:
+    whether that method's signature leaves other keys possible (a ``**kwargs`` not followed).
+    """
+    keys: dict[str, Any] = {"seed_everything": bool | int, **{section.name: None for section in SECTIONS}}
+    if subcommand is not None:
+        built = LightningCLI.subcommands()[subcommand]
+        method = method_parameters(Trainer, subcommand)
+        keys.update({name: p.annotation for name, p in method.parameters.items() if name not in built})
+        return keys, method.open
+    return keys, False
 
 
 def _config_error_in_chain(error: BaseException) -> ConfigError | None:

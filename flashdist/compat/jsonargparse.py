@@ -15,12 +15,3 @@ def import_object(class_path: str) -> Any:
 
     return _import_object(class_path)
 
-
-def option_names(parser: Any) -> list[str]:
-    """The top-level keys a parser accepts (``trainer``, ``model``, ``ckpt_path``, ...).
-
-    Relies on ``parser._actions`` (argparse's list of options, which jsonargparse's parser
-    extends); neither argparse nor jsonargparse lists the accepted keys publicly without
-    parsing defaults, which fails on required sections.
-    """
-    return sorted({action.dest.split(".")[0] for action in parser._actions if action.dest not in ("help", "config")})

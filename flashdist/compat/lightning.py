@@ -190,16 +190,6 @@ def set_parallel_sizes(strategy: Any, data_parallel: int, tensor_parallel: int) 
     strategy._tensor_parallel_size = tensor_parallel
 
 
-def subcommand_parser(cli: Any, subcommand: str | None) -> Any:
-    """The jsonargparse parser of a LightningCLI subcommand (or the main parser).
-
-    Relies on ``LightningCLI._subcommand_parsers``; LightningCLI keeps no public handle on them.
-    """
-    if subcommand is None:
-        return cli.parser
-    return getattr(cli, "_subcommand_parsers", {}).get(subcommand, cli.parser)
-
-
 def launched_by_srun(environ: Any) -> bool:
     """Lightning's rule for "this process was started by srun" (``SLURMEnvironment.detect``), on ``environ``.
 

@@ -6,6 +6,7 @@ In-process: ``flashdist.cli.fit.run`` must return 2 with one message on stderr, 
 
 from __future__ import annotations
 
+import functools
 import subprocess
 
 import pytest
@@ -19,14 +20,19 @@ QUICKSTART = (CONFIGS / "quickstart.yaml").read_text()
 
 @pytest.fixture
 def no_launch(monkeypatch):
-    """Fail the test if anything would start training or another process."""
+    """Fail the test if anything would start training or another process (signatures kept: the CLI reads them)."""
 
-    def refuse(*args, **kwargs):
-        raise AssertionError("a bad config reached launch")
+    def refusing(original):
+        @functools.wraps(original)
+        def refuse(*args, **kwargs):
+            raise AssertionError("a bad config reached launch")
 
-    monkeypatch.setattr(flashdist.runtime.trainer.Trainer, "fit", refuse)
-    monkeypatch.setattr(flashdist.runtime.trainer.Trainer, "validate", refuse)
-    monkeypatch.setattr(subprocess, "Popen", refuse)
+        return refuse
+
+    trainer = flashdist.runtime.trainer.Trainer
+    monkeypatch.setattr(trainer, "fit", refusing(trainer.fit))
+    monkeypatch.setattr(trainer, "validate", refusing(trainer.validate))
+    monkeypatch.setattr(subprocess, "Popen", refusing(subprocess.Popen))
 
 
 def refused(tmp_path, capsys, text: str, *overrides: str) -> str:
@@ -68,7 +74,7 @@ CASES = {
     "quoted number in optimizer kwargs": (edit("optimizer: adamw", 'optimizer: [adamw, {eps: "1e-8"}]'),
                                           ["model.init_args.optimizer", "eps='1e-8': a string", "eps: 1e-08"]),
     "unknown class": (edit("flashdist.image.ImageClassifier", "flashdist.image.ImageClassifer"),
-                      ["model.class_path='flashdist.image.ImageClassifer'", "no attribute 'ImageClassifer'"]),
+                      ["model.class_path='flashdist.image.ImageClassifer'", "no attribute 'ImageClassifer'", "did you mean 'flashdist.image.ImageClassifier'"]),
     "bad backbone": (edit("backbone: resnet_tiny", "backbone: resnet_tinyy"), ["model.init_args (flashdist.image.ImageClassifier)", "'resnet_tiny'"]),
     "bad data value": (edit("image_size: 16", "image_size: 0"), ["data.init_args (flashdist.data.SyntheticImageDataModule)", "image_size=0"]),
     "num_classes mismatch": (edit("num_classes: 4\n    num_samples", "num_classes: 5\n    num_samples"),

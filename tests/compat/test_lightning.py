@@ -160,12 +160,6 @@ def test_deepspeed_strategy_fills_the_batch_config_and_initializes_through_those
         DeepSpeedStrategy._initialize_deepspeed_train)
 
 
-def test_subcommand_parser_is_lightning_clis_per_subcommand_parser():
-    from lightning.pytorch.cli import LightningCLI
-
-    assert "self._subcommand_parsers" in inspect.getsource(LightningCLI._add_subcommands)
-
-
 def test_the_epoch_loop_broadcasts_sigterm_each_step_through_one_method(tmp_path):
     from lightning.pytorch.loops.training_epoch_loop import _TrainingEpochLoop
 

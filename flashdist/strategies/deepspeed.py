@@ -31,6 +31,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import torch
+from lightning.pytorch.core.optimizer import LightningOptimizer
 from lightning.pytorch.strategies import DeepSpeedStrategy
 from lightning.pytorch.strategies.ddp import DDPStrategy
 from lightning.pytorch.utilities.rank_zero import rank_zero_warn
@@ -156,12 +157,10 @@ class CPUDeepSpeedMixin:
 
     @property
     def root_device(self) -> torch.device:
-        # DeepSpeed reads the rank's device from its index.
+        # DeepSpeed reads the rank's device from its index. Being a CPU device, it also makes
+        # Lightning's own backend rule (process_group_backend=, else torch's backend for the
+        # root device's type) choose gloo: no override of the backend choice is needed.
         return torch.device("cpu", self.local_rank)
-
-    @private_override(DeepSpeedStrategy, "Lightning's backend choice would be NCCL; no public setting reaches DeepSpeed's init")
-    def _get_process_group_backend(self) -> str:
-        return self._process_group_backend or "gloo"
 
 
 class CPUDeepSpeedStrategy(CPUDeepSpeedMixin, FlashDeepSpeedStrategy):
@@ -220,7 +219,8 @@ class DeepSpeedRoute(StrategyRoute):
 
 
 def unwrap_lightning(optimizer: Any) -> Any:
-    return getattr(optimizer, "_optimizer", optimizer)
+    """The optimizer a ``LightningOptimizer`` wraps (its public ``.optimizer``); anything else as it is."""
+    return optimizer.optimizer if isinstance(optimizer, LightningOptimizer) else optimizer
 
 
 def choose_deepspeed_optimizer(spec: OptimizerSpec, *, offloaded: bool, on_cuda: bool) -> tuple[Any, str]:

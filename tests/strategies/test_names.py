@@ -102,3 +102,14 @@ def test_runs_on_cpu():
     assert runs_on_cpu("cpu")
     assert not runs_on_cpu("gpu")
     assert not runs_on_cpu("cuda")
+
+
+def test_cpu_deepspeed_forms_a_gloo_group_by_lightnings_public_backend_setting():
+    # No override of Lightning's backend choice: a CPU root device gets torch's CPU backend,
+    # and DeepSpeedStrategy(process_group_backend=...) is honoured as Lightning documents it.
+    from flashdist.compat.lightning import process_group_settings
+
+    assert process_group_settings(resolve_strategy("deepspeed_stage_2", "cpu"))[0] == "gloo"
+    chosen = resolve_strategy(DeepSpeedStrategy(stage=2, process_group_backend="mpi"), "cpu")
+    assert type(chosen) is CPUDeepSpeedStrategy and chosen.process_group_backend == "mpi"
+    assert process_group_settings(chosen)[0] == "mpi"

@@ -96,10 +96,10 @@ def _command(config: str | None, trailing: list[str]) -> tuple[str, ...]:
     path = Path(config)
     if not path.is_file():
         raise ConfigError(f"--config {config!r} is not a file.", hint="pass the YAML you would give `flashdist fit --config`.")
-    return (_flashdist_executable(), "fit", "--config", str(path.resolve()), *trailing)
+    return (_cli_executable(), "fit", "--config", str(path.resolve()), *trailing)
 
 
-def _flashdist_executable() -> str:
+def _cli_executable() -> str:
     """The flashdist beside this Python: compute nodes need not have the venv on PATH."""
     beside = Path(sys.executable).parent / "flashdist"
     return str(beside) if beside.exists() else "flashdist"

@@ -166,7 +166,7 @@ def group_parameters(
 def unwrap_optimizer(optimizer: Any) -> torch.optim.Optimizer:
     """LightningOptimizer / DeepSpeed's ZeRO wrappers down to the torch optimizer that updates."""
     for _ in range(8):
-        inner = getattr(optimizer, "_optimizer", None) or getattr(optimizer, "optimizer", None)
+        inner = getattr(optimizer, "optimizer", None)  # LightningOptimizer.optimizer and ZeRO's wrapper's: both public
         if inner is None or inner is optimizer or not hasattr(inner, "param_groups"):
             break
         optimizer = inner

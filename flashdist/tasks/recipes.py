@@ -8,6 +8,7 @@ access, so a recipe registered on a subclass never leaks into its parents.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -46,11 +47,13 @@ class RegistryAccessor:
     def __init__(self, root: Registry, make_entry: Callable[[str, Callable], Any]):
         self._root = root
         self._make_entry = make_entry
+        # Each class's own registry, kept here rather than as an attribute on the class (which
+        # may be a user's); weak, so a class defined in a test or a notebook can go away.
+        self._registries: weakref.WeakKeyDictionary[type, RecipeRegistry] = weakref.WeakKeyDictionary()
 
     def __set_name__(self, owner: type, name: str) -> None:
         self._name = name
         self._home = owner  # the class that defines the accessor: its registry's parent is the root
-        self._slot = f"_flashdist_{name}_registry"
 
     def __get__(self, instance: Any, owner: type) -> Any:
         if instance is not None:
@@ -58,11 +61,12 @@ class RegistryAccessor:
         return self.registry_for(owner)
 
     def registry_for(self, owner: type) -> RecipeRegistry:
-        if self._slot not in owner.__dict__:
+        registry = self._registries.get(owner)
+        if registry is None:
             bases = [base for base in owner.__mro__[1:] if issubclass(base, self._home)]
             parent = self.registry_for(bases[0]) if bases else self._root
-            setattr(owner, self._slot, RecipeRegistry(self._root.kind, parent, self._make_entry))
-        return owner.__dict__[self._slot]
+            registry = self._registries[owner] = RecipeRegistry(self._root.kind, parent, self._make_entry)
+        return registry
 
 
 def accessors(optimizers: Registry, lr_schedulers: Registry) -> tuple[RegistryAccessor, RegistryAccessor]:

@@ -136,11 +136,15 @@ class FlashDeepSpeedStrategy(DeepSpeedStrategy, RouteAware):  # mixin last: a pl
         return engine, optimizer
 
 
-class CPUDeepSpeedMixin:
-    """Only what lets Lightning's ``DeepSpeedStrategy`` run on CPU processes (gloo); mixed in first.
+class CPUDeepSpeedMixin(DeepSpeedStrategy):
+    """Only what lets Lightning's ``DeepSpeedStrategy`` run on CPU processes (gloo); listed first.
 
     Kept apart from flashdist's training changes so ``flashdist bench fit`` can run plain
     Lightning's DeepSpeed strategy on CPU (``class S(CPUDeepSpeedMixin, DeepSpeedStrategy)``).
+    A subclass of ``DeepSpeedStrategy`` rather than a bare mixin: listed first, a bare mixin
+    would become the layout base of ``CPUDeepSpeedStrategy``, whose objects then differ in
+    layout from ``DeepSpeedStrategy``'s, and a user's strategy object could not be adopted
+    (``compat.adopt_subclass``: "__class__ assignment: object layout differs").
     """
 
     def setup_environment(self) -> None:

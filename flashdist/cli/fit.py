@@ -24,19 +24,45 @@ def run(argv: list[str]) -> int:
     """Run ``argv`` (``["fit", "--config", ...]``); return the exit status.
 
     A ``ConfigError`` becomes one message on stderr and status 2, with no traceback: it is the
-    user's config, not flashdist, that needs fixing.
+    user's config, not flashdist, that needs fixing. Under torchrun or srun (every rank parses
+    the same config) only global rank 0 prints it; the other ranks return 2 quietly.
     """
-    from flashdist.errors import ConfigError
-
     if not argv or argv[0] not in COMMANDS:
         print(f"usage: flashdist {{{','.join(COMMANDS)}}} --config CONFIG.yaml [--section.key=value ...]", file=sys.stderr)
         return 2
+    return _status(argv[0], lambda: build_cli(argv))
+
+
+def check(argv: list[str]) -> int:
+    """Every check ``flashdist fit`` runs before launch, and nothing else; the status ``run`` would end with.
+
+    ``flashdist launch`` runs this (in a process of its own, in the topology torchrun will
+    start) before starting torchrun, so a bad config is one message and no process.
+
+    Example:
+        >>> check(["fit", "--config", "configs/quickstart.yaml"])  # doctest: +SKIP
+        0
+    """
+    from flashdist.runtime.trainer import check_fit_before_launch
+
+    def checked() -> None:
+        cli = build_cli(argv, run=False)
+        check_fit_before_launch(cli.trainer, cli.model, cli.datamodule)
+
+    return _status(argv[0], checked)
+
+
+def _status(command: str, work: Any) -> int:
+    from flashdist.errors import ConfigError
+    from flashdist.runtime.said_once import CONFIG_ERROR_EXIT_STATUS, is_global_rank_zero
+
     try:
-        build_cli(argv)
+        work()
     except ConfigError as err:
-        print(f"flashdist {argv[0]}: error: {err}", file=sys.stderr)
-        return 2
-    except SystemExit as exit_:  # --help, --print_config
+        if is_global_rank_zero():
+            print(f"flashdist {command}: error: {err}", file=sys.stderr)
+        return CONFIG_ERROR_EXIT_STATUS
+    except SystemExit as exit_:  # --help, --print_config; a ConfigError on a rank other than 0 (runtime/said_once.py)
         return exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 1)
     return 0
 
@@ -58,7 +84,9 @@ if __name__ == "__main__":
     from flashdist.cli.console import quiet_console
 
     quiet_console()
+    if sys.argv[1:2] == ["--check-only"]:  # flashdist launch's check before torchrun
+        sys.exit(check(sys.argv[2:]))
     sys.exit(run(sys.argv[1:]))
 
 
-__all__ = ["HELP", "build_cli", "run"]
+__all__ = ["HELP", "build_cli", "check", "run"]

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import shlex
 import sys
+from pathlib import Path
 
 from flashdist.errors import ConfigError
 
@@ -65,12 +66,56 @@ def run(argv: list[str]) -> int:
     except ConfigError as error:
         print(f"flashdist launch: {error}", file=sys.stderr)
         return 2
-    print(shlex.join(full), flush=True)
     if args.dry_run:
+        print(shlex.join(full), flush=True)
         return 0
+    fit_argv = flashdist_fit_arguments(command)
+    if fit_argv is not None:
+        status = check_before_torchrun(spec, fit_argv)
+        if status != 0:
+            return status
+    print(shlex.join(full), flush=True)
     from flashdist.launching.process import run_foreground
 
     return run_foreground(full, explain=lambda seen: _explain(spec, seen))
+
+
+def flashdist_fit_arguments(command: list[str]) -> list[str] | None:
+    """``["fit", ...]`` when ``command`` is ``flashdist fit ...`` (or ``python -m flashdist.cli.main fit ...``); else None.
+
+    Example:
+        >>> flashdist_fit_arguments(["flashdist", "fit", "--config", "run.yaml"])
+        ['fit', '--config', 'run.yaml']
+    """
+    words = list(command)
+    if words and Path(words[0]).name == "flashdist":
+        rest = words[1:]
+    elif len(words) >= 3 and Path(words[0]).name.startswith("python") and words[1:3] == ["-m", "flashdist.cli.main"]:
+        rest = words[3:]
+    else:
+        return None
+    return rest if rest[:1] == ["fit"] else None
+
+
+def check_before_torchrun(spec, fit_argv: list[str]) -> int:
+    """Run ``flashdist fit``'s checks in one process, as the node's first worker would see the job; its status.
+
+    Every worker would otherwise run them at once and each print the same ConfigError. The
+    check's own output is shown only when it fails (a success's warnings come again from rank 0).
+    """
+    import os
+    import subprocess
+
+    from flashdist.launching.torchrun import first_worker_environment
+
+    env = {**os.environ, **first_worker_environment(spec)}
+    proc = subprocess.run([sys.executable, "-m", "flashdist.cli.fit", "--check-only", *fit_argv],
+                          env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    if proc.returncode != 0:
+        sys.stdout.write(proc.stdout)
+        sys.stderr.write(proc.stderr)
+        sys.stderr.flush()
+    return proc.returncode
 
 
 def _nnodes(text: str) -> tuple[int | None, int]:

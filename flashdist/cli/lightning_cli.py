@@ -104,7 +104,7 @@ class FlashdistCLI(LightningCLI):
     def after_instantiate_classes(self) -> None:
         check_model_matches_data(self.model, self.datamodule)
         if self.subcommand == "fit":  # Trainer.fit repeats it; here it runs before LightningCLI's own set-up
-            check_strategy_before_launch(self.trainer, self.model)
+            check_strategy_before_launch(self.trainer, self.model, self.datamodule)
 
     # ---- helpers ---------------------------------------------------------------------------
     def _section_config(self) -> Any:

@@ -265,3 +265,15 @@ def route_checkpoint_load(strategy: Any, load: Callable[..., Any]) -> None:
     """
     original = type(strategy).load_checkpoint.__get__(strategy)
     strategy.load_checkpoint = functools.partial(load, original)
+
+
+def distributed_sampler_injected(trainer: Any) -> bool:
+    """Whether Lightning will replace a plain sampler with a ``DistributedSampler`` (decidable before launch).
+
+    Relies on ``_AcceleratorConnector.use_distributed_sampler`` and ``.is_distributed``, the two
+    settings ``_DataConnector._requires_distributed_sampler`` reads (Lightning 2.6); the
+    Trainer's ``use_distributed_sampler=`` argument is not kept as a public attribute. Needed
+    to plan steps in the launching process, before Lightning has prepared any loader.
+    """
+    connector = trainer._accelerator_connector
+    return bool(connector.use_distributed_sampler and connector.is_distributed)

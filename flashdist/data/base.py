@@ -91,6 +91,14 @@ class FlashdistDataModule(LightningDataModule):
         self.setup("fit")
         return self._loader(self.train_set, shuffle=True, drop_last=self.drop_last)
 
+    def train_loader_before_launch(self) -> DataLoader:
+        """The train loader, for ``flashdist.Trainer.fit`` to plan steps before any rank starts.
+
+        ``setup`` builds once per process, so under Lightning's launcher (rank 0 is the
+        launching process) the data is not built twice.
+        """
+        return self.train_dataloader()
+
     def val_dataloader(self) -> DataLoader | list:
         self.setup("validate")
         # An empty list tells Lightning "no validation" without a warning per epoch.

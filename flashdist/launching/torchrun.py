@@ -109,6 +109,28 @@ def torchrun_command(spec: TorchrunSpec, command: list[str]) -> list[str]:
     return argv + ["--no-python", *_resolve_program(command)]
 
 
+def first_worker_environment(spec: TorchrunSpec) -> dict[str, str]:
+    """The variables torchrun gives this node's first worker, for a check run before torchrun starts.
+
+    A process with them sees the topology the workers will (``flashdist.Trainer``'s devices and
+    num_nodes, launching/topology.py). An elastic job counts its largest size.
+
+    Example:
+        >>> first_worker_environment(TorchrunSpec(nproc_per_node=2, nnodes=2, node_rank=1, rdzv_endpoint="n0:29400"))["RANK"]
+        '2'
+    """
+    return {
+        "TORCHELASTIC_RUN_ID": spec.rdzv_id,
+        "RANK": str(spec.node_rank * spec.nproc_per_node),
+        "LOCAL_RANK": "0",
+        "GROUP_RANK": str(spec.node_rank),
+        "LOCAL_WORLD_SIZE": str(spec.nproc_per_node),
+        "WORLD_SIZE": str(spec.nnodes * spec.nproc_per_node),
+        "MASTER_ADDR": spec.endpoint.rsplit(":", 1)[0].strip("[]"),
+        "MASTER_PORT": spec.endpoint.rsplit(":", 1)[1],
+    }
+
+
 def _torchrun_executable() -> str:
     beside_python = Path(sys.executable).parent / "torchrun"
     return str(beside_python) if beside_python.exists() else (shutil.which("torchrun") or "torchrun")

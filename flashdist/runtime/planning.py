@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from torch.utils.data import BatchSampler, DataLoader, DistributedSampler, IterableDataset
+from torch.utils.data import BatchSampler, DataLoader, DistributedSampler, IterableDataset, RandomSampler, SequentialSampler
 
+from flashdist.compat.lightning import distributed_sampler_injected
 from flashdist.errors import ConfigError
 from flashdist.plan import StepPlan, plan_steps
 
@@ -36,23 +37,7 @@ def compute_plan(trainer: Any) -> StepPlan:
     loader = trainer.train_dataloader
     dp_size = data_parallel_size(trainer)
     max_tokens = getattr(trainer, "max_tokens", None)
-    common = dict(
-        data_parallel_size=dp_size,
-        accumulate_grad_batches=trainer.accumulate_grad_batches,
-        max_epochs=trainer.max_epochs,
-        # Under a token budget Lightning's max_steps is the one derived from it (set below).
-        max_steps=-1 if max_tokens is not None else trainer.max_steps,
-        # As Lightning resolved them (fast_dev_run and overfit_batches folded in), passed as they
-        # are: the type carries the meaning (int 1: one batch; float 1.0: all), and `1 == 1.0`.
-        limit_train_batches=trainer.limit_train_batches,
-        # Lightning's fast_dev_run already set the three above; the plan records it (a smoke run
-        # of N batches, shorter than the schedule it was written for). Not under overfit_batches,
-        # whose limit Lightning keeps over fast_dev_run's.
-        fast_dev_run=int(trainer.fast_dev_run) if not trainer.overfit_batches else 0,
-        # Packed language-model data: every sample holds exactly this many tokens.
-        tokens_per_sample=getattr(getattr(loader, "dataset", None), "tokens_per_sample", None),
-        max_tokens=max_tokens,
-    )
+    common = _trainer_inputs(trainer, dp_size, getattr(getattr(loader, "dataset", None), "tokens_per_sample", None))
     # limit_train_batches=0: Lightning loads no train loader at all; plan_steps says why that cannot be planned.
     inputs = {"batches_per_rank": 0} if loader is None and trainer.limit_train_batches == 0 else _loader_inputs(loader, dp_size)
     plan = plan_steps(**inputs, **common)
@@ -69,6 +54,58 @@ def compute_plan(trainer: Any) -> StepPlan:
             "This is a flashdist bug: please report it with your dataloader settings."
         )
     return plan
+
+
+def plan_before_launch(trainer: Any, data: Any) -> tuple[StepPlan | None, int | None]:
+    """The step plan and the per-rank batch size, in the launching process, where they can be known.
+
+    ``data`` is what ``fit`` was given: a DataLoader, or a DataModule that offers
+    ``train_loader_before_launch()`` (flashdist's do: building their data is cheap and done once
+    per process). Known only for a sized map-style dataset under a plain Random/Sequential
+    sampler, whose sharding Lightning's DistributedSampler makes arithmetic; anything else is
+    (None, batch size or None), and each rank plans from its real loader (:func:`compute_plan`).
+    Changes nothing on ``trainer``.
+
+    Example:
+        >>> plan, batch_size = plan_before_launch(trainer, DataLoader(dataset, batch_size=8))  # doctest: +SKIP
+    """
+    loader = data if isinstance(data, DataLoader) else None
+    make_loader = getattr(data, "train_loader_before_launch", None)
+    if loader is None and callable(make_loader):
+        loader = make_loader()
+    if not isinstance(loader, DataLoader):
+        return None, None
+    dp_size = data_parallel_size(trainer)
+    plain = type(loader.batch_sampler) is BatchSampler and type(loader.sampler) in (RandomSampler, SequentialSampler)
+    if isinstance(loader.dataset, IterableDataset) or not plain:
+        return None, loader.batch_size
+    if dp_size == 1 or distributed_sampler_injected(trainer):
+        inputs: dict[str, Any] = {"dataset_size": len(loader.dataset), "batch_size": loader.batch_size, "drop_last": loader.drop_last}
+    else:  # every rank iterates the whole loader
+        inputs = {"batches_per_rank": len(loader)}
+    tokens_per_sample = getattr(loader.dataset, "tokens_per_sample", None)
+    return plan_steps(**inputs, **_trainer_inputs(trainer, dp_size, tokens_per_sample)), loader.batch_size
+
+
+def _trainer_inputs(trainer: Any, dp_size: int, tokens_per_sample: int | None) -> dict[str, Any]:
+    max_tokens = getattr(trainer, "max_tokens", None)
+    return dict(
+        data_parallel_size=dp_size,
+        accumulate_grad_batches=trainer.accumulate_grad_batches,
+        max_epochs=trainer.max_epochs,
+        # Under a token budget Lightning's max_steps is the one derived from it (compute_plan sets it).
+        max_steps=-1 if max_tokens is not None else trainer.max_steps,
+        # As Lightning resolved them (fast_dev_run and overfit_batches folded in), passed as they
+        # are: the type carries the meaning (int 1: one batch; float 1.0: all), and `1 == 1.0`.
+        limit_train_batches=trainer.limit_train_batches,
+        # Lightning's fast_dev_run already set the three above; the plan records it (a smoke run
+        # of N batches, shorter than the schedule it was written for). Not under overfit_batches,
+        # whose limit Lightning keeps over fast_dev_run's.
+        fast_dev_run=int(trainer.fast_dev_run) if not trainer.overfit_batches else 0,
+        # Packed language-model data: every sample holds exactly this many tokens.
+        tokens_per_sample=tokens_per_sample,
+        max_tokens=max_tokens,
+    )
 
 
 def _loader_inputs(loader: Any, dp_size: int) -> dict[str, Any]:

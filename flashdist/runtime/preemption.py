@@ -18,8 +18,9 @@ Then, outside the handler:
    from success (0) and from a crash, so ``torchrun --max-restarts`` and schedulers restart
    it, and flashdist's auto-resume continues from that checkpoint.
 
-When a fit fails with an exception, the rank prints one line naming itself (``flashdist: rank
-R of W stopped: ...``), and a rank that launched the others (Lightning's launcher) stops them.
+When a fit fails with an exception other than a ``ConfigError`` (rank 0 alone reports those), the
+rank prints one line naming itself (``flashdist: rank R of W stopped: ...``), and a rank that
+launched the others (Lightning's launcher) stops them.
 
 This replaces Lightning's SLURM handler, which saves inside the signal handler, can save
 on one rank only, and only warns when the requeue fails. When the run later completes, its
@@ -41,6 +42,7 @@ from lightning.pytorch import Callback
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from flashdist.compat.lightning import kill_launched_ranks, mark_checkpoint_saved_at, skip_per_step_sigterm_broadcast
+from flashdist.errors import ConfigError
 from flashdist.launching.process import EXIT_PREEMPTED  # the launcher reads the same code
 from flashdist.runtime.fit_run import FitRun
 from flashdist.runtime.checkpoint import PREEMPT_PREFIX, checkpoint_dirs, remove_preemption_checkpoints
@@ -170,11 +172,12 @@ class Preemption(Callback):
 
     def on_exception(self, trainer: Any, pl_module: Any, exception: BaseException) -> None:
         self._disarm()
-        print(
-            f"flashdist: rank {trainer.global_rank} of {trainer.world_size} stopped: {type(exception).__name__}: {exception}",
-            file=sys.stderr,
-            flush=True,
-        )
+        if not isinstance(exception, ConfigError):  # the same on every rank: global rank 0 alone reports it (runtime/said_once.py)
+            print(
+                f"flashdist: rank {trainer.global_rank} of {trainer.world_size} stopped: {type(exception).__name__}: {exception}",
+                file=sys.stderr,
+                flush=True,
+            )
         stop_local_ranks(trainer)
 
     def teardown(self, trainer: Any, pl_module: Any, stage: str) -> None:

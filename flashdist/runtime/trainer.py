@@ -26,9 +26,11 @@ from flashdist.runtime.checkpoint import (
 from flashdist.runtime.fit_run import FitRun, ResumeState
 from flashdist.runtime.global_batch import apply_keep_global_batch
 from flashdist.runtime.ledger import StepLedger
+from flashdist.runtime.planning import data_parallel_size, plan_before_launch
 from flashdist.runtime.preemption import finish_preempted_fit
 from flashdist.runtime.resume import RESUME_POLICIES, ResumePolicy
-from flashdist.strategies.checks import LaunchFacts, check_before_launch, check_precision
+from flashdist.runtime.said_once import said_once
+from flashdist.strategies.checks import LaunchFacts, check_before_launch, check_precision, needs_step_plan
 from flashdist.runtime.reshard import prepare_deepspeed_reshard, universal_path_for_load
 from flashdist.strategies.names import resolve_strategy, runs_on_cpu
 
@@ -48,6 +50,8 @@ class Trainer(pl.Trainer):
     (flashdist/optim/compiled.py).
     ``max_tokens`` is a step budget in tokens (packed language-model data; like ``max_steps``).
     ``peak_flops`` (per device, FLOP/s) sets the MFU denominator where the device's is not known.
+    A ``ConfigError`` under a launcher (torchrun, srun, Lightning's own) is raised by global rank 0
+    only; the other ranks exit with status 2 and print nothing (runtime/said_once.py).
 
     Example:
         >>> trainer = Trainer(max_epochs=1, accelerator="cpu", logger=False, enable_progress_bar=False)
@@ -56,6 +60,7 @@ class Trainer(pl.Trainer):
         0
     """
 
+    @said_once
     def __init__(
         self,
         *args: Any,
@@ -124,6 +129,7 @@ class Trainer(pl.Trainer):
         """The current fit's step ledger (its counts are ``fit_run.counts``)."""
         return self.fit_callbacks.ledger
 
+    @said_once
     def fit(self, *args: Any, **kwargs: Any) -> None:
         """Lightning's fit, plus ``ckpt_path="auto"`` (runtime/checkpoint.py) and preemption's exit.
 
@@ -133,8 +139,7 @@ class Trainer(pl.Trainer):
         preemption = self.fit_callbacks.preemption
         preemption.arm()  # a SIGTERM/SIGUSR1 from here on ends in exit 75 (with a checkpoint if a step ran)
         try:
-            check_strategy_before_launch(self, args[0] if args else kwargs.get("model"))
-            before_launch(self, args, kwargs)
+            check_fit_before_launch(self, args[0] if args else kwargs.get("model"), fit_data(args, kwargs))
             if len(args) >= 5:
                 args = (*args[:4], resolve_ckpt_path(self, args[4], self.fit_run.trust), *args[5:])
                 ckpt_path = args[4]
@@ -169,15 +174,40 @@ def checked_compile_option(value: Any, strategy: Any) -> dict[str, Any] | None:
     return options
 
 
-def check_strategy_before_launch(trainer: pl.Trainer, model: Any) -> None:
-    """The strategy-config checks of strategies/checks.py, in the launching process (one message, before any rank)."""
+def check_fit_before_launch(trainer: Trainer, model: Any, data: Any) -> None:
+    """Every check ``fit`` runs before Lightning starts a rank (``flashdist launch`` runs them before torchrun).
+
+    In order of cost: the strategy config; the DataModule's own ``before_launch`` (the language-
+    model one tokenizes); then, when the strategy config has keys that need them, the same checks
+    with the step plan and the loader's batch size, where the launching process can know them
+    (``data``: the DataLoader or DataModule given to ``fit``).
+
+    Example:
+        >>> check_fit_before_launch(trainer, task, datamodule)  # doctest: +SKIP
+    """
+    check_strategy_before_launch(trainer, model)
+    datamodule_before_launch(trainer, model, data)
+    if needs_step_plan(trainer.strategy):
+        check_strategy_before_launch(trainer, model, data)
+
+
+def check_strategy_before_launch(trainer: pl.Trainer, model: Any, data: Any = None) -> None:
+    """The strategy-config checks of strategies/checks.py, in the launching process (one message, before any rank).
+
+    With ``data`` (a DataLoader or DataModule), also the keys that need the step plan, when it can be known.
+    """
     algorithm = trainer.gradient_clip_algorithm
+    plannable = data is not None and needs_step_plan(trainer.strategy)
+    plan, micro_batch_size = plan_before_launch(trainer, data) if plannable else (None, None)
     facts = LaunchFacts(
         precision=str(trainer.precision),
         gradient_clip_val=trainer.gradient_clip_val,
         gradient_clip_algorithm=getattr(algorithm, "value", algorithm),
         accumulate_grad_batches=trainer.accumulate_grad_batches,
         task=model,
+        plan=plan,
+        micro_batch_size=micro_batch_size,
+        data_parallel_size=data_parallel_size(trainer) if plannable else None,  # FSDP2's needs its device mesh
     )
     check_before_launch(trainer.strategy, facts)
 
@@ -195,18 +225,23 @@ def check_max_tokens(max_tokens: Any, kwargs: dict[str, Any]) -> int | None:
     return max_tokens
 
 
-def before_launch(trainer: Trainer, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+def fit_data(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """The DataModule or train loader(s) ``fit(*args, **kwargs)`` was given (None if neither)."""
+    datamodule = kwargs.get("datamodule")
+    if datamodule is None and len(args) >= 4:
+        datamodule = args[3]
+    if datamodule is not None:
+        return datamodule
+    return args[1] if len(args) >= 2 else kwargs.get("train_dataloaders")  # Lightning accepts a DataModule there too
+
+
+def datamodule_before_launch(trainer: Trainer, model: Any, data: Any) -> None:
     """Let a DataModule check itself against the model (and prepare) before Lightning starts any rank.
 
     Duck-typed: a DataModule with ``before_launch(model, default_root_dir)`` (the language-model
     one) is called here, in the launching process, so its ConfigErrors come once, before launch.
     """
-    model = args[0] if args else kwargs.get("model")
-    datamodule = kwargs.get("datamodule")
-    if datamodule is None and len(args) >= 4:
-        datamodule = args[3]
-    if datamodule is None and len(args) >= 2 and hasattr(args[1], "before_launch"):
-        datamodule = args[1]  # Lightning accepts a DataModule in train_dataloaders' place
+    datamodule = data if isinstance(data, pl.LightningDataModule) or hasattr(data, "before_launch") else None
     if trainer.max_tokens is not None and datamodule is not None and getattr(datamodule, "tokens_per_sample", 0) is None:
         raise ConfigError(
             f"trainer.max_tokens={trainer.max_tokens} is a token budget, but the data's samples hold varying numbers of tokens "

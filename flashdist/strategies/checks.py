@@ -2,8 +2,10 @@
 
 ``flashdist.Trainer`` calls :func:`check_precision` at construction and
 :func:`check_before_launch` at the top of ``fit`` (so ``flashdist fit`` refuses in the
-launching process, exit code 2); each rank later repeats only what needs the data loader (the
-DeepSpeed batch and step counts, filled from the step plan).
+launching process, exit code 2), and again with the step plan and the loader's batch size
+when the launching process can know them (runtime/planning.py ``plan_before_launch``), so a
+contradicting DeepSpeed ``train_batch_size`` or ``total_num_steps`` is refused there too. Each
+rank repeats only what could not be known before launch.
 
 Each check is its own function over plain facts (:class:`LaunchFacts`), so a new one is one
 more function called from :func:`check_before_launch`.
@@ -15,7 +17,8 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from flashdist.errors import ConfigError
-from flashdist.strategies.deepspeed_config import AutoValues, fill_auto_config, task_optimizer_if_given
+from flashdist.plan import StepPlan
+from flashdist.strategies.deepspeed_config import PLANNED_KEYS, AutoValues, fill_auto_config, task_optimizer_if_given
 
 # Lightning's FSDP2 path (ModelParallelStrategy) accepts only these.
 FSDP2_PRECISIONS = ("32-true", "bf16-mixed", "bf16-true", "16-true")
@@ -30,6 +33,10 @@ class LaunchFacts:
     gradient_clip_algorithm: str | None
     accumulate_grad_batches: int
     task: Any  # the LightningModule (its learning_rate, weight_decay, specs, modules)
+    # Known before launch only when the launching process sees the training loader (else None).
+    plan: StepPlan | None = None
+    micro_batch_size: int | None = None
+    data_parallel_size: int | None = None
 
 
 def check_before_launch(strategy: Any, facts: LaunchFacts) -> None:
@@ -100,13 +107,29 @@ def check_deepspeed_config(config: Any, facts: LaunchFacts) -> None:
             "so the Task's param_groups lr_scale / layer_decay would be lost.",
             hint="put the schedule on the Task (lr_scheduler=..., DeepSpeed's warmuplr/warmupdecaylr included): it keeps each group's scale.",
         )
-    values = AutoValues.from_task(task, None, None, precision=facts.precision, gradient_clip_val=facts.gradient_clip_val)
+    values = AutoValues.from_task(task, facts.plan, facts.micro_batch_size, precision=facts.precision,
+                                  gradient_clip_val=facts.gradient_clip_val, data_parallel_size=facts.data_parallel_size)
     fill_auto_config(
         config,
         replace(values, accumulate_grad_batches=facts.accumulate_grad_batches),
         task_has_scheduler=getattr(task, "scheduler_spec", None) is not None,
         task_optimizer=task_optimizer_if_given(task),
+        before_launch=True,
     )
+
+
+def needs_step_plan(strategy: Any) -> bool:
+    """Whether the strategy's config has keys that only the loader's batch size or the step plan decide.
+
+    Example:
+        >>> needs_step_plan("ddp")
+        False
+    """
+    if not _is_deepspeed(strategy) or not isinstance(strategy.config, dict):
+        return False
+    scheduler_params = (strategy.config.get("scheduler") or {}).get("params") or {}
+    present = {key for key in strategy.config} | {f"scheduler.params.{key}" for key in scheduler_params}
+    return any(key in present for key in PLANNED_KEYS)
 
 
 def check_fsdp1_groups(strategy: Any, task: Any) -> None:

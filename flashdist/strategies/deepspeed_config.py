@@ -25,10 +25,12 @@ DeepSpeed integration (``HfTrainerDeepSpeedConfig.trainer_config_process``/``_fi
   ``"0.1dur"`` or ``"1ep"`` is resolved by the plan), ``warmup_max_lr`` (lr),
   ``warmup_min_lr`` (0).
 
-The fill runs twice. Before any process starts (``plan=None`` in :class:`AutoValues`), every
-value that does not need the data loader is filled or checked, and every ``"auto"`` that
-cannot be derived is named in one ``ConfigError``; inside each rank, once the step plan is
-known, the batch and step counts are filled.
+The fill runs twice. Before any process starts (``before_launch=True``), every value is
+filled or checked whose inputs the launching process knows: all but the batch and step counts
+always, the batch counts when the training loader's batch size is known there, and the step
+counts when the step plan is (the loader, or a DataModule's ``train_loader_before_launch()``,
+runtime/planning.py); every ``"auto"`` that cannot be derived is named in one ``ConfigError``.
+Inside each rank the same fill runs with the real loader and plan, for what was unknown before.
 
 An optimizer named both on the Task (``optimizer=`` passed at all, even the default name)
 and in the config is refused, as is a scheduler in both: one of them would be silently
@@ -63,21 +65,19 @@ _TORCH_BY_DS_TYPE: dict[str, type[torch.optim.Optimizer]] = {
     "adagrad": torch.optim.Adagrad,
 }
 HIDDEN_SIZE_KEYS = ("reduce_bucket_size", "stage3_prefetch_bucket_size", "stage3_param_persistence_threshold")
-# Filled inside each rank, from the step plan (they need the real data loader).
-PLANNED_KEYS = (
-    "train_micro_batch_size_per_gpu",
-    "train_batch_size",
-    "scheduler.params.total_num_steps",
-    "scheduler.params.warmup_num_steps",
-)
+# Need the training loader's batch size, and the step plan: known before launch only when the
+# launching process can see the loader (else filled inside each rank).
+BATCH_KEYS = ("train_micro_batch_size_per_gpu", "train_batch_size")
+SCHEDULE_KEYS = ("scheduler.params.total_num_steps", "scheduler.params.warmup_num_steps")
+PLANNED_KEYS = (*BATCH_KEYS, *SCHEDULE_KEYS)
 
 
 @dataclass(frozen=True)
 class AutoValues:
     """What the harness knows that a DeepSpeed config may leave as ``"auto"``.
 
-    ``plan`` (and ``micro_batch_size``) are None before launch: the values that need them are
-    then left for the in-rank fill.
+    ``plan`` and ``micro_batch_size`` may be None before launch (the launching process cannot
+    see the loader): the values that need them are then left for the in-rank fill.
     """
 
     learning_rate: float | None
@@ -94,7 +94,7 @@ class AutoValues:
     @classmethod
     def from_task(
         cls, task: Any, plan: StepPlan | None, micro_batch_size: int | None, *, precision: str = "32-true",
-        gradient_clip_val: float | None = None,
+        gradient_clip_val: float | None = None, data_parallel_size: int | None = None,
     ) -> AutoValues:
         hidden, source = hidden_size_of(task)
         return cls(
@@ -102,7 +102,7 @@ class AutoValues:
             weight_decay=getattr(task, "weight_decay", None),
             micro_batch_size=micro_batch_size,
             accumulate_grad_batches=plan.accumulate_grad_batches if plan is not None else 1,
-            data_parallel_size=plan.data_parallel_size if plan is not None else None,
+            data_parallel_size=plan.data_parallel_size if plan is not None else data_parallel_size,
             plan=plan,
             precision=str(precision),
             gradient_clip_val=gradient_clip_val,
@@ -167,10 +167,12 @@ def fill_auto_config(
     *,
     task_has_scheduler: bool = False,
     task_optimizer: OptimizerSpec | None = None,
+    before_launch: bool = False,
 ) -> dict[str, Any]:
     """A copy of ``config`` with every ``"auto"`` filled and every concrete value checked.
 
-    With ``values.plan`` None (before launch) the batch and step counts stay ``"auto"``.
+    ``before_launch``: a None batch size or plan means "not known yet" (their keys stay as
+    given, for the in-rank fill), not "not set".
 
     Example:
         >>> from flashdist.plan import plan_steps
@@ -182,9 +184,9 @@ def fill_auto_config(
         (54, 57)
     """
     out = copy.deepcopy(dict(config))
-    planned = values.plan is not None
     micro, accumulate = values.micro_batch_size, values.accumulate_grad_batches
-    if planned:
+    batch_known = micro is not None or not before_launch
+    if batch_known:
         _fill(out, "train_micro_batch_size_per_gpu", micro, "the training DataLoader's batch_size")
         global_batch = micro * accumulate * values.data_parallel_size if micro is not None and values.data_parallel_size else None
         _fill(out, "train_batch_size", global_batch, "batch_size × accumulate_grad_batches × data-parallel size")
@@ -198,7 +200,8 @@ def fill_auto_config(
     if "scheduler" in out:
         check_scheduler_not_doubled(out, task_has_scheduler)
         out["scheduler"] = _fill_scheduler(out["scheduler"], values)
-    leftovers = [path for path in _auto_paths(out) if planned or path not in PLANNED_KEYS]
+    unknown = (() if batch_known else BATCH_KEYS) + (() if values.plan is not None else SCHEDULE_KEYS)
+    leftovers = [path for path in _auto_paths(out) if path not in unknown]
     if leftovers:
         raise ConfigError(
             f"the DeepSpeed config has 'auto' values flashdist cannot fill: {leftovers}.",

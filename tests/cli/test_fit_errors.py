@@ -129,6 +129,10 @@ STRATEGY_CASES = {
     "deepspeed optimizer in both places": (
         {**_ZERO2, "optimizer": {"type": "AdamW", "params": {"lr": "auto"}}}, [],
         ["optimizer is given both in the DeepSpeed config ('AdamW') and on the Task (optimizer=adamw())"]),
+    # The plan-dependent keys, from the DataModule's batch size (32) × accumulation (1) × 2 ranks.
+    "deepspeed train_batch_size contradicts the data": (
+        {**_ZERO2, "train_batch_size": 999}, [],
+        ["train_batch_size=999 contradicts batch_size × accumulate_grad_batches × data-parallel size = 64"]),
     "deepspeed clips by value": (
         "deepspeed_stage_2", ["--trainer.gradient_clip_val=0.5", "--trainer.gradient_clip_algorithm=value"],
         ["gradient_clip_algorithm='value' with a DeepSpeed strategy", "gradient_clip_algorithm='norm'"]),

@@ -282,3 +282,15 @@ def test_every_restore_reads_the_checkpoint_through_strategy_load_checkpoint(tmp
     resumed.fit(_Probe(), loader, ckpt_path=str(checkpoint))
     resumed.validate(_Probe(), loader, ckpt_path=str(checkpoint))
     assert read == [str(checkpoint)] * 2 and resumed.global_step == 10
+
+
+@pytest.mark.parametrize("use_distributed_sampler", [True, False])
+@pytest.mark.parametrize("devices", [1, 2])
+def test_distributed_sampler_injected_is_what_the_data_connector_decides(tmp_path, devices, use_distributed_sampler):
+    import lightning.pytorch as pl
+
+    trainer = pl.Trainer(default_root_dir=tmp_path, accelerator="cpu", devices=devices, strategy="ddp" if devices > 1 else "auto",
+                         use_distributed_sampler=use_distributed_sampler, logger=False)
+    loader = DataLoader(TensorDataset(torch.zeros(8, 2)), batch_size=2, shuffle=True)
+    assert compat.distributed_sampler_injected(trainer) == trainer._data_connector._requires_distributed_sampler(loader)
+    assert compat.distributed_sampler_injected(trainer) == (devices > 1 and use_distributed_sampler)

@@ -118,3 +118,34 @@ def test_launch_reports_preemption_with_the_fits_own_exit_code():
 
     assert process.EXIT_PREEMPTED == EXIT_PREEMPTED
     assert set(process.PREEMPTION_SIGNALS) <= set(process.FORWARDED_SIGNALS)
+
+
+BAD_BATCH = {"zero_optimization": {"stage": 2}, "train_batch_size": 999}
+BAD_BATCH_MESSAGE = "train_batch_size=999 contradicts batch_size × accumulate_grad_batches × data-parallel size = 16"
+
+
+@pytest.mark.multiprocess
+def test_launch_checks_the_fit_config_before_torchrun_one_message_no_process(tmp_path):
+    # run.yaml: batch 8 per rank, 2 ranks, no accumulation: a global batch of 16, known before torchrun.
+    bad = tmp_path / "ds.json"
+    bad.write_text(json.dumps(BAD_BATCH))
+    proc = run_cli(["launch", "--nproc-per-node", "2", "--", *fit_command(tmp_path, f"--trainer.strategy={bad}")], timeout_s=180)
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 2 and output.count(BAD_BATCH_MESSAGE) == 1 and "HINT:" in output, describe(proc)
+    assert "--rdzv-backend" not in output and "[rank: 1]" not in output  # torchrun's command never printed nor run, no rank 1
+
+
+@pytest.mark.multiprocess
+def test_under_plain_torchrun_a_config_error_is_printed_by_rank_zero_only(tmp_path):
+    import sys
+    from pathlib import Path
+
+    bad = tmp_path / "ds.json"
+    bad.write_text(json.dumps(BAD_BATCH))
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", str(free_port())]
+    command = [*torchrun, "--no-python", *flashdist_cli(), *fit_command(tmp_path, f"--trainer.strategy={bad}")[1:]]
+    proc = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=240, env={**os.environ, **CHILD_ENV})
+    output = proc.stdout + proc.stderr
+    assert proc.returncode != 0 and output.count(BAD_BATCH_MESSAGE) == 1, describe(proc)
+    assert "exitcode  : 2" in output  # both workers failed with flashdist's config-error status (torchrun's report)
+    assert not Path(tmp_path, "summary.json").exists()

@@ -6,7 +6,8 @@ strategy, accumulate_grad_batches, max_epochs, max_steps, limit_train_batches, o
 lr_scheduler, learning_rate, weight_decay, hidden, seed, ckpt_path, checkpoint_every_n_steps,
 extra_trainer (dict), checkpoint_every_n_epochs, stop_after_epochs, shard_module_classes (fsdp
 block class names), accelerator, lightning_fsdp1 (Lightning's FSDPStrategy object), model ("blocks": BlockNet), param_groups,
-layer_decay, dump_params_after_step (k: the full parameters after update k, params_step{k}.pt). `strategy` may also be a DeepSpeed config dict or a JSON path.
+layer_decay, dump_params_after_step (k: the full parameters after update k, params_step{k}.pt), list_sampler (the
+loader's sampler a plain list of indices: a custom sampler, whose sharding only the ranks know). `strategy` may also be a DeepSpeed config dict or a JSON path.
 Writes summary.json / lr.csv into `root`, and fit_extra.json (rank 0: the innermost
 optimizer, its param groups, per-batch losses, the DeepSpeed engine's own step count,
 the FSDP-sharded modules).
@@ -175,7 +176,8 @@ def main(config: dict) -> None:
         callbacks=callbacks,
         **config.get("extra_trainer", {}),
     )
-    loader = DataLoader(TensorDataset(x, y), batch_size=config.get("batch_size", 8), drop_last=config.get("drop_last", False))
+    sampler = list(range(n)) if config.get("list_sampler") else None
+    loader = DataLoader(TensorDataset(x, y), batch_size=config.get("batch_size", 8), drop_last=config.get("drop_last", False), sampler=sampler)
     trainer.fit(task, loader, ckpt_path=config.get("ckpt_path"))
     write_extra(trainer, recorder, config["root"])
 

@@ -183,13 +183,13 @@ def test_hidden_size_keys_without_a_hidden_size_are_refused_naming_them():
 def test_before_launch_the_plan_values_stay_auto_and_everything_else_is_checked():
     before = replace(VALUES, plan=None, micro_batch_size=None, data_parallel_size=None, hidden_size=32)
     config = {**HF_STYLE, **ZERO3_AUTO, "gradient_clipping": "auto", "bf16": {"enabled": "auto"}}
-    filled = fill_auto_config(config, before)
+    filled = fill_auto_config(config, before, before_launch=True)
     assert filled["train_micro_batch_size_per_gpu"] == filled["train_batch_size"] == "auto"
     assert filled["scheduler"]["params"]["total_num_steps"] == "auto"
     assert filled["gradient_accumulation_steps"] == 3 and filled["gradient_clipping"] == 0.0
     assert filled["optimizer"]["params"]["lr"] == 1e-3 and filled["zero_optimization"]["reduce_bucket_size"] == 1024
     with pytest.raises(ConfigError, match=r"cannot fill: \['steps_per_print'\]"):
-        fill_auto_config({**config, "steps_per_print": "auto"}, before)
+        fill_auto_config({**config, "steps_per_print": "auto"}, before, before_launch=True)
 
 
 def test_is_offloaded():

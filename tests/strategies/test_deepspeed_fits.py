@@ -138,3 +138,19 @@ def test_deepspeed_schedules_from_the_registry_train_under_deepspeed_and_max_ste
     assert extra["engine_global_steps"] == extra["global_step"] == 7
     assert summary["planned_warmup_steps"] == 2  # ceil(0.2 × 7)
     assert _lr_column(tmp_path) == _deepspeed_warmup_decay_lrs(total=7, warmup=2, peak=0.01)
+
+
+@pytest.mark.multiprocess
+def test_a_contradiction_only_the_ranks_can_find_is_printed_once_and_every_rank_exits(tmp_path):
+    # A custom sampler: the launching process cannot know how Lightning shards it, so the step
+    # plan (2 steps: 32 samples, 2 ranks, batch 8) and the config's total are checked inside each
+    # rank, where both ranks find the same contradiction.
+    config = {"zero_optimization": {"stage": 2}, "optimizer": {"type": "AdamW", "params": {"lr": "auto"}},
+              "scheduler": {"type": "WarmupDecayLR", "params": {"total_num_steps": 99, "warmup_num_steps": "auto"}}}
+    proc = run_fit(tmp_path, strategy=config, optimizer=None, lr_scheduler=None, list_sampler=True, dataset_size=32, max_epochs=1,
+                   expect_ok=False)
+    output = proc["stdout"] + proc["stderr"]
+    message = "scheduler.params.total_num_steps=99 contradicts the step plan's total optimizer steps = 2"
+    assert proc["returncode"] != 0 and output.count(message) == 1, output[-6000:]
+    assert "initializing deepspeed distributed: GLOBAL_RANK: 1" in output  # it was the ranks that found it
+    assert not (tmp_path / "summary.json").exists()

@@ -10,7 +10,11 @@ One ``torchrun`` of 2 CPU processes runs every fit of this module one after the 
   and the parameters after step 1 are compared with a one-process reference computed here in
   plain torch (groups, scales and decay written out by hand), and ``lr.csv``'s per-group
   columns with schedule × base LR × each group's scale at every step.
-- bf16 fits: ``bf16-mixed`` and ``bf16-true`` on each strategy, 2 steps, exact ledger.
+- bf16 fits: ``bf16-mixed`` and ``bf16-true`` on each strategy, 2 steps, exact ledger; and the
+  stock Hugging Face ZeRO-2 / ZeRO-3 JSON files (unchanged: offloaded AdamW, WarmupLR, every
+  value "auto") with ``bf16-mixed``.
+- Clip by value (``gradient_clip_algorithm="value"``) on ddp and fsdp (DeepSpeed refuses it
+  before launch): the parameters after step 1 equal a one-process ``clip_grad_value_`` reference.
 """
 
 from __future__ import annotations
@@ -41,6 +45,12 @@ PARITY = dict(
     layer_decay=0.5, dump_params_after_step=1, extra_trainer={"gradient_clip_val": CLIP},
 )
 BF16 = dict(model="blocks", dataset_size=64, batch_size=BATCH, max_steps=2, max_epochs=1, weight_decay=WEIGHT_DECAY, layer_decay=0.5)
+HF_CONFIGS = ["hf_ds_config_zero2.json", "hf_ds_config_zero3.json"]
+# 64 samples, batch 8, 2 ranks, accumulation 2: 4 micro-batches per rank, 2 optimizer steps.
+HF_BF16 = dict(dataset_size=64, batch_size=BATCH, accumulate_grad_batches=2, max_epochs=1, optimizer=None, lr_scheduler=None,
+               extra_trainer={"precision": "bf16-mixed"})
+CLIP_VALUE = 0.002  # below most gradient entries at step 1: clamping is active
+VALUE_STRATEGIES = ["ddp", "fsdp"]
 
 # The groups as the rules define them, written out: (names, lr scale, weight decay), in the
 # order their first parameter appears. Layers: embed 0, blocks.0 1, blocks.1 2, norm and head 3;
@@ -58,6 +68,9 @@ def runs(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("parity")
     configs = [dict(PARITY, strategy=s, root=str(root / s)) for s in STRATEGIES]
     configs += [dict(BF16, strategy=s, root=str(root / f"{s}-{p}"), extra_trainer={"precision": p}) for p in PRECISIONS for s in STRATEGIES]
+    configs += [dict(HF_BF16, strategy=str(REPO / "tests" / "strategies" / name), root=str(root / f"{name}-bf16")) for name in HF_CONFIGS]
+    by_value = {"gradient_clip_val": CLIP_VALUE, "gradient_clip_algorithm": "value"}
+    configs += [dict(PARITY, strategy=s, root=str(root / f"{s}-value"), max_steps=1, extra_trainer=by_value) for s in VALUE_STRATEGIES]
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", str(_free_port()),
                str(REPO / "tests" / "scripts" / "fit_matrix.py"), json.dumps(configs)]
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
@@ -66,8 +79,8 @@ def runs(tmp_path_factory) -> Path:
     return root
 
 
-def _reference() -> tuple[float, dict[str, torch.Tensor]]:
-    """Step 1 in one process: the global batch (both ranks' first micro-batches), clip, SGD with the groups above."""
+def _reference(clip: str = "norm") -> tuple[float, dict[str, torch.Tensor]]:
+    """Step 1 in one process: the global batch (both ranks' first micro-batches), clip (by norm or value), SGD with the groups above."""
     from tests.scripts.fit_tiny import BlockNet
 
     torch.manual_seed(0)  # fit_tiny: seed_everything(0), then the model (the data has its own generator)
@@ -80,7 +93,11 @@ def _reference() -> tuple[float, dict[str, torch.Tensor]]:
     nn.functional.cross_entropy(model(x[first]), y[first]).backward()
     named = dict(model.named_parameters())
     norm = float(torch.nn.utils.get_total_norm([p.grad for p in named.values()]))
-    torch.nn.utils.clip_grad_norm_(list(named.values()), CLIP)
+    if clip == "norm":
+        torch.nn.utils.clip_grad_norm_(list(named.values()), CLIP)
+    else:
+        assert sum(int((p.grad.abs() > CLIP_VALUE).sum()) for p in named.values()) > 0  # clamping changes step 1
+        torch.nn.utils.clip_grad_value_(list(named.values()), CLIP_VALUE)
     groups = [{"params": [named[n] for n in names], "lr": LEARNING_RATE * scale, "weight_decay": wd} for names, scale, wd in GROUPS]
     torch.optim.SGD(groups, lr=LEARNING_RATE).step()  # step 1 of linear decay without warmup: multiplier 1
     return norm, {f"model.{name}": p.detach().clone() for name, p in named.items()}
@@ -136,3 +153,43 @@ def test_bf16_trains_on_every_strategy(runs, strategy, precision):
         assert extra["deepspeed_config"]["bf16"]["enabled"] is True
     if precision == "bf16-true" and not strategy.startswith("deepspeed"):
         assert extra["param_dtype"] == "torch.bfloat16"
+
+
+@pytest.mark.parametrize("name", HF_CONFIGS)
+def test_the_stock_hugging_face_configs_train_unchanged_in_bf16(runs, name):
+    from tests.strategies.test_deepspeed_fits import _deepspeed_warmup_lrs
+
+    root = runs / f"{name}-bf16"
+    summary = json.loads((root / "summary.json").read_text())
+    extra = json.loads((root / "fit_extra.json").read_text())
+    assert summary["planned_total_steps"] == summary["optimizer_steps"] == summary["scheduler_steps"] == 2
+    assert extra["engine_global_steps"] == extra["global_step"] == 2
+    filled = extra["deepspeed_config"]
+    assert filled["bf16"]["enabled"] is True and filled["fp16"]["enabled"] is False  # "auto" from precision="bf16-mixed"
+    assert extra["optimizer_class"] == "DeepSpeedCPUAdam" and extra["param_dtype"] == "torch.bfloat16"
+    assert all(math.isfinite(loss) for _, _, loss in extra["losses"])
+    _, rows = _lr_rows(root)
+    assert [row[0] for row in rows] == _deepspeed_warmup_lrs(total=2, warmup=1, peak=0.01)
+    assert all(math.isfinite(row[-1]) and row[-1] > 0 for row in rows)
+
+
+@pytest.fixture(scope="module")
+def value_reference() -> tuple[float, dict[str, torch.Tensor]]:
+    return _reference(clip="value")
+
+
+@pytest.mark.parametrize("strategy", VALUE_STRATEGIES)
+def test_clip_by_value_gives_the_one_process_update_on_ddp_and_fsdp(runs, value_reference, strategy):
+    ref_norm, ref_params = value_reference
+    root = runs / f"{strategy}-value"
+    summary = json.loads((root / "summary.json").read_text())
+    assert summary["planned_total_steps"] == summary["optimizer_steps"] == 1
+    _, rows = _lr_rows(root)
+    assert math.isclose(rows[0][-1], ref_norm, rel_tol=1e-5)  # grad_norm is the pre-clip norm
+    params = torch.load(root / "params_step1.pt")
+    for name, value in params.items():
+        torch.testing.assert_close(value, ref_params[name], rtol=1e-5, atol=1e-6, msg=f"{strategy}: {name} after a clipped-by-value step 1")
+    # And the two strategies against each other: the same clamped update, not only near a reference.
+    other = torch.load(runs / f"{VALUE_STRATEGIES[0]}-value" / "params_step1.pt")
+    for name, value in params.items():
+        torch.testing.assert_close(value, other[name], rtol=1e-5, atol=1e-6)

@@ -14,8 +14,12 @@ import argparse
 import shlex
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from flashdist.errors import ConfigError
+
+if TYPE_CHECKING:
+    from flashdist.launching.torchrun import TorchrunSpec
 
 HELP = "run a command under torchrun (one or many nodes)"
 
@@ -97,7 +101,7 @@ def flashdist_fit_arguments(command: list[str]) -> list[str] | None:
     return rest if rest[:1] == ["fit"] else None
 
 
-def check_before_torchrun(spec, fit_argv: list[str]) -> int:
+def check_before_torchrun(spec: TorchrunSpec, fit_argv: list[str]) -> int:
     """Run ``flashdist fit``'s checks in one process, as the node's first worker would see the job; its status.
 
     Every worker would otherwise run them at once and each print the same ConfigError. The

@@ -9,6 +9,8 @@ Data flow, and who does what:
    backbone's), checks ``seq_length`` against the model's positions and the tokenizer's
    vocabulary against its embeddings, and — in a process that is not yet one of several
    ranks — tokenizes into the cache, so "no sequence of seq_length tokens" fails before launch.
+   ``train_loader_before_launch()`` then reads that cache, so the step plan (and DeepSpeed's
+   batch and step counts) are checked before launch too.
 3. ``prepare_data`` (Lightning: global rank 0 only, the other ranks wait at its barrier):
    tokenizes into the cache if it is not there (the torchrun / SLURM case, where every rank
    starts at once).
@@ -108,6 +110,7 @@ class LanguageModelingDataModule(LightningDataModule):
         self.seed = int(seed)
         self.train_set: LMDataset | None = None
         self.val_set: LMDataset | None = None
+        self._launch_root: str | Path | None = None  # before_launch's default_root_dir
 
     @property
     def tokens_per_sample(self) -> int | None:
@@ -149,8 +152,26 @@ class LanguageModelingDataModule(LightningDataModule):
     def before_launch(self, model: Any, default_root_dir: str | Path) -> None:
         """Called by ``flashdist.Trainer.fit`` before any rank starts (see the module docstring)."""
         self.bind_model(model)
+        self._launch_root = default_root_dir
         if not _is_one_of_several_ranks():
             build_cache(self._cache_root(default_root_dir), self.recipe(), rank=0)
+
+    def train_loader_before_launch(self) -> DataLoader | None:
+        """The train loader, for ``flashdist.Trainer.fit`` to plan steps before any rank starts; None if not known yet.
+
+        Known once ``before_launch`` has the cache (it tokenizes in a process that is not yet a
+        rank; under torchrun the ranks do, so nothing is known before). Reads the memory-mapped
+        cache, which ``setup`` then reuses in this process.
+        """
+        root = self._launch_root
+        if root is None:
+            return None
+        if self.train_set is None:
+            path = cache_path(self._cache_root(root), self.recipe())
+            if not path.exists():
+                return None
+            self._read_cache(path)
+        return self.train_dataloader()
 
     def recipe(self) -> Recipe:
         source = getattr(self, "_bound_tokenizer", None) or self.tokenizer
@@ -176,8 +197,6 @@ class LanguageModelingDataModule(LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is not None:
             return
-        import datasets
-
         self._bind_from_trainer()
         recipe = self.recipe()
         path = cache_path(self._cache_root(), recipe)
@@ -185,6 +204,11 @@ class LanguageModelingDataModule(LightningDataModule):
             # Rank 0 built it, but this node does not see rank 0's filesystem.
             rank_zero_warn(f"flashdist: {path} is not visible here; tokenizing on this rank too (set data.cache_dir to shared storage).")
             build_cache(self._cache_root(), recipe, rank=self.trainer.global_rank if self.trainer is not None else 0)
+        self._read_cache(path)
+
+    def _read_cache(self, path: Path) -> None:
+        import datasets
+
         parts = datasets.load_from_disk(str(path))
         per_sample = self.seq_length if self.packing else None
         self.train_set = LMDataset(parts["train"], per_sample)

@@ -95,7 +95,10 @@ def check_gradient_clipping(strategy: Any, gradient_clip_val: float | None, grad
 
 
 def check_deepspeed_config(config: Any, facts: LaunchFacts) -> None:
-    """Fill the config's plan-independent ``"auto"`` values once, in the launching process, to refuse early."""
+    """Fill the config's ``"auto"`` values once, in the launching process, to refuse early.
+
+    The batch and step counts too when ``facts`` carry the loader's batch size and the step plan.
+    """
     if not isinstance(config, dict):
         return
     task = facts.task

@@ -165,3 +165,17 @@ def test_a_token_duration_or_budget_without_packing_is_refused_before_launch(tmp
     trainer = flashdist.Trainer(default_root_dir=str(tmp_path), accelerator="cpu", devices=1, max_tokens=4096, logger=False)
     with pytest.raises(ConfigError, match=r"max_tokens=4096 is a token budget, but .* \(packing is off\)"):
         trainer.fit(CausalLM("tiny-llama"), datamodule=data)
+
+
+def test_the_step_plan_is_known_before_launch_once_before_launch_tokenized(tmp_path):
+    import flashdist
+    from flashdist.runtime.planning import plan_before_launch
+
+    rows = [{"text": "hello world " * 8}] * 6  # 97 tokens each with EOS: 582 // 8 = 72 packed sequences
+    data = LanguageModelingDataModule(train_files=str(_jsonl(tmp_path / "t.jsonl", rows)), seq_length=8, batch_size=4)
+    trainer = flashdist.Trainer(default_root_dir=tmp_path, accelerator="cpu", devices=2, strategy="ddp", max_epochs=1, logger=False)
+    assert plan_before_launch(trainer, data) == (None, None)  # nothing tokenized yet
+    data.before_launch(CausalLM(backbone="tiny-llama"), tmp_path)
+    plan, batch_size = plan_before_launch(trainer, data)
+    assert len(data.train_set) == 72 and batch_size == 4
+    assert (plan.micro_batches_per_epoch_per_rank, plan.planned_total_steps, plan.tokens_per_step) == (9, 9, 2 * 4 * 8)

@@ -25,15 +25,26 @@ class ConfigError(ValueError):
         super().__init__(" ".join(parts))
 
 
-def require_positive_int(value: object, what: str) -> int:
-    """``value`` when it is an int of at least 1 (a bool is not); else a ConfigError naming ``what``.
+def require_int_at_least(value: object, what: str, minimum: int = 1) -> int:
+    """``value`` when it is an int (a bool is not) of at least ``minimum``; else a ConfigError naming ``what``.
 
-    The one positive-int check of the plan, the launcher and the specs.
+    The one integer check of the plan, the launcher, the specs and the data modules.
+
+    Example:
+        >>> require_int_at_least(2, "num_classes=2", minimum=2)
+        2
+    """
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        wanted = "a positive integer" if minimum == 1 else f"an int of at least {minimum}"
+        raise ConfigError(f"{what} must be {wanted}.", accepted=f"{minimum}, {minimum + 1}, ...")
+    return value
+
+
+def require_positive_int(value: object, what: str) -> int:
+    """``require_int_at_least(value, what, 1)``.
 
     Example:
         >>> require_positive_int(2, "batch_size=2")
         2
     """
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigError(f"{what} must be a positive integer.", accepted="1, 2, ...")
-    return value
+    return require_int_at_least(value, what, 1)

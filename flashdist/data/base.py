@@ -8,7 +8,7 @@ import torch
 from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from flashdist.errors import ConfigError
+from flashdist.errors import ConfigError, require_int_at_least
 
 
 class TokenDataset(Dataset):
@@ -28,9 +28,7 @@ class TokenDataset(Dataset):
 
 
 def check_positive_int(name: str, value: Any, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ConfigError(f"{name}={value!r} must be an int of at least {minimum}.")
-    return value
+    return require_int_at_least(value, f"{name}={value!r}", minimum)
 
 
 def check_fraction(name: str, value: Any) -> float:

@@ -9,7 +9,7 @@ import torch
 from transformers import ResNetConfig, ResNetForImageClassification
 
 from flashdist.tasks.classification import ClassificationTask
-from flashdist.errors import ConfigError
+from flashdist.errors import ConfigError, require_int_at_least
 
 # torchvision's ResNets, as transformers configs (random init).
 BACKBONES: dict[str, dict[str, Any]] = {
@@ -58,5 +58,4 @@ class ImageClassifier(ClassificationTask):
 
 
 def _check_num_classes(num_classes: Any) -> None:
-    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
-        raise ConfigError(f"num_classes={num_classes!r} must be an int of at least 2.")
+    require_int_at_least(num_classes, f"num_classes={num_classes!r}", minimum=2)

@@ -13,7 +13,7 @@ from typing import Any
 
 from torch import nn
 
-from flashdist.errors import ConfigError
+from flashdist.errors import ConfigError, require_positive_int
 
 _KEYS = ("r", "alpha", "dropout", "target_modules", "merge_on_export")
 
@@ -40,8 +40,7 @@ class LoraSettings:
         if unknown:
             raise ConfigError(f"lora has unknown key(s) {unknown}.", accepted=_KEYS)
         r = lora.get("r", 8)
-        if isinstance(r, bool) or not isinstance(r, int) or r < 1:
-            raise ConfigError(f"lora.r={r!r} must be a positive int.")
+        require_positive_int(r, f"lora.r={r!r}")
         alpha = lora.get("alpha", 16)
         if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or alpha <= 0:
             raise ConfigError(f"lora.alpha={alpha!r} must be a positive number.")

@@ -185,3 +185,37 @@ def test_flashdist_plan_prints_tokens_per_step_and_in_total():
     assert report["planned_total_steps"] == 15259 == -(-2_000_000_000 // (64 * 2048))
     assert report["planned_total_tokens"] == 15259 * 64 * 2048
     assert report["planned_warmup_steps"] == 1526
+
+
+# ---- Lightning's debug settings in `flashdist plan` -----------------------------------------------
+# 200 samples, batch 8, 2 devices → 13 batches per rank per epoch, 3 epochs: 39 steps in a real run.
+DEBUG_RUNS = [
+    pytest.param(["--fast-dev-run"], 1, [1], id="fast-dev-run"),  # alone: Lightning's fast_dev_run=True
+    pytest.param(["--fast-dev-run", "3"], 3, [3], id="fast-dev-run-3"),
+    pytest.param(["--limit-train-batches", "1"], 3, [1, 1, 1], id="limit-1-is-one-batch"),
+    pytest.param(["--limit-train-batches", "1.0"], 39, [13, 13, 13], id="limit-1.0-is-all"),
+]
+
+
+@pytest.mark.parametrize(("flags", "steps", "per_epoch"), DEBUG_RUNS)
+def test_flashdist_plan_shows_what_a_lightning_debug_run_plans(flags, steps, per_epoch):
+    proc = _cli("--dataset-size", "200", "--batch-size", "8", "--devices", "2", "--max-epochs", "3", *flags, "--json")
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    assert (report["planned_total_steps"], report["optimizer_steps_per_epoch"]) == (steps, per_epoch)
+    assert report["fast_dev_run"] == (int(flags[1]) if flags[1:] and flags[0] == "--fast-dev-run" else 1 if flags == ["--fast-dev-run"] else 0)
+
+
+def test_flashdist_plan_reads_fast_dev_run_from_a_config_and_cuts_its_warmup_as_a_fit_does(tmp_path):
+    config = tmp_path / "run.yaml"
+    config.write_text("trainer: {devices: 2, max_epochs: 3, fast_dev_run: true}\n"
+                      "model: {init_args: {lr_scheduler: [linear_schedule_with_warmup, {num_warmup_steps: 500}]}}\n"
+                      "data: {init_args: {num_samples: 200, batch_size: 8}}\n")
+    proc = _cli("--config", str(config))
+    assert proc.returncode == 0, proc.stderr
+    assert "fast_dev_run                  1 batch(es) in 1 epoch" in proc.stdout
+    assert "total optimizer steps         1" in proc.stdout
+    # A fit warns and uses a warmup of the run's length for the smoke run; the plan says the same.
+    assert "--warmup=500 is 500 steps, not less than the 1 planned; fast_dev_run=1: a fit uses 1" in proc.stderr
+    assert "not less than the 39 planned" in _cli("--config", str(config), "--fast-dev-run", "false").stderr  # a real run: refused
+    assert _cli("--config", str(config), "--fast-dev-run", "x").returncode == 2

@@ -13,7 +13,7 @@ import sys
 from typing import Any
 
 from flashdist.errors import ConfigError
-from flashdist.plan import plan_steps
+from flashdist.plan import StepPlan, plan_steps
 from flashdist.strategy_names import FLASHDIST_NAMES
 
 HELP = "print the step plan for a hypothetical cluster, without launching anything"
@@ -36,7 +36,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--accumulate-grad-batches", type=int, default=None)
     parser.add_argument("--max-epochs", type=int, default=None)
     parser.add_argument("--max-steps", type=int, default=None)
-    parser.add_argument("--limit-train-batches", type=_number, default=None, help="int: a cap on batches; float: a fraction")
+    parser.add_argument("--limit-train-batches", type=_number, default=None,
+                        help="int: a cap on batches (1 is one batch); float: a fraction (1.0 is all)")
+    parser.add_argument("--fast-dev-run", type=_fast_dev_run, nargs="?", const=1, default=None, metavar="N",
+                        help="Lightning's smoke run: N batches (no value: 1) in one epoch, whatever the epochs, steps and limits say")
     parser.add_argument("--drop-last", action="store_true", default=None)
     parser.add_argument("--warmup", default=None, help="0.05 (fraction), 500 (steps), '500ba', '2ep', '0.1dur', '2e6tok'")
     parser.add_argument("--seq-length", type=int, default=None,
@@ -95,6 +98,7 @@ def plan_report(
     max_epochs: int | None = None,
     max_steps: int = -1,
     limit_train_batches: int | float | None = None,
+    fast_dev_run: int | bool = 0,
     drop_last: bool = False,
     warmup: Any = None,
     strategy: str = "ddp",
@@ -121,12 +125,11 @@ def plan_report(
         max_epochs=max_epochs,
         max_steps=max_steps,
         limit_train_batches=limit_train_batches,
+        fast_dev_run=fast_dev_run,
         tokens_per_sample=seq_length,
         max_tokens=max_tokens,
     )
-    warmup_steps = plan.resolve_steps(_duration(warmup), what="--warmup") if warmup is not None else None
-    if warmup_steps is not None and warmup_steps >= plan.planned_total_steps:
-        raise ConfigError(f"--warmup={warmup} is {warmup_steps} steps, not less than the {plan.planned_total_steps} planned.")
+    warmup_steps = _warmup_steps(plan, warmup)
     return {
         "strategy": strategy,
         "world_size": world_size,
@@ -137,6 +140,7 @@ def plan_report(
         "max_epochs": plan.max_epochs,
         "max_steps": plan.max_steps,
         "limit_train_batches": limit_train_batches,
+        "fast_dev_run": plan.fast_dev_run,
         "micro_batches_per_epoch_per_rank": plan.micro_batches_per_epoch_per_rank,
         "optimizer_steps_per_epoch": list(plan.optimizer_steps_per_epoch),
         "global_batch_size": plan.global_batch_size,
@@ -149,11 +153,27 @@ def plan_report(
     }
 
 
+def _warmup_steps(plan: StepPlan, warmup: Any) -> int | None:
+    """The warmup in steps; not shorter than the run, it is refused, or under fast_dev_run cut to the run as a fit does."""
+    if warmup is None:
+        return None
+    steps = plan.resolve_steps(_duration(warmup), what="--warmup")
+    if steps < plan.planned_total_steps:
+        return steps
+    message = f"--warmup={warmup} is {steps} steps, not less than the {plan.planned_total_steps} planned"
+    if not plan.fast_dev_run:
+        raise ConfigError(f"{message}.")
+    # A smoke run of a config written for the real run: the fit warns and cuts the warmup (optim/build.py).
+    print(f"flashdist plan: {message}; fast_dev_run={plan.fast_dev_run}: a fit uses {plan.planned_total_steps} for this smoke run only.",
+          file=sys.stderr)
+    return plan.planned_total_steps
+
+
 def _settings(args: argparse.Namespace, required: tuple[str, ...] = ("dataset_size", "batch_size")) -> dict[str, Any]:
     settings: dict[str, Any] = _from_config(args.config) if args.config else {}
     for key in (
         "dataset_size", "batch_size", "num_nodes", "devices", "model_parallel_size", "accumulate_grad_batches",
-        "max_epochs", "max_steps", "limit_train_batches", "drop_last", "warmup", "strategy", "lr_scheduler", "learning_rate",
+        "max_epochs", "max_steps", "limit_train_batches", "fast_dev_run", "drop_last", "warmup", "strategy", "lr_scheduler", "learning_rate",
         "seq_length", "max_tokens",
     ):  # fmt: skip
         value = getattr(args, key)
@@ -178,8 +198,8 @@ def _from_config(path: str) -> dict[str, Any]:
     data = (config.get("data") or {}).get("init_args", config.get("data") or {})
     model = (config.get("model") or {}).get("init_args", {})
     out: dict[str, Any] = {}
-    for key in ("num_nodes", "devices", "accumulate_grad_batches", "max_epochs", "max_steps", "limit_train_batches", "strategy",
-                "max_tokens"):
+    for key in ("num_nodes", "devices", "accumulate_grad_batches", "max_epochs", "max_steps", "limit_train_batches", "fast_dev_run",
+                "strategy", "max_tokens"):
         if trainer.get(key) not in (None, "auto"):
             out[key] = trainer[key]
     if data.get("seq_length") is not None and data.get("packing", True) is not False and "train_files" in data:
@@ -221,6 +241,16 @@ def _count(text: str) -> int:
     return int(value)
 
 
+def _fast_dev_run(text: str) -> int:
+    """``--fast-dev-run`` alone is 1 batch (Lightning's True); ``--fast-dev-run 3`` is 3; true/false as in YAML."""
+    words = {"true": 1, "false": 0}
+    if text.lower() in words:
+        return words[text.lower()]
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of batches (or true/false)")
+    return int(text)
+
+
 def _number(text: str) -> int | float:
     return float(text) if any(c in text for c in ".eE") else int(text)
 
@@ -235,6 +265,8 @@ def _text(report: dict[str, Any]) -> str:
         ("global batch", f"{report['global_batch_size']} samples per optimizer step"),
         ("micro-batches / epoch / rank", report["micro_batches_per_epoch_per_rank"]),
         ("accumulate_grad_batches", report["accumulate_grad_batches"]),
+        *([("fast_dev_run", f"{report['fast_dev_run']} batch(es) in 1 epoch (epochs, steps and limits overridden)")]
+          if report.get("fast_dev_run") else []),
         ("optimizer steps / epoch", shown),
         ("total optimizer steps", report["planned_total_steps"]),
         ("warmup steps", report["planned_warmup_steps"] if report["planned_warmup_steps"] is not None else "-"),
@@ -261,7 +293,6 @@ def _plot(path: str, report: dict[str, Any], settings: dict[str, Any]) -> None:
     import torch
 
     from flashdist.optim import build_lr_scheduler
-    from flashdist.plan import StepPlan
 
     from flashdist.optim import LR_SCHEDULERS
 
@@ -274,7 +305,8 @@ def _plot(path: str, report: dict[str, Any], settings: dict[str, Any]) -> None:
     spec = (name, kwargs, *rest)
     learning_rate = settings.get("learning_rate") or 1e-3
     optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=learning_rate)
-    plan = StepPlan(**{name: report[name] for name in _PLAN_FIELDS}, optimizer_steps_per_epoch=tuple(report["optimizer_steps_per_epoch"]))
+    plan = StepPlan(**{name: report[name] for name in _PLAN_FIELDS}, optimizer_steps_per_epoch=tuple(report["optimizer_steps_per_epoch"]),
+                    fast_dev_run=report["fast_dev_run"])
     scheduler, _ = build_lr_scheduler(optimizer, spec, plan=plan)
     rows = []
     for _ in range(report["planned_total_steps"]):

@@ -5,6 +5,7 @@ All of them run in the launching process, before ``trainer.fit`` starts any othe
 
 from __future__ import annotations
 
+import warnings
 from types import TracebackType
 from typing import Any
 
@@ -39,7 +40,12 @@ def check_task_specs(model_config: Any, section: str = "model") -> None:
             continue
         path = f"{section}.init_args.{key}"
         try:  # numbers written as strings (YAML's 1e-3) included: optim/specs.py refuses them
-            normalize(value, getattr(task_class, registry_name))
+            with warnings.catch_warnings():
+                # Only errors are this check's: the Task is built from the same value right after and
+                # gives its warnings (StepLR's interval note) itself. Python's once-per-place memory
+                # would not hide the repeat: any filter a library adds in between resets it.
+                warnings.simplefilter("ignore")
+                normalize(value, getattr(task_class, registry_name))
         except ConfigError as err:
             raise ConfigError(f"{path}={_yaml(value)}: {err}") from None
 

@@ -35,7 +35,20 @@ def route_for(strategy: Any, plan: Callable[[], StepPlan] | None = None) -> Stra
     return route
 
 
-__all__ = ["OptimizerChoice", "RouteAware", "StrategyRoute", "register_route", "route_for"]
+def route_name(strategy: Any) -> str:
+    """The name of the route a fit under ``strategy`` takes ("ddp", "deepspeed", "fsdp", ...), without making one.
+
+    For checks before launch: :func:`route_for` also hands a route to the strategy, which only a fit should do.
+
+    Example:
+        >>> from lightning.pytorch.strategies import DDPStrategy
+        >>> route_name(DDPStrategy())
+        'ddp'
+    """
+    return next((route.name for kind, route in _ROUTES if isinstance(strategy, kind)), StrategyRoute.name)
+
+
+__all__ = ["OptimizerChoice", "RouteAware", "StrategyRoute", "register_route", "route_for", "route_name"]
 
 
 # The strategy modules register their routes on import; imported last, as they use register_route.

@@ -16,8 +16,12 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Any
 
+import torch
+
 from flashdist.errors import ConfigError
 from flashdist.plan import StepPlan
+from flashdist.strategies import route_name
+from flashdist.strategies.base import check_optimizer_runs_here
 from flashdist.strategies.deepspeed_config import PLANNED_KEYS, AutoValues, fill_auto_config, task_optimizer_if_given
 
 # Lightning's FSDP2 path (ModelParallelStrategy) accepts only these.
@@ -46,6 +50,7 @@ def check_before_launch(strategy: Any, facts: LaunchFacts) -> None:
         >>> check_before_launch(trainer.strategy, LaunchFacts("32-true", None, None, 1, task))  # doctest: +SKIP
     """
     check_gradient_clipping(strategy, facts.gradient_clip_val, facts.gradient_clip_algorithm)
+    check_optimizer_route(strategy, facts.task)
     if _is_deepspeed(strategy):
         check_deepspeed_config(strategy.config, facts)
     if _is_fsdp1(strategy):
@@ -151,6 +156,20 @@ def check_fsdp1_groups(strategy: Any, task: Any) -> None:
             "flattens them into one FlatParameter per unit.",
             hint="keep Lightning's default use_orig_params=True, or use strategy='fsdp' (FSDP2).",
         )
+
+
+def check_optimizer_route(strategy: Any, task: Any) -> None:
+    """An optimizer its provider refuses under this strategy (schedule-free under DeepSpeed, ...), refused before launch.
+
+    Each rank's route would refuse it again when building the optimizer (strategies/base.py); here
+    it is one message, before any process starts.
+    """
+    spec = getattr(task, "optimizer_spec", None)
+    if spec is None:
+        return
+    # The device each rank will train on; a strategy object not yet given its devices trains on CPU here.
+    device = strategy.root_device if getattr(strategy, "parallel_devices", None) else torch.device("cpu")
+    check_optimizer_runs_here(spec, route_name(strategy), device)
 
 
 def _is_deepspeed(strategy: Any) -> bool:

@@ -7,10 +7,14 @@ lr_scheduler, learning_rate, weight_decay, hidden, seed, ckpt_path, checkpoint_e
 extra_trainer (dict), checkpoint_every_n_epochs, stop_after_epochs, shard_module_classes (fsdp
 block class names), accelerator, lightning_fsdp1 (Lightning's FSDPStrategy object), model ("blocks": BlockNet), param_groups,
 layer_decay, dump_params_after_step (k: the full parameters after update k, params_step{k}.pt), list_sampler (the
-loader's sampler a plain list of indices: a custom sampler, whose sharding only the ranks know). `strategy` may also be a DeepSpeed config dict or a JSON path.
+loader's sampler a plain list of indices: a custom sampler, whose sharding only the ranks know),
+val_dataset_size (a validation loader of that size; limit_val_batches then applies, default 1.0;
+without it no validation runs), logger and enable_checkpointing (Lightning's defaults: a
+TensorBoard logger, a ModelCheckpoint). `strategy` may also be a DeepSpeed config dict or a JSON path.
 Writes summary.json / lr.csv into `root`, and fit_extra.json (rank 0: the innermost
-optimizer, its param groups, per-batch losses, the DeepSpeed engine's own step count,
-the FSDP-sharded modules).
+optimizer, its param groups, per-batch losses, validation batches, a schedule-free optimizer's
+train_mode at each train / validation batch, the DeepSpeed engine's own step count, the
+FSDP-sharded modules, how many of the optimizer's parameters are DTensors).
 """
 
 from __future__ import annotations
@@ -73,12 +77,32 @@ class DumpParams(Callback):
             torch.save(full, Path(self.root, f"params_step{self.step}.pt"))
 
 
+def _train_mode(trainer) -> bool | None:
+    """A schedule-free optimizer's mode (its param groups' ``train_mode``); None for other optimizers."""
+    from flashdist.strategies.base import unwrap_optimizer
+
+    groups = unwrap_optimizer(trainer.optimizers[0]).param_groups if trainer.optimizers else []
+    return groups[0].get("train_mode") if groups else None
+
+
 class RecordLosses(Callback):
-    """Per-batch training loss (this rank's), and an optional stop after N epochs."""
+    """Per-batch training loss (this rank's), validation batches, and an optional stop after N epochs."""
 
     def __init__(self, stop_after_epochs: int | None = None):
         self.losses: list[list[float]] = []
+        self.val_batches = 0
+        self.train_modes: list[bool | None] = []
+        self.val_modes: list[bool | None] = []
         self.stop_after_epochs = stop_after_epochs
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        self.train_modes.append(_train_mode(trainer))
+
+    def on_validation_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0):
+        self.val_modes.append(_train_mode(trainer))
+
+    def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0):
+        self.val_batches += 1
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         self.losses.append([trainer.current_epoch, batch_idx, float(outputs["loss"])])
@@ -106,9 +130,17 @@ def write_extra(trainer, recorder: RecordLosses, root: str) -> None:
             {"lr": g["lr"], "weight_decay": g.get("weight_decay"), "num_params": len(g["params"])} for g in (optimizer.param_groups if optimizer else [])
         ],
         "losses": recorder.losses,
+        "val_batches": recorder.val_batches,
+        "train_modes": recorder.train_modes,
+        "val_modes": recorder.val_modes,
+        "optimizer_dtensor_params": sum(
+            1 for g in (optimizer.param_groups if optimizer else []) for p in g["params"] if DTensor and isinstance(p, DTensor)
+        ),
+        "optimizer_params": sum(len(g["params"]) for g in (optimizer.param_groups if optimizer else [])),
         "global_step": trainer.global_step,
         "engine_global_steps": getattr(engine, "global_steps", None),
         "engine_micro_steps": getattr(engine, "micro_steps", None),
+        "engine_optimizer_class": type(engine.optimizer).__name__ if engine is not None else None,  # ZeRO's wrapper
         "sharded_modules": [name for name, m in module.named_modules() if FSDPModule and isinstance(m, FSDPModule)],
         "dtensor_params": sum(1 for p in module.parameters() if DTensor and isinstance(p, DTensor)),
         "strategy_class": type(trainer.strategy).__name__,
@@ -168,9 +200,9 @@ def main(config: dict) -> None:
         max_epochs=config.get("max_epochs", 2),
         max_steps=config.get("max_steps", -1),
         limit_train_batches=config.get("limit_train_batches", 1.0),
-        limit_val_batches=0,
-        logger=False,
-        enable_checkpointing=len(callbacks) > 1,
+        limit_val_batches=config.get("limit_val_batches", 1.0) if config.get("val_dataset_size") else 0,
+        logger=config.get("logger", False),
+        enable_checkpointing=config.get("enable_checkpointing", len(callbacks) > 1),
         enable_progress_bar=False,
         enable_model_summary=False,
         callbacks=callbacks,
@@ -178,7 +210,11 @@ def main(config: dict) -> None:
     )
     sampler = list(range(n)) if config.get("list_sampler") else None
     loader = DataLoader(TensorDataset(x, y), batch_size=config.get("batch_size", 8), drop_last=config.get("drop_last", False), sampler=sampler)
-    trainer.fit(task, loader, ckpt_path=config.get("ckpt_path"))
+    val_loader = None
+    if config.get("val_dataset_size"):
+        x_val = torch.randn(config["val_dataset_size"], 16, generator=generator)
+        val_loader = DataLoader(TensorDataset(x_val, (x_val[:, :4].sum(dim=1) > 0).long()), batch_size=config.get("batch_size", 8))
+    trainer.fit(task, loader, val_loader, ckpt_path=config.get("ckpt_path"))
     write_extra(trainer, recorder, config["root"])
 
 

@@ -25,11 +25,11 @@ global batch × ``seq_length`` tokens, and the step plan counts the packed seque
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
 from lightning.pytorch import LightningDataModule
-from lightning.pytorch.utilities.rank_zero import rank_zero_warn
 from torch.utils.data import DataLoader, Dataset
 
 from flashdist.data.base import check_positive_int
@@ -201,9 +201,13 @@ class LanguageModelingDataModule(LightningDataModule):
         recipe = self.recipe()
         path = cache_path(self._cache_root(), recipe)
         if not path.exists():
-            # Rank 0 built it, but this node does not see rank 0's filesystem.
-            rank_zero_warn(f"flashdist: {path} is not visible here; tokenizing on this rank too (set data.cache_dir to shared storage).")
-            build_cache(self._cache_root(), recipe, rank=self.trainer.global_rank if self.trainer is not None else 0)
+            # Rank 0 built it, but this rank does not see rank 0's filesystem (a node-local
+            # cache_dir). Warned by the rank it happens on: rank_zero_warn would hide it, since
+            # rank 0 is the one rank that always sees its own cache.
+            rank = self.trainer.global_rank if self.trainer is not None else 0
+            warnings.warn(f"flashdist: rank {rank}: {path} is not visible here; tokenizing on this rank too "
+                          "(set data.cache_dir to storage every node sees).", stacklevel=2)
+            build_cache(self._cache_root(), recipe, rank=rank)
         self._read_cache(path)
 
     def _read_cache(self, path: Path) -> None:

@@ -93,6 +93,7 @@ class Throughput(Callback):
         self.mfu: float | None = None
         self._local: Any = 0
         self._restored_local = 0
+        self._resumed_with = 0
         self._window_tokens: Any = 0
         self._window_started = 0.0
         self._started = 0.0
@@ -109,7 +110,7 @@ class Throughput(Callback):
         if not self.active:
             self.on_train_batch_end = None  # Lightning's dispatch skips a hook that is not callable
             return
-        self._local = restored
+        self._local = self._resumed_with = restored
         self._scale = data_parallel_size(trainer)
         self._devices = trainer.world_size
         self.peak = self.peak_flops if self.peak_flops is not None else peak_flops_for(pl_module.device)
@@ -134,10 +135,12 @@ class Throughput(Callback):
         if not self.active:
             return
         elapsed = time.perf_counter() - self._started
-        local = torch.tensor(float(self._local), dtype=torch.float64, device=pl_module.device)
-        total = trainer.strategy.reduce(local, reduce_op="sum")  # every rank is here: train end
-        self.tokens_seen = int(round(float(total)))
-        self.tokens_per_second = self.tokens_seen / elapsed if elapsed > 0 else None
+        # [all tokens, tokens restored from a checkpoint]: the rate counts this run's tokens only
+        # (a resumed run trained the restored ones before elapsed started).
+        local = torch.tensor([float(self._local), float(self._resumed_with)], dtype=torch.float64, device=pl_module.device)
+        total, restored = trainer.strategy.reduce(local, reduce_op="sum").tolist()  # every rank is here: train end
+        self.tokens_seen = int(round(total))
+        self.tokens_per_second = (total - restored) / elapsed if elapsed > 0 else None
         if self.tokens_per_second is not None and self.flops_per_token is not None:
             self.mfu = mfu(self.tokens_per_second, self.flops_per_token, self.peak, self._devices)
 

@@ -1,11 +1,20 @@
-"""CausalLM on 2 CPU processes under ddp, ZeRO-2, ZeRO-3 and FSDP2, LoRA on in two: one fit each, checked at once.
+"""CausalLM on 2 CPU processes under ddp, ZeRO-2, ZeRO-3 and FSDP2, LoRA on in two, plus an interrupted
+and resumed ZeRO-2 fit on node-local caches: one torchrun runs every fit, each checked apart.
 
 Sizes: a save_pretrained tiny Llama and a WordLevel tokenizer trained here; prompt/completion
 pairs packed into blocks of 32 tokens; batch 2 per rank × 2 ranks → 128 tokens per optimizer
 step; max_tokens=1000 → ceil(1000 / 128) = 8 steps; warmup "300tok" → ceil(300 / 128) = 3 steps.
-The ddp case runs under torchrun, where every rank starts at once: rank 0 tokenizes in
-prepare_data while rank 1 waits at Lightning's barrier; under Lightning's own launcher the
-launching process (rank 0) tokenizes before the other rank exists.
+
+All fits run one after the other in the same two processes (tests/scripts/fit_lm.py with a list
+of configs under torchrun), so the imports, the process start and the process group are paid
+once. Under torchrun every rank starts at once: rank 0 tokenizes in prepare_data while rank 1
+waits at Lightning's barrier. (Under Lightning's own launcher the launching process tokenizes
+before the other rank exists: ``before_launch``, tested in one process in test_causal_lm_fit.py.)
+
+The resumed pair: a full ZeRO-2 fine-tune whose rank 0 sends itself SIGUSR1 after step 1 (a real
+preemption: the ranks agree on a step, write one checkpoint and exit 75), then the same fit with
+``ckpt_path="auto"``. Each rank's data cache is on its own "disk" (``<root>/local-disk-rank<R>``),
+so rank 1 cannot see the cache rank 0 built and must tokenize for itself, with a warning.
 """
 
 from __future__ import annotations
@@ -13,6 +22,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -22,50 +32,66 @@ import torch
 
 from flashdist.data.lm_tokenize import read_tokenize_log
 from tests.fitting import _free_port, read_lr_csv
+from tests.scripts.fit_lm import PROBE_IDS
 from tests.text.lm_fixtures import local_backbone
 
 pytestmark = [pytest.mark.usefixtures("deepspeed_ops_built"), pytest.mark.multiprocess]
 
-SCRIPT = Path(__file__).parents[1] / "scripts" / "fit_lm.py"
+REPO = Path(__file__).resolve().parents[2]
 TOKENS_PER_STEP = 2 * 2 * 32
 MAX_TOKENS, WARMUP_TOKENS = 1000, 300
 STEPS, WARMUP_STEPS = math.ceil(MAX_TOKENS / TOKENS_PER_STEP), math.ceil(WARMUP_TOKENS / TOKENS_PER_STEP)
+LORA = {"r": 4, "alpha": 8, "target_modules": ["q_proj", "v_proj"]}
 
 CASES = {
-    "ddp": dict(lora=None, launcher="torchrun"),
-    "deepspeed_stage_2": dict(lora={"r": 4, "alpha": 8, "target_modules": ["q_proj", "v_proj"]}, launcher="lightning"),
-    "deepspeed_stage_3": dict(lora=None, launcher="lightning", checkpoint=True),
-    "fsdp": dict(lora={"r": 4, "alpha": 8, "target_modules": ["q_proj", "v_proj"], "merge_on_export": True}, launcher="lightning",
-                 checkpoint=True),
+    "ddp": dict(strategy="ddp", lora=None),
+    "deepspeed_stage_2": dict(strategy="deepspeed_stage_2", lora=LORA),
+    "deepspeed_stage_3": dict(strategy="deepspeed_stage_3", lora=None, checkpoint=True),
+    "fsdp": dict(strategy="fsdp", lora={**LORA, "merge_on_export": True}, checkpoint=True),
 }
+# Full ZeRO-2 fine-tuning (the shipped config's strategy), preempted after step 1, then resumed.
+RESUMED = dict(strategy="deepspeed_stage_2", lora=None, checkpoint=True, cache_dir_per_rank=True)
+SIGNAL_AT_STEP = 1
 
 
 @pytest.fixture(scope="module")
-def backbone(tmp_path_factory):
-    return local_backbone(tmp_path_factory.mktemp("lm"), count=120)
+def runs(tmp_path_factory) -> dict:
+    root = tmp_path_factory.mktemp("lm")
+    model_dir, data_file = local_backbone(root, count=120)
+    common = {"model_dir": str(model_dir), "data_file": str(data_file), "max_tokens": MAX_TOKENS, "warmup": f"{WARMUP_TOKENS}tok"}
+    configs = [{**common, **case, "root": str(root / name)} for name, case in CASES.items()]
+    configs += [{**common, **RESUMED, "root": str(root / "resumed"), "signal_at_step": SIGNAL_AT_STEP},
+                {**common, **RESUMED, "root": str(root / "resumed"), "ckpt_path": "auto"}]
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", str(_free_port()),
+               str(REPO / "tests" / "scripts" / "fit_lm.py"), json.dumps(configs)]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+    proc = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600, env=env)
+    assert proc.returncode == 0, f"fits failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-8000:]}"
+    return {"root": root, "model_dir": model_dir, "output": proc.stdout + proc.stderr}
 
 
-def _fit(root: Path, launcher: str, **config) -> None:
-    config = {"root": str(root), "max_tokens": MAX_TOKENS, "warmup": f"{WARMUP_TOKENS}tok", **config}
-    port = str(_free_port())
-    if launcher == "torchrun":
-        command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", port, str(SCRIPT)]
-    else:
-        command = [sys.executable, str(SCRIPT)]
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "MASTER_PORT": port}
-    proc = subprocess.run([*command, json.dumps(config)], capture_output=True, text=True, timeout=420, env=env)
-    assert proc.returncode == 0, f"fit failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}"
+def _logits(model) -> torch.Tensor:
+    with torch.no_grad():
+        return model.eval()(input_ids=torch.tensor(PROBE_IDS)).logits
+
+
+def _export_from_checkpoint(ckpt: Path, out: Path) -> torch.Tensor:
+    """`flashdist export --ckpt` (a DeepSpeed directory, an FSDP2 DCP directory), reloaded by from_pretrained."""
+    from transformers import AutoModelForCausalLM
+
+    from flashdist.cli.export import run as export_run
+
+    assert export_run(["--ckpt", str(ckpt), "--out", str(out)]) == 0
+    return _logits(AutoModelForCausalLM.from_pretrained(out))
 
 
 @pytest.mark.parametrize("strategy", list(CASES))
-def test_causal_lm_fit_under_each_strategy_ledger_tokens_warmup_export_and_one_tokenization(tmp_path, backbone, strategy):
-    model_dir, data_file = backbone
-    case = CASES[strategy]
-    _fit(tmp_path, case["launcher"], model_dir=str(model_dir), data_file=str(data_file), strategy=strategy, lora=case["lora"],
-         checkpoint=case.get("checkpoint", False))
-    summary = json.loads((tmp_path / "summary.json").read_text())
+def test_causal_lm_fit_under_each_strategy_ledger_tokens_warmup_export_and_one_tokenization(runs, strategy):
+    root, model_dir = runs["root"] / strategy, runs["model_dir"]
+    summary = json.loads((root / "summary.json").read_text())
 
     # The ledger, in steps and in tokens.
+    assert summary["world_size"] == 2
     assert summary["planned_total_steps"] == summary["optimizer_steps"] == summary["scheduler_steps"] == STEPS
     assert summary["global_batch_size"] == 4
     assert summary["tokens_seen"] == summary["optimizer_steps"] * summary["global_batch_size"] * 32
@@ -73,17 +99,16 @@ def test_causal_lm_fit_under_each_strategy_ledger_tokens_warmup_export_and_one_t
 
     # The token-given warmup lands where the arithmetic says: the LR rises for WARMUP_STEPS updates, then decays.
     assert summary["planned_warmup_steps"] == WARMUP_STEPS
-    lrs = [row[0] for row in read_lr_csv(tmp_path)]
+    lrs = [row[0] for row in read_lr_csv(root)]
     assert lrs.index(max(lrs)) == WARMUP_STEPS and lrs[0] == 0.0
 
     # Tokenized once, by rank 0.
-    log = read_tokenize_log(tmp_path / "data_cache")
-    assert [record["rank"] for record in log] == [0]
+    assert [record["rank"] for record in read_tokenize_log(root / "data_cache")] == [0]
 
     # The export reloads with the trained model's logits.
     from transformers import AutoModelForCausalLM
 
-    exported = tmp_path / "hf_model"
+    exported = root / "hf_model"
     kind = json.loads((exported / "flashdist_export.json").read_text())["kind"]
     if strategy == "deepspeed_stage_2":
         from peft import PeftModel
@@ -93,20 +118,55 @@ def test_causal_lm_fit_under_each_strategy_ledger_tokens_warmup_export_and_one_t
     else:
         assert kind == ("merged-lora-model" if strategy == "fsdp" else "model")
         reloaded = AutoModelForCausalLM.from_pretrained(exported)
-    from tests.scripts.fit_lm import PROBE_IDS
+    got = _logits(reloaded)
+    torch.testing.assert_close(got, torch.load(root / "logits.pt"), atol=1e-5, rtol=0)
 
-    with torch.no_grad():
-        got = reloaded.eval()(input_ids=torch.tensor(PROBE_IDS)).logits
-    torch.testing.assert_close(got, torch.load(tmp_path / "logits.pt"), atol=1e-5, rtol=0)
+    if CASES[strategy].get("checkpoint"):  # `flashdist export` from the sharded checkpoint (a ZeRO-3 directory, an FSDP2 DCP directory)
+        torch.testing.assert_close(_export_from_checkpoint(root / "checkpoints" / "last.ckpt", root / "from_ckpt"), got, atol=1e-5, rtol=0)
 
-    if case.get("checkpoint"):  # `flashdist export` from the sharded checkpoint (a ZeRO-3 directory, an FSDP2 DCP directory)
-        from flashdist.cli.export import run as export_run
-
-        assert export_run(["--ckpt", str(tmp_path / "checkpoints" / "last.ckpt"), "--out", str(tmp_path / "from_ckpt")]) == 0
-        with torch.no_grad():
-            again = AutoModelForCausalLM.from_pretrained(tmp_path / "from_ckpt").eval()(input_ids=torch.tensor(PROBE_IDS)).logits
-        torch.testing.assert_close(again, got, atol=1e-5, rtol=0)
-
-    extra = json.loads((tmp_path / "lm_extra.json").read_text())
+    extra = json.loads((root / "lm_extra.json").read_text())
     if strategy == "fsdp":  # decoder blocks first, then the root
         assert {"model.base_model.model.model.layers.0", "model.base_model.model.model.layers.1", "model"} <= set(extra["sharded_modules"])
+
+
+def test_an_interrupted_and_resumed_zero2_fit_counts_the_tokens_of_an_uninterrupted_one(runs):
+    root = runs["root"] / "resumed"
+    # The first attempt: preempted mid-run, both ranks exited 75, one checkpoint.
+    assert [json.loads((root / f"exit-rank{r}.json").read_text())["code"] for r in (0, 1)] == [75, 75]
+    marker = f"flashdist: rank 0: preempted (signal {int(signal.SIGUSR1)}); saved "
+    line = next(line for line in runs["output"].splitlines() if marker in line)
+    stopped_at = int(line.rsplit("at step ", 1)[1])
+    assert SIGNAL_AT_STEP <= stopped_at < STEPS, line  # a real interruption, before the end
+
+    # The resumed attempt (ckpt_path="auto" found the preemption checkpoint): the ledger of one
+    # whole run, and exactly the tokens of the uninterrupted runs.
+    summary = json.loads((root / "summary.json").read_text())
+    assert Path(summary["resumed_from"]).name == f"preempted-step={stopped_at}.ckpt", summary["resumed_from"]
+    assert summary["completed"] and not summary["preempted"]
+    assert summary["optimizer_steps"] == summary["planned_total_steps"] == summary["scheduler_steps"] == STEPS
+    uninterrupted = [json.loads((runs["root"] / name / "summary.json").read_text())["tokens_seen"] for name in CASES]
+    assert summary["tokens_seen"] == STEPS * TOKENS_PER_STEP == uninterrupted[0] and len(set(uninterrupted)) == 1
+    assert not list((root / "checkpoints").glob("preempted-*"))  # removed once the run completed
+
+    # hf_model/ of the resumed fit, and `flashdist export` from its ZeRO-2 checkpoint directory, give its logits.
+    from transformers import AutoModelForCausalLM
+
+    trained = torch.load(root / "logits.pt")
+    assert json.loads((root / "hf_model" / "flashdist_export.json").read_text())["kind"] == "model"
+    torch.testing.assert_close(_logits(AutoModelForCausalLM.from_pretrained(root / "hf_model")), trained, atol=1e-5, rtol=0)
+    ckpt = root / "checkpoints" / "last.ckpt"
+    assert ckpt.is_dir() and (ckpt / "checkpoint").is_dir()  # DeepSpeed's sharded layout, not a file
+    torch.testing.assert_close(_export_from_checkpoint(ckpt, root / "from_ckpt"), trained, atol=1e-5, rtol=0)
+
+
+def test_a_rank_that_cannot_see_the_cache_tokenizes_for_itself_with_a_warning(runs):
+    root = runs["root"] / "resumed"
+    # Each rank's own disk: rank 0 tokenized into its cache in prepare_data; rank 1 found nothing
+    # at the path and tokenized into its own, saying so. The resumed attempt reused both caches.
+    logs = {r: read_tokenize_log(root / f"local-disk-rank{r}" / "cache") for r in (0, 1)}
+    assert [record["rank"] for record in logs[0]] == [0] and [record["rank"] for record in logs[1]] == [1]
+    assert logs[0][0]["cache"] == logs[1][0]["cache"] and logs[0][0]["train_sequences"] == logs[1][0]["train_sequences"]
+    warning = f"flashdist: rank 1: {root / 'local-disk-rank1' / 'cache' / logs[1][0]['cache']} is not visible here; tokenizing on this rank too"
+    assert runs["output"].count(warning) == 1, runs["output"][-4000:]
+    assert "flashdist: rank 0: " + str(root / "local-disk-rank0") not in runs["output"]  # rank 0 sees its own cache
+    assert not (root / "data_cache").exists()

@@ -161,6 +161,10 @@ def run(argv: list[str]) -> int:
         console.print(f"flashdist {result['flashdist_ms']:.2f} ms/step, HF Trainer {result['hf_ms']:.2f} ms/step "
                       f"({result['settings']['tokens_per_step']} tokens/step); flashdist ÷ HF per step: "
                       f"{result['ratio_median']:.3f} [95% CI {low:.3f}, {high:.3f}] over {len(result['rounds'])} paired rounds")
+        cpu_low, cpu_high = result["cpu_ratio_ci95"]
+        console.print(f"CPU clock: flashdist {result['flashdist_cpu_ms']:.2f} ms/step, HF Trainer {result['hf_cpu_ms']:.2f} ms/step; "
+                      f"flashdist ÷ HF {result['cpu_ratio_median']:.3f} [95% CI {cpu_low:.3f}, {cpu_high:.3f}]; "
+                      f"load average (1 min) over the rounds {result['load_1min_range'][0]:.1f}-{result['load_1min_range'][1]:.1f}")
         console.print(f"method: {result['method']}")
     else:
         from flashdist.bench import fit

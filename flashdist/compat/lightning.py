@@ -81,13 +81,19 @@ def loggers_write_this_step(trainer: Any) -> bool:
     return bool(trainer._logger_connector.should_update_logs or trainer.fast_dev_run)
 
 
-def mark_checkpoint_saved_at(checkpoint: Any, step: int) -> None:
-    """Tell a ``ModelCheckpoint`` that a checkpoint of ``step`` exists, so it does not save the step again.
+def mark_checkpoint_saved_at(checkpoint: Any, step: int, path: str) -> None:
+    """Tell a ``ModelCheckpoint`` that ``path`` holds a checkpoint of ``step``, so it does not save again.
 
-    Relies on ``ModelCheckpoint._last_global_step_saved``, which its own saves set; there is no
-    public way to report a save made outside it (flashdist's preemption checkpoint).
+    Relies on ``ModelCheckpoint._last_global_step_saved`` and ``_last_checkpoint_saved``, which
+    its own saves set; there is no public way to report a save made outside it (flashdist's
+    preemption checkpoint). The second matters with ``save_last=True``: Lightning (2.6) writes
+    ``last.ckpt`` in ``on_train_end`` when it has saved nothing itself, i.e. after the loop has
+    ended, and a resume from that file takes the interrupted epoch as finished (its remaining
+    batches were skipped, and with one epoch the resumed run ended at once). Being the newest
+    checkpoint, ``ckpt_path="auto"`` would pick it over the preemption checkpoint.
     """
     checkpoint._last_global_step_saved = step
+    checkpoint._last_checkpoint_saved = str(path)
 
 
 def validation_loader_defined(trainer: Any) -> bool:

@@ -156,7 +156,7 @@ class Preemption(Callback):
         state.checkpoint_path = str(path)
         for callback in trainer.checkpoint_callbacks:
             if isinstance(callback, ModelCheckpoint):
-                mark_checkpoint_saved_at(callback, trainer.global_step)  # no second save of this step at epoch end
+                mark_checkpoint_saved_at(callback, trainer.global_step, str(path))  # no second save of this step, nor a last.ckpt at train end
         trainer.should_stop = True
         print(
             f"flashdist: rank {trainer.global_rank}: preempted (signal {self.received or 'of another rank'}); "

@@ -83,10 +83,31 @@ def test_mark_checkpoint_saved_at_stops_a_second_save_of_that_step(tmp_path):
     class SavedStep2Elsewhere(pl.Callback):
         def on_train_batch_end(self, trainer, *args):
             if trainer.global_step == 2:
-                compat.mark_checkpoint_saved_at(checkpoint, 2)
+                compat.mark_checkpoint_saved_at(checkpoint, 2, str(tmp_path / "elsewhere.ckpt"))
 
     _fit(tmp_path, max_steps=3, callbacks=[SavedStep2Elsewhere(), checkpoint], enable_checkpointing=True)
     assert sorted(p.name for p in (tmp_path / "ckpt").iterdir()) == ["step=1.ckpt", "step=3.ckpt"]
+
+
+def test_mark_checkpoint_saved_at_stops_save_last_writing_last_ckpt_after_a_stop_mid_epoch(tmp_path):
+    import lightning.pytorch as pl
+
+    def stop_at_step_2(mark: bool):
+        checkpoint = ModelCheckpoint(dirpath=tmp_path / f"mark={mark}", save_last=True, save_top_k=0)
+
+        class SaveElsewhereAndStop(pl.Callback):  # what flashdist's preemption does after its own save
+            def on_train_batch_end(self, trainer, *args):
+                if trainer.global_step == 2:
+                    if mark:
+                        compat.mark_checkpoint_saved_at(checkpoint, 2, str(tmp_path / "preempted-step=2.ckpt"))
+                    trainer.should_stop = True
+
+        _fit(tmp_path, max_steps=5, callbacks=[SaveElsewhereAndStop(), checkpoint], enable_checkpointing=True)
+        return sorted(p.name for p in (tmp_path / f"mark={mark}").glob("*"))
+
+    # Unmarked, Lightning writes last.ckpt at train end, after the loop ended mid-epoch; marked, it does not.
+    assert stop_at_step_2(mark=False) == ["last.ckpt"]
+    assert stop_at_step_2(mark=True) == []
 
 
 def test_validation_loader_defined_before_the_loop_runs(tmp_path):

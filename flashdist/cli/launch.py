@@ -74,7 +74,8 @@ def run(argv: list[str]) -> int:
         print(shlex.join(full), flush=True)
         return 0
     fit_argv = flashdist_fit_arguments(command)
-    if fit_argv is not None:
+    elastic = spec.min_nnodes is not None and spec.min_nnodes < spec.nnodes
+    if fit_argv is not None and not elastic:  # an elastic job's size is known only once its nodes joined: the ranks check
         status = check_before_torchrun(spec, fit_argv)
         if status != 0:
             return status

@@ -110,18 +110,21 @@ def torchrun_command(spec: TorchrunSpec, command: list[str]) -> list[str]:
 
 
 def first_worker_environment(spec: TorchrunSpec) -> dict[str, str]:
-    """The variables torchrun gives this node's first worker, for a check run before torchrun starts.
+    """The variables torchrun gives a worker, for a check run on this node before torchrun starts.
 
     A process with them sees the topology the workers will (``flashdist.Trainer``'s devices and
-    num_nodes, launching/topology.py). An elastic job counts its largest size.
+    num_nodes, launching/topology.py). ``RANK`` is 0 on every node: the check speaks for its
+    node (one per ``flashdist launch`` typed), so its ConfigError is printed there, not left to
+    global rank 0 (runtime/said_once.py). An elastic job would count its largest size (flashdist
+    launch does not pre-check those: how many nodes join is known only then).
 
     Example:
-        >>> first_worker_environment(TorchrunSpec(nproc_per_node=2, nnodes=2, node_rank=1, rdzv_endpoint="n0:29400"))["RANK"]
-        '2'
+        >>> first_worker_environment(TorchrunSpec(nproc_per_node=2, nnodes=2, node_rank=1, rdzv_endpoint="n0:29400"))["GROUP_RANK"]
+        '1'
     """
     return {
         "TORCHELASTIC_RUN_ID": spec.rdzv_id,
-        "RANK": str(spec.node_rank * spec.nproc_per_node),
+        "RANK": "0",
         "LOCAL_RANK": "0",
         "GROUP_RANK": str(spec.node_rank),
         "LOCAL_WORLD_SIZE": str(spec.nproc_per_node),

@@ -62,10 +62,11 @@ def test_two_nodes_on_one_host_divide_the_data(tmp_path, reference_run):
 
 @pytest.mark.multiprocess
 def test_unreachable_rendezvous_fails_within_the_timeout_with_a_message(tmp_path):
-    # node 1 of 2, pointed at a port where no node 0 listens: it must give up, not wait
+    # node 1 of 2, pointed at a port where no node 0 listens: it must give up, not wait. A script
+    # (not `flashdist fit`, which flashdist launch would check first): no worker ever starts.
     started = time.monotonic()
     proc = run_cli(["launch", "--nnodes", "2", "--node-rank", "1", "--rdzv-endpoint", f"127.0.0.1:{free_port()}", "--rdzv-timeout", "5", "--",
-                    *fit_command(tmp_path)], timeout_s=120)  # fmt: skip
+                    "tests/scripts/fit_tiny.py", json.dumps({"root": str(tmp_path)})], timeout_s=120)  # fmt: skip
     elapsed = time.monotonic() - started
     assert proc.returncode != 0, describe(proc)
     assert "flashdist launch: the rendezvous at 127.0.0.1:" in proc.stderr and "HINT:" in proc.stderr, describe(proc)

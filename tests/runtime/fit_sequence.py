@@ -6,8 +6,10 @@ with its own ``root``. The imports, the process start and (under torchrun) the p
 paid once for the whole list instead of once per fit, which keeps a strategy × direction × policy
 matrix of resumes inside the CI budget (as tests/scripts/fit_matrix.py does for issue 14).
 
-A fit that raises does not stop the sequence: its traceback goes to ``<root>/error-rank<r>.txt``
-(a ConfigError is raised on every rank alike, so the ranks stay in step) and the next fit runs.
+A fit that raises writes its traceback to ``<root>/error-rank<r>.txt``. In one process the next
+fit then runs; under torchrun the sequence stops there (a rank that failed alone would leave the
+others inside a collective of that fit, out of step with its next one), so the tests of the fits
+after it fail at once, naming the missing summary, instead of hanging.
 """
 
 from __future__ import annotations
@@ -36,6 +38,8 @@ def run_all(configs: list[dict]) -> int:
             failed += 1
             (root / f"error-rank{rank}.txt").write_text(traceback.format_exc())
             print(f"fit_sequence: {root.name} failed:\n{traceback.format_exc()}", file=sys.stderr, flush=True)
+            if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+                raise
     return failed
 
 

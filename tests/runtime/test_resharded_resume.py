@@ -8,7 +8,7 @@ imports, the process start and the process group paid once per launch, not once 
 2. ``torchrun`` of 2: each strategy's fit on 2 ranks, and every 1-rank checkpoint resumed on 2
    ranks under ``keep_schedule``, ``rescale`` and ``keep_global_batch``;
 3. one process: every 2-rank checkpoint resumed on 1 rank under the three policies (and DDP's
-   2-rank reference run under ``keep_global_batch``).
+   under ``keep_global_batch``).
 
 The three resumes of a checkpoint share it (and its one universal conversion). Every expected LR
 is computed here from the schedule's formula (HF's linear warmup to zero) and the policy's
@@ -135,17 +135,19 @@ def _resumes(workdir: Path, saved: int, ranks: int) -> list[dict]:
 
 
 @pytest.fixture(scope="module")
-def matrix(tmp_path_factory, uninterrupted_2ranks) -> dict:
+def matrix(tmp_path_factory) -> dict:
     workdir = tmp_path_factory.mktemp("reshard")
     saves = {ranks: [{**FIT, "root": str(_save_root(workdir, s, ranks)), "strategy": s, "devices": ranks,
                       "checkpoint_every_n_epochs": 1} for s in STRATEGIES] for ranks in (1, 2)}
+    ddp_save = {**FIT, "root": str(_save_root(workdir, "ddp", 2)), "strategy": "ddp", "devices": 2, "checkpoint_every_n_epochs": 1}
     logs = {"one": _launch(saves[1], 1, workdir, "one-rank-saves")}
-    logs["two"] = _launch(saves[2] + _resumes(workdir, saved=1, ranks=2), 2, workdir, "two-ranks")
-    # DDP's 2-rank reference run (conftest) resumed on 1 rank, keeping its global batch of 16.
-    ddp = harness.copy_run(uninterrupted_2ranks.root, workdir / "resumed" / "ddp-2to1-keep_global_batch")
-    (ddp / "summary.json").unlink()
-    ddp_resume = {"root": str(ddp), "devices": 1, "resume_policy": "keep_global_batch",
-                  "ckpt_path": str(ddp / "checkpoints" / "epoch=0-step=8.ckpt")}
+    logs["two"] = _launch(saves[2] + [ddp_save] + _resumes(workdir, saved=1, ranks=2), 2, workdir, "two-ranks")
+    # DDP 2 → 1 rank under keep_global_batch (the accumulation doubles), with the other 2 → 1 resumes.
+    ddp = _resume_root(workdir, "ddp", 2, 1, "keep_global_batch")
+    ddp.mkdir(parents=True)
+    shutil.copy(_save_root(workdir, "ddp", 2) / "lr.csv", ddp / "lr.csv")
+    ddp_resume = {**FIT, "root": str(ddp), "devices": 1, "resume_policy": "keep_global_batch",
+                  "ckpt_path": str(_checkpoint(workdir, "ddp", 2))}
     logs["one-resumes"] = _launch(_resumes(workdir, saved=2, ranks=1) + [ddp_resume], 1, workdir, "one-rank-resumes")
     return {"workdir": workdir, "logs": logs, "ddp": ddp}
 
@@ -203,9 +205,9 @@ def test_ddp_2_to_1_rank_with_keep_global_batch_doubles_accumulation_and_keeps_e
     log = matrix["logs"]["one-resumes"]
     summary = _finished(matrix["ddp"], log)
     assert "accumulate_grad_batches 1 → 2 (global batch 16 = 8 × 2 × 1 ranks; saved on 2)" in log
-    # conftest's run: 128 samples, 2 ranks × 8: 16 updates, warmup ceil(1.6) = 2; resumed at 8.
-    assert harness.lrs(matrix["ddp"]) == pytest.approx([linear_warmup_lr(u, 16, 2) for u in range(1, 17)], rel=1e-9)
-    assert summary["optimizer_steps"] == 16 and summary["resume_adapted_by"] == "keep_global_batch"
+    assert harness.lrs(matrix["ddp"]) == pytest.approx(expected_lrs(2, 1, "keep_global_batch"), rel=1e-9)
+    assert summary["optimizer_steps"] == 8 and summary["resume_adapted_by"] == "keep_global_batch"
+    assert (summary["global_batch_size"], summary["accumulate_grad_batches"]) == (16, 2)
 
 
 # ---- refusals, before any process starts ----------------------------------------------------------

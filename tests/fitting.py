@@ -8,7 +8,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-SCRIPT = Path(__file__).parent / "scripts" / "fit_tiny.py"
+SCRIPTS = Path(__file__).parent / "scripts"
+SCRIPT = SCRIPTS / "fit_tiny.py"
+REPO = Path(__file__).resolve().parents[1]
 
 
 def run_fit(root: Path, timeout_s: float = 240, expect_ok: bool = True, **config) -> dict:
@@ -25,6 +27,21 @@ def run_fit(root: Path, timeout_s: float = 240, expect_ok: bool = True, **config
         assert proc.returncode == 0, f"fit failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-8000:]}"
         return json.loads((root / "summary.json").read_text())
     return {"returncode": proc.returncode, "stdout": proc.stdout, "stderr": proc.stderr}
+
+
+def run_in_one_torchrun(script: str, configs: list[dict], timeout_s: float) -> subprocess.CompletedProcess:
+    """Run ``tests/scripts/<script>`` once under torchrun with 2 processes over ``configs`` (a JSON list).
+
+    Many tiny fits in one launch pay the imports and the process start once. Fails the test with the
+    launch's output unless every fit succeeded.
+    """
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", str(_free_port()),
+               str(SCRIPTS / script), json.dumps(configs)]
+    path = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": path}
+    proc = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=timeout_s, env=env)
+    assert proc.returncode == 0, f"fits failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-8000:]}"
+    return proc
 
 
 def read_lr_csv(root: Path) -> list[list[float]]:

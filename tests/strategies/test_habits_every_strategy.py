@@ -27,9 +27,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -37,9 +34,8 @@ from torch import nn
 
 from flashdist.cli.plan import plan_report
 from flashdist.strategy_names import FLASHDIST_NAMES
-from tests.fitting import _free_port
+from tests.fitting import run_in_one_torchrun
 
-REPO = Path(__file__).resolve().parents[2]
 BASE = dict(dataset_size=32, val_dataset_size=32, batch_size=4, max_epochs=2, extra_trainer={"num_sanity_val_steps": 0})
 WITH_LOGS = dict(logger=True, enable_checkpointing=True)  # Lightning's defaults: a TensorBoard logger, a ModelCheckpoint
 
@@ -86,11 +82,7 @@ def runs(tmp_path_factory, deepspeed_ops_built) -> Path:
     root = tmp_path_factory.mktemp("habits")
     configs = [_habit_config(s, h, root) for s in FLASHDIST_NAMES for h in HABITS]
     configs += [_provider_config(s, o, root) for s, o in PROVIDERS]
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", str(_free_port()),
-               str(REPO / "tests" / "scripts" / "fit_matrix.py"), json.dumps(configs)]
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
-    proc = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=900, env=env)
-    assert proc.returncode == 0, f"fits failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-8000:]}"
+    run_in_one_torchrun("fit_matrix.py", configs, timeout_s=900)
     return root
 
 

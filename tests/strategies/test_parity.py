@@ -21,16 +21,13 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 from torch import nn
 
-from tests.fitting import _free_port
+from tests.fitting import run_in_one_torchrun
 
 pytestmark = [pytest.mark.multiprocess, pytest.mark.usefixtures("deepspeed_ops_built")]
 
@@ -71,11 +68,7 @@ def runs(tmp_path_factory) -> Path:
     configs += [dict(HF_BF16, strategy=str(REPO / "tests" / "strategies" / name), root=str(root / f"{name}-bf16")) for name in HF_CONFIGS]
     by_value = {"gradient_clip_val": CLIP_VALUE, "gradient_clip_algorithm": "value"}
     configs += [dict(PARITY, strategy=s, root=str(root / f"{s}-value"), max_steps=1, extra_trainer=by_value) for s in VALUE_STRATEGIES]
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", str(_free_port()),
-               str(REPO / "tests" / "scripts" / "fit_matrix.py"), json.dumps(configs)]
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
-    proc = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600, env=env)
-    assert proc.returncode == 0, f"fits failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-8000:]}"
+    run_in_one_torchrun("fit_matrix.py", configs, timeout_s=600)
     return root
 
 

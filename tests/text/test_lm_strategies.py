@@ -21,23 +21,19 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
 from flashdist.data.lm_tokenize import read_tokenize_log
-from tests.fitting import _free_port, read_lr_csv
+from tests.fitting import read_lr_csv, run_in_one_torchrun
 from tests.scripts.fit_lm import PROBE_IDS
 from tests.text.lm_fixtures import local_backbone
 
 pytestmark = [pytest.mark.usefixtures("deepspeed_ops_built"), pytest.mark.multiprocess]
 
-REPO = Path(__file__).resolve().parents[2]
 TOKENS_PER_STEP = 2 * 2 * 32
 MAX_TOKENS, WARMUP_TOKENS = 1000, 300
 STEPS, WARMUP_STEPS = math.ceil(MAX_TOKENS / TOKENS_PER_STEP), math.ceil(WARMUP_TOKENS / TOKENS_PER_STEP)
@@ -62,11 +58,7 @@ def runs(tmp_path_factory) -> dict:
     configs = [{**common, **case, "root": str(root / name)} for name, case in CASES.items()]
     configs += [{**common, **RESUMED, "root": str(root / "resumed"), "signal_at_step": SIGNAL_AT_STEP},
                 {**common, **RESUMED, "root": str(root / "resumed"), "ckpt_path": "auto"}]
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", str(_free_port()),
-               str(REPO / "tests" / "scripts" / "fit_lm.py"), json.dumps(configs)]
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
-    proc = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600, env=env)
-    assert proc.returncode == 0, f"fits failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-8000:]}"
+    proc = run_in_one_torchrun("fit_lm.py", configs, timeout_s=600)
     return {"root": root, "model_dir": model_dir, "output": proc.stdout + proc.stderr}
 
 

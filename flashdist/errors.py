@@ -15,7 +15,18 @@ class ConfigError(ValueError):
         flashdist.errors.ConfigError: optimizer 'adamm' is unknown ...
     """
 
-    def __init__(self, message: str, *, accepted: Iterable[str] | str | None = None, hint: str | None = None):
+    def __init__(
+        self,
+        message: str,
+        *,
+        accepted: Iterable[str] | str | None = None,
+        hint: str | None = None,
+        this_rank_only: bool = False,
+    ):
+        # Most config errors are found by every rank alike, and global rank 0 alone reports them
+        # (runtime/said_once.py). One a rank finds in its own inputs (a checkpoint shard only it
+        # reads) is raised there alone, so that rank must say it.
+        self.this_rank_only = this_rank_only
         parts = [message]
         if accepted is not None:
             accepted_text = accepted if isinstance(accepted, str) else ", ".join(repr(a) for a in accepted)

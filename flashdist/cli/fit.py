@@ -54,12 +54,12 @@ def check(argv: list[str]) -> int:
 
 def _status(command: str, work: Any) -> int:
     from flashdist.errors import ConfigError
-    from flashdist.runtime.said_once import CONFIG_ERROR_EXIT_STATUS, is_global_rank_zero
+    from flashdist.runtime.said_once import CONFIG_ERROR_EXIT_STATUS, says_it
 
     try:
         work()
     except ConfigError as err:
-        if is_global_rank_zero():
+        if says_it(err):
             print(f"flashdist {command}: error: {err}", file=sys.stderr)
         return CONFIG_ERROR_EXIT_STATUS
     except SystemExit as exit_:  # --help, --print_config; a ConfigError on a rank other than 0 (runtime/said_once.py)

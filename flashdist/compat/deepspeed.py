@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import pickle
 import re
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -98,6 +99,14 @@ def safe_globals() -> list[Any]:
     return out
 
 
+class RefusedShard(pickle.UnpicklingError):
+    """torch's weights-only load refused the shard file at ``path`` (the message is torch's)."""
+
+    def __init__(self, path: str, error: pickle.UnpicklingError):
+        super().__init__(str(error))
+        self.path = path
+
+
 def load_shards_weights_only(engine: Any) -> None:
     """Make a DeepSpeed engine load its checkpoint shards with ``torch.load(weights_only=True)``.
 
@@ -115,7 +124,10 @@ def load_shards_weights_only(engine: Any) -> None:
         return
     def load(path: str, map_location: Any = None) -> Any:
         with weights_only_loads():
-            return torch.load(path, map_location=map_location, weights_only=True)
+            try:
+                return torch.load(path, map_location=map_location, weights_only=True)
+            except pickle.UnpicklingError as error:
+                raise RefusedShard(path, error) from error
 
     checkpoint_engine.load = load
 

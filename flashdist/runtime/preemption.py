@@ -172,7 +172,8 @@ class Preemption(Callback):
 
     def on_exception(self, trainer: Any, pl_module: Any, exception: BaseException) -> None:
         self._disarm()
-        if not isinstance(exception, ConfigError):  # the same on every rank: global rank 0 alone reports it (runtime/said_once.py)
+        # A ConfigError is the same on every rank and global rank 0 alone reports it, unless only this rank found it (runtime/said_once.py).
+        if not isinstance(exception, ConfigError) or exception.this_rank_only:
             print(
                 f"flashdist: rank {trainer.global_rank} of {trainer.world_size} stopped: {type(exception).__name__}: {exception}",
                 file=sys.stderr,

@@ -5,6 +5,8 @@ time, and a ConfigError found there (or one only a rank can find, from its real 
 same on every rank: printed by each, one message became N. Rank 0 keeps the exception; the
 others leave with :data:`CONFIG_ERROR_EXIT_STATUS` and print nothing, so the launcher reports
 the job as failed and the message appears once. A process no launcher started is rank 0.
+An error raised with ``this_rank_only=True`` (found in inputs only that rank reads, such as its
+own checkpoint shard) is said by the rank that found it, whichever it is.
 """
 
 from __future__ import annotations
@@ -35,6 +37,16 @@ def is_global_rank_zero() -> bool:
     return getattr(rank_zero_only, "rank", 0) == 0
 
 
+def says_it(error: ConfigError) -> bool:
+    """Whether this process reports ``error``: global rank 0, or the rank that alone found it.
+
+    Example:
+        >>> says_it(ConfigError("bad"))  # a plain process is rank 0
+        True
+    """
+    return error.this_rank_only or is_global_rank_zero()
+
+
 @contextlib.contextmanager
 def config_error_said_once() -> Iterator[None]:
     """Re-raise a ``ConfigError`` on global rank 0; exit quietly with status 2 on any other rank.
@@ -45,8 +57,8 @@ def config_error_said_once() -> Iterator[None]:
     """
     try:
         yield
-    except ConfigError:
-        if is_global_rank_zero():
+    except ConfigError as error:
+        if says_it(error):
             raise
         raise SystemExit(CONFIG_ERROR_EXIT_STATUS) from None
 

@@ -28,7 +28,7 @@ import weakref
 from pathlib import Path
 from typing import Any
 
-from flashdist.compat.deepspeed import load_shards_weights_only, weights_only_loads
+from flashdist.compat.deepspeed import load_shards_weights_only, weights_only_loads, zero_shard_rank
 from flashdist.compat.lightning import record_loaded_checkpoint_path, route_checkpoint_load
 from flashdist.errors import ConfigError
 from flashdist.runtime.manifest import (
@@ -246,11 +246,14 @@ class CheckpointTrust:
             with loading:
                 return original(str(path), *args, **kwargs)
         except pickle.UnpicklingError as error:
+            file = getattr(error, "path", None)  # compat.deepspeed.RefusedShard names the shard it refused
             raise ConfigError(
-                f"refused to unpickle {path}: {_refused_global(error)}; flashdist loads checkpoints with "
+                f"refused to unpickle {file or path}: {_refused_global(error)}; flashdist loads checkpoints with "
                 "weights_only=True, so a checkpoint can hold tensors and plain data but run no code.",
                 hint="if you wrote this checkpoint with objects of your own, register them with "
                 "torch.serialization.add_safe_globals([...]) before fit.",
+                # A ZeRO optimizer shard is read by its own rank only: the others never see it.
+                this_rank_only=file is not None and zero_shard_rank(Path(file).name) is not None,
             ) from error
 
 

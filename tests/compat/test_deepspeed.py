@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import pickle
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -118,6 +119,7 @@ def test_the_replaced_load_refuses_a_pickled_payload_and_loads_tensors_and_deeps
     torch.save({"w": torch.ones(2), "zero_stage": ZeroStageEnum.gradients}, good)
     torch.save({"w": torch.ones(2), "x": _Payload(marker)}, bad)
     assert engine.checkpoint_engine.load(str(good))["zero_stage"] is ZeroStageEnum.gradients
-    with pytest.raises(Exception, match="Weights only load failed"):
+    with pytest.raises(pickle.UnpicklingError, match="Weights only load failed") as refused:
         engine.checkpoint_engine.load(str(bad))
+    assert refused.value.path == str(bad)  # the refusal names the shard, so its rank can be told
     assert not marker.exists()

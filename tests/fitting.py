@@ -19,7 +19,7 @@ def run_fit(root: Path, timeout_s: float = 240, expect_ok: bool = True, **config
     On failure the process's output is in the assertion message.
     """
     config = {"root": str(root), **config}
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "MASTER_PORT": str(_free_port())}
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "MASTER_PORT": str(free_port())}
     proc = subprocess.run(
         [sys.executable, str(SCRIPT), json.dumps(config)], capture_output=True, text=True, timeout=timeout_s, env=env
     )
@@ -35,7 +35,7 @@ def run_in_one_torchrun(script: str, configs: list[dict], timeout_s: float) -> s
     Many tiny fits in one launch pay the imports and the process start once. Fails the test with the
     launch's output unless every fit succeeded.
     """
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", str(_free_port()),
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", str(free_port()),
                str(SCRIPTS / script), json.dumps(configs)]
     path = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": path}
@@ -49,7 +49,8 @@ def read_lr_csv(root: Path) -> list[list[float]]:
     return [[float(v) for v in line.split(",")[1:]] for line in lines]
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port free on localhost now (for MASTER_PORT / --master-port); the tests' one copy."""
     import socket
 
     with socket.socket() as sock:

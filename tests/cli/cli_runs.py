@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
+
+from tests.fitting import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIGS = REPO / "configs"
@@ -42,9 +43,3 @@ def finish(proc: subprocess.Popen, timeout_s: float = 240) -> tuple[str, str]:
 
 def read_summary(tmp_path: Path) -> dict:
     return json.loads((tmp_path / "run" / "summary.json").read_text())
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]

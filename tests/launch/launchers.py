@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
+from tests.fitting import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 RUN_YAML = REPO / "tests" / "launch" / "run.yaml"
@@ -58,12 +58,6 @@ def read_lr(root: Path) -> list[str]:
     if lines and lines[0].endswith(",grad_norm"):
         return [line.rsplit(",", 1)[0] for line in lines]
     return lines
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def describe(proc: subprocess.CompletedProcess) -> str:

@@ -9,7 +9,8 @@ strategy ``single`` with harnesses ``torch`` (the hand-written loop), ``lightnin
 ``flashdist`` and ``hf``; in several, ``ddp`` with the same four (``torch`` then wraps the model
 in DistributedDataParallel), ``deepspeed`` with ``deepspeed`` (the hand-written engine loop),
 ``lightning_ds`` (plain Lightning's own DeepSpeedStrategy) and ``flashdist``, and ``fsdp`` with
-``fsdp2`` (the hand-written ``fully_shard`` loop) and ``flashdist``.
+``fsdp2`` (the hand-written ``fully_shard`` loop), ``lightning_fsdp2`` (plain Lightning's own
+ModelParallelStrategy) and ``flashdist``.
 """
 
 from __future__ import annotations
@@ -32,10 +33,11 @@ GROUPS_ONE_PROCESS: dict[str, tuple[str, ...]] = {"single": ("torch", "lightning
 GROUPS_MULTI_PROCESS: dict[str, tuple[str, ...]] = {
     "ddp": ("torch", "lightning", "flashdist", "hf"),
     "deepspeed": ("deepspeed", "lightning_ds", "flashdist"),
-    "fsdp": ("fsdp2", "flashdist"),
+    "fsdp": ("fsdp2", "lightning_fsdp2", "flashdist"),
 }
 # Not in the default comparison: plain Lightning without self.log, which measures what logging costs.
-EXTRA_HARNESSES = {"single": ("lightning_nolog",), "ddp": ("lightning_nolog",), "deepspeed": ("lightning_ds_nolog",)}
+EXTRA_HARNESSES = {"single": ("lightning_nolog",), "ddp": ("lightning_nolog",), "deepspeed": ("lightning_ds_nolog",),
+                   "fsdp": ("lightning_fsdp2_nolog",)}
 FLASHDIST_STRATEGY = {"single": "auto", "ddp": "ddp", "deepspeed": "deepspeed_stage_2", "fsdp": "fsdp"}
 
 

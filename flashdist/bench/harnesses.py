@@ -13,7 +13,10 @@ the limit.
   AdamW with the kernel flag flashdist's FSDP2 route picks (``fused=True`` on CPU).
 - ``lightning``: a plain ``lightning.Trainer`` and the LightningModule a user writes (DDP at 2 processes).
 - ``lightning_ds``: the same under Lightning's own ``DeepSpeedStrategy(stage=2)`` (CPU checks lifted only);
-  ``lightning_nolog`` / ``lightning_ds_nolog``: without ``self.log``.
+- ``lightning_fsdp2``: the same under Lightning's own ``ModelParallelStrategy`` (data-parallel over
+  every rank), sharded in ``configure_model`` as Lightning's FSDP2 guide writes it, with the
+  ``fsdp2`` loop's optimizer kernel;
+- ``lightning_nolog`` / ``lightning_ds_nolog`` / ``lightning_fsdp2_nolog``: without ``self.log``.
 - ``flashdist``: ``flashdist.Trainer`` and ``flashdist.Task`` (its fast linear warmup).
 - ``hf``: the Hugging Face ``Trainer`` (with accelerate), its own linear schedule.
 
@@ -110,16 +113,11 @@ def hand_deepspeed(workload: Workload, samples: Any, total_steps: int, world: in
 def hand_fsdp2(workload: Workload, samples: Any, total_steps: int, world: int, root: str, stamp: Stamp) -> None:
     """A hand-written FSDP2 loop: ``fully_shard`` per transformer block, then the root."""
     from torch.distributed.device_mesh import init_device_mesh
-    from torch.distributed.fsdp import fully_shard
 
     _init_process_group(world)
     mesh = init_device_mesh("cpu", (world,))
     model = workload.model()
-    for module in list(model.modules()):
-        if isinstance(module, nn.ModuleList):  # where transformer blocks live (flashdist's default too)
-            for block in module:
-                fully_shard(block, mesh=mesh)
-    fully_shard(model, mesh=mesh)
+    _fully_shard_blocks_then_root(model, mesh)
     optimizer = _adamw(model.parameters(), **FSDP2_KERNEL)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, linear_warmup_factor(total_steps))
     model.train()
@@ -130,6 +128,16 @@ def hand_fsdp2(workload: Workload, samples: Any, total_steps: int, world: int, r
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
         stamp()
+
+
+def _fully_shard_blocks_then_root(model: nn.Module, mesh: Any) -> None:
+    from torch.distributed.fsdp import fully_shard
+
+    for module in list(model.modules()):
+        if isinstance(module, nn.ModuleList):  # where transformer blocks live (flashdist's default too)
+            for block in module:
+                fully_shard(block, mesh=mesh)
+    fully_shard(model, mesh=mesh)
 
 
 def fsdp2_kernel_flags(device_type: str = "cpu") -> dict[str, bool]:
@@ -173,6 +181,8 @@ def plain_lightning(workload: Workload, samples: Any, total_steps: int, world: i
 
     ``strategy="deepspeed"``: Lightning's own ``DeepSpeedStrategy(stage=2)`` with only the CPU
     checks lifted (flashdist's :class:`CPUDeepSpeedMixin`), none of flashdist's training changes.
+    ``strategy="fsdp2"``: Lightning's own ``ModelParallelStrategy``, the module sharded in
+    ``configure_model`` the way the ``fsdp2`` loop shards it, the same AdamW kernel.
     """
     from lightning.pytorch import LightningModule, Trainer
 
@@ -189,14 +199,24 @@ def plain_lightning(workload: Workload, samples: Any, total_steps: int, world: i
             return loss
 
         def configure_optimizers(self) -> Any:
-            optimizer = _adamw(self.parameters())
+            optimizer = _adamw(self.parameters(), **(FSDP2_KERNEL if strategy == "fsdp2" else {}))
             scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, linear_warmup_factor(total_steps))
             return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
+    class ShardedModule(PlainModule):  # Lightning's FSDP2 guide: shard in configure_model
+        def configure_model(self) -> None:
+            _fully_shard_blocks_then_root(self.model, self.device_mesh["data_parallel"])
+
     chosen: Any = "ddp" if world > 1 else "auto"
+    module = ShardedModule() if strategy == "fsdp2" else PlainModule()
     if strategy == "deepspeed":
         chosen = plain_cpu_deepspeed()
-    Trainer(**_lightning_kwargs(world, root, stamp, chosen)).fit(PlainModule(), _loader(workload, samples, 1))
+    elif strategy == "fsdp2":
+        from lightning.pytorch.strategies import ModelParallelStrategy
+
+        # Its defaults (data-parallel = nodes, tensor-parallel = devices) would shard nothing on one host.
+        chosen = ModelParallelStrategy(data_parallel_size=world, tensor_parallel_size=1)
+    Trainer(**_lightning_kwargs(world, root, stamp, chosen)).fit(module, _loader(workload, samples, 1))
 
 
 def plain_cpu_deepspeed() -> Any:
@@ -262,5 +282,7 @@ def harness(name: str, strategy: str) -> HarnessFn:
         "lightning_nolog": lambda *args: plain_lightning(*args, log=False),
         "lightning_ds": lambda *args: plain_lightning(*args, strategy="deepspeed"),
         "lightning_ds_nolog": lambda *args: plain_lightning(*args, log=False, strategy="deepspeed"),
+        "lightning_fsdp2": lambda *args: plain_lightning(*args, strategy="fsdp2"),
+        "lightning_fsdp2_nolog": lambda *args: plain_lightning(*args, log=False, strategy="fsdp2"),
     }
     return table[name]

@@ -87,10 +87,12 @@ def parser() -> argparse.ArgumentParser:
     fit.add_argument("--workloads", type=_names(WORKLOADS), default=["mlp", "gpt2"], help="mlp (~1 ms step), gpt2 (~20 ms) (default both)")
     fit.add_argument("--devices", type=_int_list, default=[1, 2], help="process counts, CPU (default 1,2)")
     fit.add_argument("--strategies", type=_names(("ddp", "deepspeed", "fsdp")), default=None, help="at 2+ processes: ddp,deepspeed,fsdp (default all)")
-    fit.add_argument("--harnesses", type=_names(("lightning", "flashdist", "hf", "lightning_nolog", "lightning_ds", "lightning_ds_nolog")), default=None,
+    fit.add_argument("--harnesses", type=_names(("lightning", "flashdist", "hf", "lightning_nolog", "lightning_ds", "lightning_ds_nolog",
+                                                        "lightning_fsdp2", "lightning_fsdp2_nolog")), default=None,
                      help="keep only these next to each strategy's hand-written loop: lightning,flashdist,hf and, under "
-                     "deepspeed, lightning_ds (Lightning's own DeepSpeedStrategy) (default all); lightning_nolog / "
-                     "lightning_ds_nolog (without self.log) only when named")
+                     "deepspeed, lightning_ds (Lightning's own DeepSpeedStrategy), under fsdp, lightning_fsdp2 (Lightning's "
+                     "own ModelParallelStrategy) (default all); lightning_nolog / lightning_ds_nolog / lightning_fsdp2_nolog "
+                     "(without self.log) only when named")
     fit.add_argument("--steps", type=_positive, default=None, help="timed steps per fit (default mlp 300, gpt2 60)")
     fit.add_argument("--warmup-steps", type=int, default=None, help="steps dropped per fit (default mlp 50, gpt2 10)")
     fit.add_argument("--repeats", type=_positive, default=10, help="interleaved rounds of all variants (default 10)")

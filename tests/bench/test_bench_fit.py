@@ -35,14 +35,15 @@ def test_ratios_pair_fits_by_round():
     assert summary["variants"]["ddp/flashdist"]["us_per_step"] == 300.0
 
 
-def test_deepspeed_splits_into_lightnings_strategy_over_the_engine_loop_and_flashdist_over_lightning():
-    values = {"deepspeed/deepspeed": [100.0, 200.0], "deepspeed/lightning_ds": [140.0, 280.0], "deepspeed/flashdist": [147.0, 294.0]}
+@pytest.mark.parametrize("strategy, hand, plain", [("deepspeed", "deepspeed", "lightning_ds"), ("fsdp", "fsdp2", "lightning_fsdp2")])
+def test_sharded_strategies_split_into_lightnings_strategy_over_the_hand_loop_and_flashdist_over_lightning(strategy, hand, plain):
+    values = {f"{strategy}/{hand}": [100.0, 200.0], f"{strategy}/{plain}": [140.0, 280.0], f"{strategy}/flashdist": [147.0, 294.0]}
     config = {"workload": "mlp", "devices": 2, "steps": 10, "warmup_steps": 2, "repeats": 2,
-              "groups": groups_for(2, strategies=["deepspeed"], harnesses=["lightning_ds", "flashdist"])}
-    ratios = fit.summarize(config, _fits(values))["ratios"]["deepspeed"]
-    assert ratios["lightning_ds / deepspeed"]["median"] == pytest.approx(1.4)  # the floor Lightning sets
-    assert ratios["flashdist / lightning_ds"]["median"] == pytest.approx(1.05)  # what flashdist adds
-    assert ratios["flashdist / deepspeed"]["median"] == pytest.approx(1.47)
+              "groups": groups_for(2, strategies=[strategy], harnesses=[plain, "flashdist"])}
+    ratios = fit.summarize(config, _fits(values))["ratios"][strategy]
+    assert ratios[f"{plain} / {hand}"]["median"] == pytest.approx(1.4)  # the floor Lightning sets
+    assert ratios[f"flashdist / {plain}"]["median"] == pytest.approx(1.05)  # what flashdist adds
+    assert ratios[f"flashdist / {hand}"]["median"] == pytest.approx(1.47)
 
 
 def test_each_round_runs_every_variant_once_with_a_strategys_harnesses_adjacent():
@@ -82,15 +83,18 @@ def test_cli_times_flashdist_against_the_hand_written_loop_lightning_and_hf(tmp_
 
 
 @pytest.mark.multiprocess
-def test_two_processes_under_torchrun_run_plain_lightnings_own_deepspeed_strategy():
-    # the hand-written engine loop, plain Lightning's own DeepSpeedStrategy, and flashdist, in one torchrun
-    # (flashdist under DeepSpeed is fitted by tests/strategies; its pairing here is arithmetic, above)
-    result = fit.run(workloads=["mlp"], devices=(2,), strategies=["deepspeed"], harnesses=["lightning_ds"],
-                     steps=6, warmup_steps=2, repeats=1, warmup_rounds=0)
+def test_two_processes_under_torchrun_run_plain_lightnings_own_deepspeed_and_fsdp2_strategies():
+    # the hand-written engine and fully_shard loops, and plain Lightning's own DeepSpeedStrategy and
+    # ModelParallelStrategy, in one torchrun (flashdist under both is fitted by tests/strategies; its
+    # pairing here is arithmetic, above)
+    result = fit.run(workloads=["mlp"], devices=(2,), strategies=["deepspeed", "fsdp"],
+                     harnesses=["lightning_ds", "lightning_fsdp2"], steps=6, warmup_steps=2, repeats=1, warmup_rounds=0)
     (config,) = result["configs"]
-    assert config["devices"] == 2 and set(config["variants"]) == {"deepspeed/deepspeed", "deepspeed/lightning_ds"}
+    assert config["devices"] == 2
+    assert set(config["variants"]) == {"deepspeed/deepspeed", "deepspeed/lightning_ds", "fsdp/fsdp2", "fsdp/lightning_fsdp2"}
     assert all(stats["steps_per_fit"] == 2 + 6 + 1 for stats in config["variants"].values())
     assert set(config["ratios"]["deepspeed"]) == {"lightning_ds / deepspeed"}
+    assert set(config["ratios"]["fsdp"]) == {"lightning_fsdp2 / fsdp2"}
 
 
 def test_the_hand_written_fsdp2_loop_runs_the_optimizer_kernel_flashdists_route_picks():

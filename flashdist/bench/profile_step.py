@@ -5,7 +5,8 @@
 
 Runs one harness of :mod:`flashdist.bench.harnesses` (``torch``, ``lightning``,
 ``lightning_nolog``, ``flashdist``, ``hf``; under torchrun also ``deepspeed``, ``lightning_ds``,
-``lightning_ds_nolog``, ``fsdp2``, and ``flashdist`` under ``--strategy``) in this process, one
+``lightning_ds_nolog``, ``fsdp2``, ``lightning_fsdp2``, ``lightning_fsdp2_nolog``, and ``flashdist``
+under ``--strategy``) in this process, one
 thread, after an untimed warm-up fit, with cProfile on, and prints (rank 0) the functions by
 time with the calls and milliseconds *per training step*. cProfile charges every Python call, so Python-heavy code
 looks slower than it is: read it for where the time goes, and take the size of an effect from
@@ -62,6 +63,13 @@ MECHANISMS: tuple[tuple[str, str, str], ...] = (
     ("DeepSpeed engine forward", "deepspeed/runtime/engine.py", "forward"),
     ("DeepSpeed engine backward", "deepspeed/runtime/engine.py", "backward"),
     ("DeepSpeed engine step", "deepspeed/runtime/engine.py", "step"),
+    ("FSDP2: all-gather before forward", "fsdp/_fully_shard/_fsdp_state.py", "_pre_forward"),
+    ("FSDP2: reduce-scatter after backward", "fsdp/_fully_shard/_fsdp_state.py", "_root_post_backward_final_callback"),
+    ("autograd backward", "torch/autograd/__init__.py", "backward"),
+    ("flashdist: preemption stop vote", "flashdist/runtime/preemption.py", "exchange"),
+    ("flashdist: grad-norm monitor", "flashdist/runtime/grad_norm.py", "on_before_optimizer_step"),
+    ("flashdist: grad-norm monitor, batch end", "flashdist/runtime/grad_norm.py", "on_train_batch_end"),
+    ("flashdist: throughput, batch end", "flashdist/runtime/throughput.py", "on_train_batch_end"),
     ("Lightning: self.log", "lightning/pytorch/core/module.py", "log"),
     ("Lightning: logger connector, per batch", "logger_connector/logger_connector.py", "update_train_step_metrics"),
     ("Lightning: per-step SIGTERM broadcast", "loops/training_epoch_loop.py", "_broadcast_sigterm_tensor"),
@@ -75,6 +83,7 @@ MECHANISMS: tuple[tuple[str, str, str], ...] = (
     ("Lightning: progress/profiler contexts", "lightning/pytorch/profilers/profiler.py", "profile"),
     ("all of a step: Lightning's epoch-loop advance", "loops/training_epoch_loop.py", "advance"),
     ("all of a step: the hand-written DeepSpeed loop", "flashdist/bench/harnesses.py", "hand_deepspeed"),
+    ("all of a step: the hand-written FSDP2 loop", "flashdist/bench/harnesses.py", "hand_fsdp2"),
 )
 
 
@@ -95,7 +104,7 @@ def mechanism_table(stats: pstats.Stats, steps: int) -> list[tuple[str, float, f
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m flashdist.bench.profile_step", description=__doc__.splitlines()[0])
     parser.add_argument("harness", choices=("torch", "lightning", "lightning_nolog", "flashdist", "hf", "deepspeed", "lightning_ds",
-                                            "lightning_ds_nolog", "fsdp2"))
+                                            "lightning_ds_nolog", "fsdp2", "lightning_fsdp2", "lightning_fsdp2_nolog"))
     parser.add_argument("--strategy", default="auto", help="flashdist's strategy under torchrun, e.g. deepspeed_stage_2")
     parser.add_argument("--steps", type=int, default=1000)
     parser.add_argument("--workload", choices=("mlp", "gpt2"), default="mlp")

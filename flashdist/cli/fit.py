@@ -43,11 +43,13 @@ def check(argv: list[str]) -> int:
         >>> check(["fit", "--config", "configs/quickstart.yaml"])  # doctest: +SKIP
         0
     """
-    from flashdist.runtime.trainer import check_fit_before_launch
-
     def checked() -> None:
-        cli = build_cli(argv, run=False)
-        check_fit_before_launch(cli.trainer, cli.model, cli.datamodule)
+        from flashdist.cli.lightning_cli import ChecksPassed, FlashdistCLI
+
+        try:  # parsed as the subcommand, so its own arguments (--ckpt_path=auto) are read as `fit` reads them
+            FlashdistCLI(args=argv, check_only=True)
+        except ChecksPassed:
+            return
 
     return _status(argv[0], checked)
 

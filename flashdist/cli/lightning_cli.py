@@ -22,7 +22,7 @@ from flashdist.cli.config_layers import read_run_config
 from flashdist.cli.config_validation import Section, validate_run_config
 from flashdist.cli.signatures import method_parameters
 from flashdist.tasks.model import Task
-from flashdist.runtime.trainer import Trainer, check_strategy_before_launch
+from flashdist.runtime.trainer import Trainer, check_fit_before_launch, check_strategy_before_launch
 from flashdist.errors import ConfigError
 
 # Raise instead of exit, so errors become ConfigErrors; no abbreviations, so a misspelt
@@ -36,15 +36,28 @@ SECTIONS = (
 )
 
 
+class ChecksPassed(Exception):
+    """Raised by ``FlashdistCLI(check_only=True)`` once every pre-launch check passed, instead of running the subcommand."""
+
+
 class FlashdistCLI(LightningCLI):
     """``flashdist fit|validate --config run.yaml``; see ``flashdist.cli.fit``.
+
+    ``check_only``: parse ``args`` as the subcommand would (so ``--ckpt_path`` and the other
+    arguments of ``Trainer.fit`` are read as ``fit`` reads them), build the classes, run every
+    pre-launch check, then raise ``ChecksPassed`` where the subcommand would start. LightningCLI
+    has no public "parse as fit but do not run"; ``run=False`` parses without the subcommand and
+    so refuses its arguments, and ``after_instantiate_classes`` is the last public hook before
+    the run.
 
     Example:
         >>> cli = FlashdistCLI(args=["--config", "configs/quickstart.yaml"], run=False)  # doctest: +SKIP
     """
 
-    def __init__(self, args: list[str], run: bool = True):
+    def __init__(self, args: list[str], run: bool = True, check_only: bool = False):
         self._args = list(args)
+        self._check_only = check_only
+        run = run or check_only
         subcommand = self._args[0] if run and self._args and self._args[0] in SUBCOMMANDS else None
         run_config = read_run_config(self._args[1:] if subcommand else self._args)
         if run_config is not None:  # None: --help, or a form only jsonargparse reads
@@ -103,6 +116,9 @@ class FlashdistCLI(LightningCLI):
 
     def after_instantiate_classes(self) -> None:
         check_model_matches_data(self.model, self.datamodule)
+        if self._check_only:
+            check_fit_before_launch(self.trainer, self.model, self.datamodule)
+            raise ChecksPassed
         if self.subcommand == "fit":  # Trainer.fit repeats it; here it runs before LightningCLI's own set-up
             check_strategy_before_launch(self.trainer, self.model, self.datamodule)
 
@@ -151,4 +167,4 @@ def _config_files(args: list[str]) -> list[str]:
     return files + (["the command line"] if overrides else [])
 
 
-__all__ = ["FlashdistCLI", "SUBCOMMANDS"]
+__all__ = ["ChecksPassed", "FlashdistCLI", "SUBCOMMANDS"]

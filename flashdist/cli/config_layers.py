@@ -4,9 +4,12 @@ flashdist reads the same arguments before jsonargparse does, so that its checks 
 (``cli/config_validation.py``) can name the key, the value and where it came from (a file, or
 the command line). It merges as jsonargparse does for the forms people write: files in order,
 mappings merged key by key, lists replaced, ``--a.b=value`` read as YAML, ``--model.key`` meaning
-``--model.init_args.key``, ``--model=Name`` setting the class. A form it does not read
-(``--help``, ``+=`` appends, an override into a list, a bare flag) makes it step aside:
-``read_run_config`` returns None and jsonargparse alone judges the arguments.
+``--model.init_args.key``, ``--model=Name`` setting the class, a mapping without ``class_path``
+over an earlier class meaning its ``init_args``, a section given as the path of a file of its
+own (``trainer: trainer.yaml``, relative to the file that names it), a ``config:`` inside a file
+including another one, ``$schema:`` ignored. A form it does not read (``--help``, ``+`` appends,
+an override into a list, a bare flag, ``--config -``) makes it step aside: ``read_run_config``
+returns None and jsonargparse alone judges the arguments.
 
 Example:
     >>> run = read_run_config(["--config", "configs/quickstart.yaml", "--trainer.max_epochs=1"])  # doctest: +SKIP
@@ -28,7 +31,13 @@ from flashdist.errors import ConfigError
 
 COMMAND_LINE = "the command line"
 CLASS_KEYS = frozenset({"class_path", "init_args", "dict_kwargs", "__path__"})
-_PRINT_CONFIG_FLAGS = {"skip_default", "skip_null"}
+_PRINT_CONFIG_FLAGS = {"skip_default", "skip_unset", "skip_null", "comments"}  # jsonargparse's, skip_null deprecated
+_SCHEMA_KEY = "$schema"  # for editors; jsonargparse drops it at any level
+_FILE_SECTIONS = frozenset({"trainer"})  # besides the class sections: a group LightningCLI adds with sub_configs=True
+
+
+class _StepAside(Exception):
+    """A form flashdist does not read: jsonargparse alone judges the arguments."""
 
 KeyPath = tuple[Any, ...]  # str keys, int list indices
 
@@ -40,8 +49,11 @@ class RunConfig:
     values: dict[str, Any] = field(default_factory=dict)
     sources: dict[KeyPath, str] = field(default_factory=dict)
     # init_args kept from an earlier class_path after the class changed: jsonargparse decides
-    # which of them the new class takes, so flashdist checks none of them.
+    # which of them the new class takes, so flashdist checks none of them. A whole section here
+    # (one given as a file flashdist does not read) is left to jsonargparse too.
     carried: set[KeyPath] = field(default_factory=set)
+    # --print_config: jsonargparse prints before it checks required arguments, so a template prints
+    prints_config: bool = False
 
     def source(self, path: KeyPath) -> str:
         """The file (or ``the command line``) that set ``path`` or the nearest section above it."""
@@ -73,6 +85,13 @@ def read_run_config(args: list[str], class_sections: frozenset[str] = frozenset(
     ``class_sections`` are the sections given as ``class_path`` + ``init_args`` (LightningCLI's
     subclass mode). None: the arguments ask for help or hold a form flashdist does not read.
     """
+    try:
+        return _read(args, class_sections)
+    except _StepAside:
+        return None
+
+
+def _read(args: list[str], class_sections: frozenset[str]) -> RunConfig | None:
     run = RunConfig()
     index = 0
     while index < len(args):
@@ -86,10 +105,12 @@ def read_run_config(args: list[str], class_sections: frozenset[str] = frozenset(
                 given, index = args[index + 1], index + 1
             else:
                 return None
-            _merge(run, run.values, _config_layer(given), (), _config_source(given), class_sections)
+            layer, source, base = _config_layer(given)
+            _merge(run, run.values, layer, (), source, class_sections, base)
             index += 1
             continue
         if arg.startswith("--print_config"):
+            run.prints_config = True
             following = args[index + 1] if index + 1 < len(args) else ""
             if "=" not in arg and following and set(following.split(",")) <= _PRINT_CONFIG_FLAGS:
                 index += 1
@@ -104,23 +125,42 @@ def read_run_config(args: list[str], class_sections: frozenset[str] = frozenset(
             raw, index = args[index + 1], index + 1
         index += 1
         path = tuple(key.split("."))
-        if not all(path) or not _override(run, path, _yaml_value(raw), class_sections):
+        if not all(path) or any(part.endswith("+") for part in path):  # `--trainer.callbacks+ X` appends: jsonargparse's to read
+            return None
+        if not _override(run, path, _yaml_value(raw), class_sections):
             return None
     return run
 
 
-def _config_layer(given: str) -> dict[str, Any]:
-    path = Path(given)
-    if path.exists():
-        return load_run_config(path)  # a directory, bad YAML, a duplicated key, a non-mapping: refused there
+def _config_layer(given: str) -> tuple[dict[str, Any], str, Path]:
+    """A ``--config`` value: (its mapping, its source for messages, the folder its relative paths start from)."""
+    if given == "-":
+        raise _StepAside  # jsonargparse reads the config from stdin
+    path = Path(given).expanduser()  # jsonargparse expands ~ as well
+    if _is_file_or_dir(path):
+        return load_run_config(path), given, path.parent  # a directory, bad YAML, a duplicated key, a non-mapping: refused there
     inline = _yaml_value(given)
     if isinstance(inline, dict):  # jsonargparse also takes the config itself as the value of --config
-        return inline
+        return inline, "the --config text", Path.cwd()
     raise ConfigError(f"config file {given!r} does not exist.", hint="configs/ holds quickstart.yaml and friends.")
 
 
-def _config_source(given: str) -> str:
-    return given if Path(given).exists() else "the --config text"
+def _is_file_or_dir(path: Path) -> bool:
+    try:
+        return path.exists()
+    except OSError:  # e.g. a name longer than the file system allows: an inline config, not a path
+        return False
+
+
+def _sub_config(value: str, base: Path) -> Path | None:
+    """The file a section (or ``config:``) given as a string names, relative to ``base`` first, as jsonargparse looks."""
+    for candidate in (base / Path(value).expanduser(), Path(value).expanduser()):
+        try:
+            if candidate.is_file():
+                return candidate
+        except OSError:
+            continue
+    return None
 
 
 def _yaml_value(raw: str) -> Any:
@@ -134,24 +174,65 @@ def _is_class_node(path: KeyPath, node: Any, class_sections: frozenset[str]) -> 
     return (len(path) == 1 and path[0] in class_sections) or (isinstance(node, dict) and "class_path" in node)
 
 
-def _merge(run: RunConfig, into: dict[str, Any], layer: dict[str, Any], prefix: KeyPath, source: str, class_sections: frozenset[str]) -> None:
+def _merge(run: RunConfig, into: dict[str, Any], layer: dict[str, Any], prefix: KeyPath, source: str,
+           class_sections: frozenset[str], base: Path | None = None) -> None:
+    """Merge one layer into ``into`` as jsonargparse does; ``base``: the folder a relative sub-config path starts from."""
+    base = Path.cwd() if base is None else base
     for key, value in layer.items():
         path = (*prefix, key)
+        if key == _SCHEMA_KEY:
+            continue
+        if isinstance(key, str) and key.endswith("+"):
+            raise _StepAside  # `callbacks+:` appends to the list before it: jsonargparse's to read
+        if not prefix and key == "config" and source != COMMAND_LINE:
+            _include(run, value, base, class_sections)  # keys after it override it, as they merge after
+            continue
+        if len(path) == 1 and key in class_sections | _FILE_SECTIONS and isinstance(value, str):
+            file = _sub_config(value, base)
+            if file is not None:
+                _merge_section_file(run, into, key, file, class_sections)
+                continue
         if len(path) == 1 and key in class_sections and isinstance(value, str):
             value = {"class_path": value}  # `model: Name` names the class
         old = into.get(key)
         if isinstance(value, dict) and isinstance(old, dict):
+            if "class_path" in old and not CLASS_KEYS & set(value):
+                value = {"init_args": value}  # over an earlier class, a plain mapping is its init_args
             if "class_path" in value and old.get("class_path") not in (None, value["class_path"]):
                 _class_changed(run, old, path)
-            _merge(run, old, value, path, source, class_sections)
+            _merge(run, old, value, path, source, class_sections, base)
         else:
             into[key] = copy.deepcopy(value)
             _record(run, path, value, source)
 
 
+def _include(run: RunConfig, value: Any, base: Path, class_sections: frozenset[str]) -> None:
+    """``config: base.yaml`` inside a config file: jsonargparse merges that file at this point."""
+    file = _sub_config(value, base) if isinstance(value, str) else None
+    if file is None:
+        raise _StepAside  # a list, inline text, or a path flashdist does not find: jsonargparse's to judge
+    _merge(run, run.values, load_run_config(file), (), str(file), class_sections, file.parent)
+
+
+def _merge_section_file(run: RunConfig, into: dict[str, Any], key: str, file: Path, class_sections: frozenset[str]) -> None:
+    """``trainer: trainer.yaml``: the section's keys from a file of their own (one that is no mapping: jsonargparse's)."""
+    try:
+        loaded = yaml.safe_load(file.read_text())
+    except (OSError, yaml.YAMLError):
+        loaded = None
+    if isinstance(loaded, dict):
+        _merge(run, into, {key: load_run_config(file)}, (), str(file), class_sections, file.parent)
+        return
+    into[key] = str(file)
+    _record(run, (key,), str(file), str(file))
+    run.carried.add((key,))
+
+
 def _record(run: RunConfig, path: KeyPath, value: Any, source: str) -> None:
-    run.sources[path] = source
+    """``path`` was set to ``value`` by ``source``: what an earlier layer said below it is gone."""
+    run.sources = {key: where for key, where in run.sources.items() if key[: len(path)] != path}
     run.carried = {carried for carried in run.carried if carried[: len(path)] != path}
+    run.sources[path] = source
     children = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
     for key, child in children:
         _record(run, (*path, key), child, source)
@@ -181,8 +262,9 @@ def _override(run: RunConfig, path: KeyPath, value: Any, class_sections: frozens
             child = node[key] = {}
         node, walked = child, (*walked, key)
     target = (*walked, key)
-    if len(target) == 1 and key in class_sections and not isinstance(value, dict):
-        value = {"class_path": value}  # --model=Name
+    if len(target) == 1:  # --model=Name, --trainer=trainer.yaml, --model='{num_classes: 10}': as a file's section reads
+        _merge(run, node, {key: value}, (), COMMAND_LINE, class_sections)
+        return True
     if isinstance(value, dict) and isinstance(node.get(key), dict):
         _merge(run, node, {key: value}, walked, COMMAND_LINE, class_sections)
         return True

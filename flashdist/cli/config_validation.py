@@ -59,13 +59,13 @@ def validate_run_config(run: RunConfig, sections: Iterable[Section], top_level: 
         ...
         flashdist.errors.ConfigError: unknown section 'trainr' in the config. Accepted: 'trainer'. HINT: did you mean 'trainer'?
     """
-    sections = list(sections)
+    sections = [section for section in sections if not run.is_carried((section.name,))]  # a file only jsonargparse reads
     for key, value in run.values.items():
         if key not in top_level and not other_keys_possible:
             what = "section" if isinstance(value, Mapping) else "key"
             raise _unknown(f"unknown {what} {key!r} {run.where((key,))}.", key, sorted(top_level), "`flashdist fit --help` lists them")
     missing = sorted(section.name for section in sections if section.required and section.name not in run.values)
-    if missing:
+    if missing and not run.prints_config:  # jsonargparse prints before it checks what is required: a template prints
         files = sorted({source for path, source in run.sources.items() if len(path) == 1})
         where = f" (from {', '.join(files)})" if files else ""
         raise ConfigError(
@@ -166,7 +166,7 @@ def _check_arguments(run: RunConfig, path: KeyPath, target: Any, arguments: Mapp
                            accepted.names(), f"`flashdist fit --help` lists every key (`--{path[0]}.help {owner}` those of {owner})")
         _check_value(run, key_path, parameter.annotation, value)
     missing = [p.name for p in accepted.parameters.values() if p.required and p.name not in arguments and p.name not in given]
-    if missing:
+    if missing and not run.prints_config:
         raise ConfigError(
             f"{dotted(path)} {run.where(path)} does not give {', '.join(map(repr, missing))}, which {owner} requires.",
             hint=f"add {missing[0]}: under {dotted(path)}" + ("" if _has_index(path) else f", or --{dotted(path)}.{missing[0]}=<value>") + ".",
@@ -193,8 +193,8 @@ def _check_nested(run: RunConfig, path: KeyPath, value: Any) -> None:
             _check_nested(run, (*path, index), item)
 
 
-def _unknown(message: str, key: str, accepted: list[str], otherwise: str) -> ConfigError:
-    close = difflib.get_close_matches(key, accepted, n=2)
+def _unknown(message: str, key: Any, accepted: list[str], otherwise: str) -> ConfigError:
+    close = difflib.get_close_matches(str(key), accepted, n=2)  # YAML reads `1:` and `on:` as an int and a bool
     hint = f"did you mean {' or '.join(repr(c) for c in close)}?" if close else f"{otherwise}."
     return ConfigError(message, accepted=accepted or None, hint=hint)
 

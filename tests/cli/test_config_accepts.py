@@ -3,15 +3,18 @@
 From the user's side, in-process: the ``flashdist fit`` command a LightningCLI user types, with
 ``Trainer.fit`` replaced by a recorder (nothing trains), or with ``--print_config`` (jsonargparse
 prints the config it merged, so the test reads what jsonargparse made of the layers); and the
-pre-launch check ``flashdist launch`` runs. Then the signature reading on small classes made here.
+pre-launch check ``flashdist launch`` runs.
 """
 
 from __future__ import annotations
 
 import functools
+import io
+import sys
 from typing import Any
 
 import pytest
+import yaml
 
 import flashdist.runtime.trainer
 from flashdist.cli.fit import check, run
@@ -62,6 +65,13 @@ def fit(capsys, *args: str) -> tuple[int, str, str]:
     return status, out, err
 
 
+def printed(capsys, *args: str) -> dict[str, Any]:
+    """The config jsonargparse merged, as ``--print_config`` shows it."""
+    status, out, err = fit(capsys, *args, "--print_config")
+    assert status == 0, err
+    return yaml.safe_load(out)
+
+
 # ---- 13: the pre-launch check reads the fit subcommand's own arguments -----------------------
 def test_the_prelaunch_check_takes_ckpt_path_auto_as_fit_does(tmp_path, fit_calls, capsys):
     config = write(tmp_path, "run.yaml", BASE)
@@ -79,3 +89,100 @@ def test_fit_hands_ckpt_path_to_trainer_fit(tmp_path, fit_calls, capsys):
     status, _, err = fit(capsys, "--config", str(write(tmp_path, "run.yaml", BASE)), "--ckpt_path=auto")
     assert status == 0, err
     assert [call["ckpt_path"] for call in fit_calls] == ["auto"]
+
+
+# ---- 1: --print_config prints a template -----------------------------------------------------
+def test_print_config_prints_an_incomplete_config_as_jsonargparse_does(tmp_path, fit_calls, capsys):
+    assert set(printed(capsys)) >= {"trainer", "model", "data"}  # no config at all: the template
+    model = printed(capsys, "--model=flashdist.image.ImageClassifier")["model"]  # num_classes not given yet
+    assert model["class_path"] == "flashdist.image.ImageClassifier"
+    status, _, err = fit(capsys, "--trainer.max_epoch=1", "--print_config")  # a wrong key is still refused
+    assert status == 2 and "did you mean 'max_epochs'" in err, err
+
+
+# ---- 2: a mapping without class_path over an earlier class is its init_args -----------------
+def test_a_later_plain_mapping_is_the_init_args_of_the_class_before(tmp_path, fit_calls, capsys):
+    base = str(write(tmp_path, "a.yaml", BASE))
+    later = str(write(tmp_path, "b.yaml", "model: {learning_rate: 0.01}\n"))
+    model = printed(capsys, "--config", base, "--config", later)["model"]
+    assert model["class_path"] == "flashdist.image.ImageClassifier"
+    assert model["init_args"]["learning_rate"] == 0.01 and model["init_args"]["num_classes"] == 4
+    for layers in (["--config", base, "--config", later], ["--config", base, "--model={learning_rate: 0.01}"]):
+        status, _, err = fit(capsys, *layers)
+        assert status == 0, err
+    status, _, err = fit(capsys, "--config", base, "--config", str(write(tmp_path, "c.yaml", "model: {learnin_rate: 0.01}\n")))
+    assert status == 2 and "unknown key 'model.init_args.learnin_rate' in" in err and "c.yaml" in err, err
+
+
+# ---- 3: a section given as the path of a file of its own -------------------------------------
+def test_a_section_given_as_a_file_is_read_from_that_file(tmp_path, fit_calls, capsys):
+    trainer = yaml.safe_load(BASE)["trainer"]
+    write(tmp_path, "parts/trainer.yaml", yaml.safe_dump({**trainer, "max_epochs": 3}))
+    write(tmp_path, "parts/model.yaml", "class_path: flashdist.image.ImageClassifier\ninit_args: {num_classes: 4, backbone: resnet_tiny}")
+    rest = BASE[BASE.index("data:"):]
+    main = write(tmp_path, "parts/run.yaml", "trainer: trainer.yaml\nmodel: model.yaml\n" + rest)  # relative to run.yaml's folder
+    status, _, err = fit(capsys, "--config", str(main))
+    assert status == 0, err
+    assert fit_calls[-1]["trainer"].max_epochs == 3
+    status, _, err = fit(capsys, "--config", str(main), "--trainer=parts/trainer.yaml")  # on the command line: from the cwd
+    assert status == 0, err
+    write(tmp_path, "parts/bad_trainer.yaml", yaml.safe_dump({**trainer, "max_epoch": 3}))
+    status, _, err = fit(capsys, "--config", str(main), "--trainer=parts/bad_trainer.yaml")
+    assert status == 2 and "unknown key 'trainer.max_epoch' in" in err and "bad_trainer.yaml" in err, err
+
+
+# ---- 4: config: inside a file includes another; $schema: is for editors ----------------------
+def test_config_inside_a_file_includes_that_file_and_schema_is_ignored(tmp_path, fit_calls, capsys):
+    write(tmp_path, "base.yaml", BASE)
+    top = write(tmp_path, "top.yaml", "$schema: https://example.invalid/s.json\nconfig: base.yaml\ntrainer: {max_epochs: 2}\n")
+    status, _, err = fit(capsys, "--config", str(top))
+    assert status == 0, err
+    assert fit_calls[-1]["trainer"].max_epochs == 2  # the keys after `config:` override the included file
+    write(tmp_path, "bad_base.yaml", BASE.replace("max_epochs: 1", "max_epoch: 1"))
+    status, _, err = fit(capsys, "--config", str(write(tmp_path, "top2.yaml", "config: bad_base.yaml\n")))
+    assert status == 2 and "unknown key 'trainer.max_epoch' in" in err and "bad_base.yaml" in err, err
+
+
+# ---- 5: appends ------------------------------------------------------------------------------
+def test_appends_to_a_list_are_left_to_jsonargparse(tmp_path, fit_calls, capsys):
+    base = str(write(tmp_path, "a.yaml", BASE))
+    monitor = "lightning.pytorch.callbacks.LearningRateMonitor"
+    in_file = write(tmp_path, "b.yaml", f"trainer:\n  callbacks+:\n    - class_path: {monitor}\n")
+    for layers in (["--config", str(in_file)], ["--trainer.callbacks+", monitor]):
+        callbacks = printed(capsys, "--config", base, *layers)["trainer"]["callbacks"]
+        assert [c["class_path"] for c in callbacks] == [monitor], callbacks
+
+
+# ---- 8, 10: where --config comes from --------------------------------------------------------
+def test_config_from_stdin_from_home_and_as_long_inline_text(tmp_path, fit_calls, capsys, monkeypatch):
+    monkeypatch.setattr(sys, "stdin", io.StringIO(BASE))
+    status, _, err = fit(capsys, "--config", "-")
+    assert status == 0, err
+    monkeypatch.setenv("HOME", str(tmp_path))
+    write(tmp_path, "run.yaml", BASE)
+    status, _, err = fit(capsys, "--config", "~/run.yaml")
+    assert status == 0, err
+    inline = yaml.safe_dump(yaml.safe_load(BASE), default_flow_style=True, width=10_000).strip()
+    assert len(inline) > 255  # longer than a file name may be
+    status, _, err = fit(capsys, "--config", inline)
+    assert status == 0, err
+    status, _, err = fit(capsys, "--config", inline.replace("max_epochs", "max_epoch"))
+    assert status == 2 and "unknown key 'trainer.max_epoch' in the --config text" in err, err
+
+
+# ---- 11, 12: messages ------------------------------------------------------------------------
+@pytest.mark.parametrize("text", [BASE + "1: one\n", BASE.replace("num_classes: 4, backbone", "on: 3, num_classes: 4, backbone")],
+                         ids=["top level", "class argument"])
+def test_a_key_yaml_reads_as_a_number_or_a_boolean_is_a_config_error(tmp_path, fit_calls, capsys, text):
+    status, _, err = fit(capsys, "--config", str(write(tmp_path, "bad.yaml", text)))
+    assert status == 2 and "flashdist fit: error: unknown key" in err and "Traceback" not in err, err
+
+
+def test_a_replaced_list_is_named_after_the_file_that_replaced_it(tmp_path, fit_calls, capsys):
+    loggers = "  logger:\n    - class_path: lightning.pytorch.loggers.CSVLogger\n      init_args: {save_dir: runs, name: csv}\n"
+    base = write(tmp_path, "a.yaml", BASE.replace("  logger: false\n", loggers))
+    # b.yaml's logger gives no save_dir, which CSVLogger requires
+    later = write(tmp_path, "b.yaml", "trainer:\n  logger:\n    - class_path: lightning.pytorch.loggers.CSVLogger\n")
+    status, _, err = fit(capsys, "--config", str(base), "--config", str(later))
+    assert status == 2 and "does not give 'save_dir'" in err, err
+    assert "b.yaml" in err and "a.yaml" not in err, err

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from flashdist.cli.config_layers import CLASS_KEYS, COMMAND_LINE, KeyPath, RunConfig, dotted
-from flashdist.cli.signatures import accepted_parameters, describe_type, qualified_name, type_verdict
+from flashdist.cli.signatures import accepted_parameters, builds_only_typed_objects, describe_type, qualified_name, type_verdict
 from flashdist.compat.jsonargparse import import_object
 from flashdist.errors import ConfigError
 
@@ -181,7 +181,8 @@ def _check_value(run: RunConfig, path: KeyPath, annotation: Any, value: Any) -> 
         else:
             hint = f"fix {name} {run.where(path)}" + ("" if _has_index(path) else f", or override it: --{name}=<value>") + "."
         raise ConfigError(f"{name}={value!r} {run.where(path)} is not a valid value.", accepted=describe_type(annotation), hint=hint)
-    _check_nested(run, path, value)
+    if builds_only_typed_objects(annotation):  # under dict / Any / a Callable, jsonargparse keeps or fills in a class_path itself
+        _check_nested(run, path, value)
 
 
 def _check_nested(run: RunConfig, path: KeyPath, value: Any) -> None:

@@ -72,7 +72,7 @@ def accepted_parameters(target: Any) -> Accepted:
     if inspect.isclass(target):
         return method_parameters(target, "__init__")
     parameters: dict[str, Parameter] = {}
-    kwargs_name, unreadable = _own_parameters(target, parameters, own=True)
+    kwargs_name, unreadable = _own_parameters(target, parameters, own=True, bound=False)
     return Accepted(qualified_name(target), parameters, open=unreadable or kwargs_name is not None)
 
 
@@ -88,23 +88,31 @@ def method_parameters(cls: type, method: str) -> Accepted:
     parameters: dict[str, Parameter] = {}
     owner = qualified_name(cls) if method == "__init__" else f"{qualified_name(cls)}.{method}"
     own = True  # a parent's required argument may be one the child passes itself: only the class's own are required
+    read: set[str] = set()  # `x = kwargs.pop("x", 1)`: keys a class takes though no parameter names them
     for klass in cls.__mro__:
         if method not in vars(klass) or klass is object:
             continue
         function = vars(klass)[method]
-        kwargs_name, unreadable = _own_parameters(function, parameters, own)
+        kwargs_name, unreadable = _own_parameters(function, parameters, own, bound=not isinstance(function, staticmethod))
         own = False
         if unreadable:
             return Accepted(owner, parameters, open=True)
         if kwargs_name is None:
             break  # a closed signature: the parents see only what this one passes them
-        if not _forwards_to_super(function, method, kwargs_name):
+        names = _kwargs_read_by_name(function, method, kwargs_name)
+        if names is None:
             return Accepted(owner, parameters, open=True)
+        read |= names
+    for name in sorted(read):  # after the parents', so a parent's annotation of the same name is kept
+        parameters.setdefault(name, Parameter(name, _EMPTY, required=False))
     return Accepted(owner, parameters)
 
 
-def _own_parameters(function: Any, into: dict[str, Parameter], own: bool) -> tuple[str | None, bool]:
-    """Add ``function``'s keyword parameters to ``into``; return (its **kwargs name, whether unreadable)."""
+def _own_parameters(function: Any, into: dict[str, Parameter], own: bool, bound: bool) -> tuple[str | None, bool]:
+    """Add ``function``'s keyword parameters to ``into``; return (its **kwargs name, whether unreadable).
+
+    ``bound``: a method, whose first parameter is the instance whatever it is called.
+    """
     try:
         signature = inspect.signature(function)
     except (TypeError, ValueError):
@@ -112,7 +120,7 @@ def _own_parameters(function: Any, into: dict[str, Parameter], own: bool) -> tup
     hints = _type_hints(function)
     kwargs_name = None
     for index, parameter in enumerate(signature.parameters.values()):
-        if index == 0 and parameter.name in ("self", "cls"):
+        if index == 0 and bound and parameter.kind in (parameter.POSITIONAL_ONLY, parameter.POSITIONAL_OR_KEYWORD):
             continue
         if parameter.kind is parameter.VAR_KEYWORD:
             kwargs_name = parameter.name
@@ -133,21 +141,64 @@ def _type_hints(function: Any) -> dict[str, Any]:
         return {}
 
 
-def _forwards_to_super(function: Any, method: str, kwargs_name: str) -> bool:
-    """Whether ``function``'s source calls ``super().<method>(..., **kwargs_name)``."""
+_KWARGS_READS = frozenset({"get", "pop", "setdefault"})
+
+
+def _kwargs_read_by_name(function: Any, method: str, kwargs_name: str) -> set[str] | None:
+    """The keys ``function`` reads from its ``**kwargs`` by name, when it hands the rest to ``super().<method>``; else None.
+
+    None (the class is then open) when the source cannot be read, nothing is handed to
+    ``super()``, or the dict is used in a way that could consume any key: iterated, stored,
+    ``.items()``, read with a key that is not a literal. Handing it to a helper function
+    (``check(kwargs)``, ``dict(kwargs)``) is taken as the helper reading its parent's keys, as
+    flashdist's own Trainer does (a known limit: a helper that consumed other keys would be missed).
+    """
     try:
         tree = ast.parse(textwrap.dedent(inspect.getsource(inspect.unwrap(function))))
     except (OSError, TypeError, SyntaxError):
-        return False
+        return None
+    forwarded: set[int] = set()  # ids of the Name nodes in `super().<method>(**kwargs)`
     for node in ast.walk(tree):
         if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == method):
             continue
         owner = node.func.value
         if not (isinstance(owner, ast.Call) and isinstance(owner.func, ast.Name) and owner.func.id == "super"):
             continue
-        if any(k.arg is None and isinstance(k.value, ast.Name) and k.value.id == kwargs_name for k in node.keywords):
-            return True
-    return False
+        forwarded |= {id(k.value) for k in node.keywords
+                      if k.arg is None and isinstance(k.value, ast.Name) and k.value.id == kwargs_name}
+    if not forwarded:
+        return None
+    parents = {id(child): parent for parent in ast.walk(tree) for child in ast.iter_child_nodes(parent)}
+    read: set[str] = set()
+    for node in ast.walk(tree):
+        if not (isinstance(node, ast.Name) and node.id == kwargs_name) or id(node) in forwarded:
+            continue
+        parent = parents.get(id(node))
+        if isinstance(parent, ast.Assign) and node in parent.targets:
+            continue  # `kwargs = helper(dict(kwargs))`: the helper's call is judged on its own
+        if isinstance(parent, ast.Call) and node in parent.args:
+            continue  # handed to a helper (see above)
+        key = _literal_key(node, parent, parents)
+        if key is None:
+            return None
+        if key:
+            read.add(key)
+    return read
+
+
+def _literal_key(node: ast.Name, parent: Any, parents: dict[int, Any]) -> str | None:
+    """The key of ``kwargs["x"]``, ``kwargs.get("x")`` (``.pop``, ``.setdefault``), ``"x" in kwargs``; "" for a write; else None."""
+    if isinstance(parent, ast.Subscript) and isinstance(parent.slice, ast.Constant) and isinstance(parent.slice.value, str):
+        return "" if isinstance(parent.ctx, ast.Store) else parent.slice.value
+    if isinstance(parent, ast.Attribute) and parent.attr in _KWARGS_READS:
+        call = parents.get(id(parent))
+        first = call.args[0] if isinstance(call, ast.Call) and call.args else None
+        if isinstance(first, ast.Constant) and isinstance(first.value, str):
+            return first.value
+        return None
+    if isinstance(parent, ast.Compare) and isinstance(parent.left, ast.Constant) and isinstance(parent.left.value, str):
+        return parent.left.value
+    return None
 
 
 # ---- values against annotations ------------------------------------------------------------
@@ -171,7 +222,12 @@ def type_verdict(annotation: Any, value: Any, from_command_line: bool = False) -
             return "accept"
         return "refuse" if all(v == "refuse" for v in verdicts) else "unknown"
     if origin is Literal:
-        return "accept" if any(value == choice and type(value) is type(choice) for choice in typing.get_args(annotation)) else "refuse"
+        choices = typing.get_args(annotation)
+        if any(value == choice for choice in choices):
+            return "accept"
+        if isinstance(value, str) and not all(isinstance(choice, str) for choice in choices):
+            return "unknown"  # jsonargparse converts "16" to a Literal[16]'s int
+        return "refuse"
     if annotation is type(None):
         return "accept" if value is None else "refuse"
     if annotation is str and from_command_line:
@@ -186,6 +242,27 @@ def type_verdict(annotation: Any, value: Any, from_command_line: bool = False) -
     if annotation is Callable or origin is Callable:
         return "refuse" if isinstance(value, Mapping) else "unknown"
     return "unknown"
+
+
+def builds_only_typed_objects(annotation: Any) -> bool:
+    """Whether jsonargparse builds a ``class_path`` mapping under ``annotation`` as the class it names, with its arguments.
+
+    Under ``Any``, ``dict`` or no annotation it keeps the mapping as it is; under a ``Callable``
+    (``OptimizerCallable``) the callable supplies some arguments (``params``) itself: flashdist
+    checks neither.
+
+    Example:
+        >>> builds_only_typed_objects(list[int] | None), builds_only_typed_objects(dict), builds_only_typed_objects(Any)
+        (True, False, False)
+    """
+    if annotation in (_EMPTY, Any, object, dict, list, tuple, Callable) or isinstance(annotation, (str, typing.TypeVar)):
+        return False
+    if isinstance(annotation, type) and issubclass(annotation, Mapping):
+        return False
+    origin = typing.get_origin(annotation)
+    if origin in (dict, Mapping, Callable) or (isinstance(origin, type) and issubclass(origin, Mapping)):
+        return False
+    return all(builds_only_typed_objects(argument) for argument in typing.get_args(annotation) if argument is not Ellipsis)
 
 
 def _int(value: Any) -> Verdict:

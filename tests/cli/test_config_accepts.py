@@ -3,7 +3,7 @@
 From the user's side, in-process: the ``flashdist fit`` command a LightningCLI user types, with
 ``Trainer.fit`` replaced by a recorder (nothing trains), or with ``--print_config`` (jsonargparse
 prints the config it merged, so the test reads what jsonargparse made of the layers); and the
-pre-launch check ``flashdist launch`` runs.
+pre-launch check ``flashdist launch`` runs. Then the signature reading on small classes made here.
 """
 
 from __future__ import annotations
@@ -11,13 +11,19 @@ from __future__ import annotations
 import functools
 import io
 import sys
-from typing import Any
+from collections.abc import Callable, Iterable
+from typing import Any, Literal
 
 import pytest
+import torch
 import yaml
 
 import flashdist.runtime.trainer
+from flashdist.cli.config_layers import read_run_config
+from flashdist.cli.config_validation import Section, validate_run_config
 from flashdist.cli.fit import check, run
+from flashdist.cli.signatures import accepted_parameters, type_verdict
+from flashdist.errors import ConfigError
 
 # A run small enough to build in a moment: one CPU device, no logger, a tiny ResNet.
 BASE = """\
@@ -186,3 +192,56 @@ def test_a_replaced_list_is_named_after_the_file_that_replaced_it(tmp_path, fit_
     status, _, err = fit(capsys, "--config", str(base), "--config", str(later))
     assert status == 2 and "does not give 'save_dir'" in err, err
     assert "b.yaml" in err and "a.yaml" not in err, err
+
+
+# ---- 6, 7, 9: reading signatures -------------------------------------------------------------
+class Optimizers:
+    def __init__(self, optimizer: Callable[[Iterable], torch.optim.Optimizer] | None = None, extra: dict[str, Any] | None = None,
+                 anything: Any = None):
+        pass
+
+
+class PopsAKwarg(Optimizers):
+    def __init__(self, **kwargs: Any):
+        self.scale = kwargs.pop("scale", 1.0)  # a key no parameter names
+        super().__init__(**kwargs)
+
+
+class IterateKwargs(Optimizers):
+    def __init__(self, **kwargs: Any):
+        self.extra = {key: kwargs.pop(key) for key in list(kwargs) if key.startswith("x_")}
+        super().__init__(**kwargs)
+
+
+class NotSelf:
+    def __init__(this, size: int, mode: Literal[16, 32] = 32):  # noqa: N805
+        pass
+
+
+def _validate(target: type, init_args: dict[str, Any]) -> None:
+    run = read_run_config([])
+    run.values["thing"] = init_args
+    validate_run_config(run, [Section("thing", target=target)], {"thing": None})
+
+
+def test_objects_under_dict_any_or_a_callable_are_left_to_jsonargparse():
+    sgd = {"class_path": "torch.optim.SGD", "init_args": {"lr": 0.1}}  # params: the callable's to supply
+    _validate(Optimizers, {"optimizer": sgd, "extra": {"x": {"class_path": "no.such.Class"}}, "anything": {"class_path": "x.Y"}})
+
+
+def test_kwargs_read_by_name_are_accepted_and_other_uses_leave_the_class_open():
+    accepted = accepted_parameters(PopsAKwarg)
+    assert {"scale", "optimizer"} <= set(accepted.names()) and not accepted.open
+    _validate(PopsAKwarg, {"scale": 2.0})
+    with pytest.raises(ConfigError, match=r"unknown key 'thing.scael'.*did you mean 'scale'"):
+        _validate(PopsAKwarg, {"scael": 2.0})
+    assert accepted_parameters(IterateKwargs).open
+    _validate(IterateKwargs, {"x_anything": 1})
+
+
+def test_the_first_parameter_of_init_is_the_instance_whatever_its_name_and_literals_convert_text():
+    assert accepted_parameters(NotSelf).names() == ["size", "mode"]
+    _validate(NotSelf, {"size": 1})
+    assert type_verdict(Literal[16, 32], "16") != "refuse" and type_verdict(Literal[16, 32], 16) == "accept"
+    assert type_verdict(Literal[1], True) == "accept"  # jsonargparse compares with ==, as Python does
+    assert type_verdict(Literal["a", "b"], "c") == "refuse"

@@ -166,6 +166,11 @@ HARNESS_COLOURS = {"flashdist": "#2a9d8f", "lightning": "#792ee5", "hf": "#e9c46
                    "deepspeed": "#e76f51", "fsdp2": "#457b9d"}
 
 
+def _harness_colour(harness: str) -> str:
+    # lightning_ds, lightning_fsdp2_nolog, ...: plain Lightning's colour
+    return HARNESS_COLOURS.get(harness) or HARNESS_COLOURS.get(harness.split("_")[0], "#999999")
+
+
 def plot_fit(result: dict[str, Any], path: str | Path, clock: str = "cpu") -> Path:
     """Bars of ms/step per variant (with 95% CI), one panel per workload and process count.
 
@@ -187,7 +192,7 @@ def plot_fit(result: dict[str, Any], path: str | Path, clock: str = "cpu") -> Pa
         values = [config["variants"][n][key] / 1e3 for n in names]
         cis = [[c / 1e3 for c in config["variants"][n][ci_key]] for n in names]
         errors = [[v - low for v, (low, _) in zip(values, cis)], [high - v for v, (_, high) in zip(values, cis)]]
-        colours = [HARNESS_COLOURS.get(n.split("/")[1], "#999999") for n in names]
+        colours = [_harness_colour(n.split("/")[1]) for n in names]
         ax.bar(range(len(names)), values, yerr=errors, color=colours, capsize=3)
         ax.set_xticks(range(len(names)))
         ax.set_xticklabels(names, rotation=35, ha="right", fontsize=8)

@@ -11,6 +11,7 @@ Both print a table with ratios against a baseline measured in the same run, and 
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 from typing import Any
 
@@ -190,6 +191,7 @@ def run(argv: list[str]) -> int:
         if args.plot != "none":
             console.print(f"plot: {report.plot_fit(result, args.plot)}")
     if args.json_path:
+        result["command"] = shlex.join(["flashdist", "bench", *argv])  # every figure with the command that produced it
         console.print(f"json: {report.write_json(result, args.json_path)}")
     return 0
 

@@ -68,7 +68,8 @@ def test_cli_times_flashdist_against_the_hand_written_loop_lightning_and_hf(tmp_
     printed = capsys.readouterr().out
     assert "flashdist / torch" in printed and "method:" in printed
     result = json.loads(out_json.read_text())
-    assert set(result) == {"method", "environment", "configs"}
+    assert set(result) == {"method", "environment", "configs", "command"}
+    assert result["command"].startswith("flashdist bench fit --workloads mlp --devices 1 --steps 6")
     (config,) = result["configs"]
     assert config["workload"] == "mlp" and config["devices"] == 1
     assert set(config["variants"]) == {"single/torch", "single/lightning", "single/flashdist", "single/hf"}

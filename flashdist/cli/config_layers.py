@@ -194,6 +194,8 @@ def _merge(run: RunConfig, into: dict[str, Any], layer: dict[str, Any], prefix: 
                 continue
         if len(path) == 1 and key in class_sections and isinstance(value, str):
             value = {"class_path": value}  # `model: Name` names the class
+        if len(path) == 1 and key in class_sections and isinstance(value, dict) and value and not CLASS_KEYS & set(value):
+            value = {"init_args": value}  # no class named: the arguments of the class before, else of the section's base class
         old = into.get(key)
         if isinstance(value, dict) and isinstance(old, dict):
             if "class_path" in old and not CLASS_KEYS & set(value):

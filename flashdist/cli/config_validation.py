@@ -103,6 +103,10 @@ def _check_object(run: RunConfig, path: KeyPath, node: Mapping[str, Any], base: 
     """``node`` is ``{class_path: ..., init_args: {...}}``: the class must import and take those arguments."""
     class_path = node.get("class_path")
     init_args = node.get("init_args", {})
+    if class_path is None and base is not None and isinstance(init_args, Mapping) and not inspect.isabstract(base):
+        # No class named anywhere: jsonargparse builds the section's own base class (a plain Task) from these
+        _check_arguments(run, (*path, "init_args"), base, init_args, qualified_name(base), given=node.get("dict_kwargs") or {})
+        return
     if not isinstance(class_path, str) or not isinstance(init_args, (Mapping, type(None))):
         return  # a shape jsonargparse reads (or refuses) itself
     cls = _resolve(run, path, class_path, base)

@@ -118,6 +118,9 @@ def test_a_later_plain_mapping_is_the_init_args_of_the_class_before(tmp_path, fi
         assert status == 0, err
     status, _, err = fit(capsys, "--config", base, "--config", str(write(tmp_path, "c.yaml", "model: {learnin_rate: 0.01}\n")))
     assert status == 2 and "unknown key 'model.init_args.learnin_rate' in" in err and "c.yaml" in err, err
+    # With no class before it, jsonargparse builds the section's base class (a plain Task) from the mapping
+    model = printed(capsys, "--model={learning_rate: 0.01}")["model"]
+    assert model["class_path"] == "flashdist.Task" and model["init_args"]["learning_rate"] == 0.01, model
 
 
 # ---- 3: a section given as the path of a file of its own -------------------------------------

@@ -75,7 +75,7 @@ def dotted(path: KeyPath) -> str:
     """``("trainer", "logger", 0, "init_args")`` → ``trainer.logger[0].init_args``."""
     text = ""
     for part in path:
-        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+        text += f"[{part}]" if isinstance(part, int) and not isinstance(part, bool) else (f".{part}" if text else str(part))
     return text
 
 

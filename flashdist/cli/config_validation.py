@@ -201,6 +201,8 @@ def _check_nested(run: RunConfig, path: KeyPath, value: Any) -> None:
 def _unknown(message: str, key: Any, accepted: list[str], otherwise: str) -> ConfigError:
     close = difflib.get_close_matches(str(key), accepted, n=2)  # YAML reads `1:` and `on:` as an int and a bool
     hint = f"did you mean {' or '.join(repr(c) for c in close)}?" if close else f"{otherwise}."
+    if not isinstance(key, str):
+        hint = f"YAML read this key as the {type(key).__name__} {key!r} (unquoted on/off/yes/no are booleans); keys are names. " + hint
     return ConfigError(message, accepted=accepted or None, hint=hint)
 
 

@@ -185,6 +185,7 @@ def test_config_from_stdin_from_home_and_as_long_inline_text(tmp_path, fit_calls
 def test_a_key_yaml_reads_as_a_number_or_a_boolean_is_a_config_error(tmp_path, fit_calls, capsys, text):
     status, _, err = fit(capsys, "--config", str(write(tmp_path, "bad.yaml", text)))
     assert status == 2 and "flashdist fit: error: unknown key" in err and "Traceback" not in err, err
+    assert "YAML read this key as the" in err, err
 
 
 def test_a_replaced_list_is_named_after_the_file_that_replaced_it(tmp_path, fit_calls, capsys):

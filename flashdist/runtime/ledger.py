@@ -32,6 +32,7 @@ from flashdist.runtime.fit_run import FitRun, LedgerCounts
 from flashdist.runtime.planning import data_parallel_size
 from flashdist.runtime.resume import resume_summary
 from flashdist.strategies.base import unwrap_optimizer
+from flashdist.strategies.grad_norm import PendingNorm
 
 SUMMARY_FILE = "summary.json"
 LR_FILE = "lr.csv"
@@ -72,30 +73,41 @@ class LrLog:
         self.rows_on_disk = len(kept)
         self.missing_rows = keep_rows - len(kept)  # resumed in a directory without the earlier trace
 
-    def append(self, lrs: list[float]) -> None:
+    def append(self, lrs: list[float | PendingNorm]) -> None:
         self._pending.append(lrs)
         if len(self._pending) >= FLUSH_EVERY_ROWS:  # bounded memory on long runs without checkpoints
-            self.flush(sync=False)
+            self.flush(sync=False, known_only=True)
 
-    def flush(self, sync: bool = True) -> None:
-        """Write the pending rows; ``sync`` also fsyncs (before a checkpoint and at the end)."""
-        if not self._pending:
+    def flush(self, sync: bool = True, known_only: bool = False) -> None:
+        """Write the pending rows; ``sync`` also fsyncs (before a checkpoint and at the end).
+
+        ``known_only``: stop at the first row whose norm still waits for its all-reduce (it stays
+        pending, with the rows after it); otherwise such a norm is written as nan.
+        """
+        count = len(self._pending)
+        if known_only:
+            count = next((i for i, row in enumerate(self._pending) if any(_unknown(v) for v in row)), count)
+        if not count:
             return
         with self.path.open("a", newline="") as handle:
             writer = csv.writer(handle, lineterminator="\n")
-            for row in self._pending:
+            for row in self._pending[:count]:
                 self.rows_on_disk += 1
-                writer.writerow([self.rows_on_disk + self.missing_rows, *(repr(v) for v in row)])
+                writer.writerow([self.rows_on_disk + self.missing_rows, *(repr(float(v)) for v in row)])
             handle.flush()
             if sync:
                 os.fsync(handle.fileno())
-        self._pending.clear()
+        del self._pending[:count]
 
     def read_rows(self) -> list[list[float]]:
         """Every row's LRs (every param group's, one row per update; not the extra columns), pending rows included."""
         self.flush()
         end = -len(self.extra_columns) or None
         return [[float(v) for v in line.split(",")[1:end]] for line in _read_rows(self.path)]
+
+
+def _unknown(value: float | PendingNorm) -> bool:
+    return isinstance(value, PendingNorm) and value.value is None
 
 
 def _read_rows(path: Path) -> list[str]:
@@ -151,8 +163,10 @@ class StepLedger(Callback):
                 counts.lr_first = first
             counts.lr_peak = first if counts.lr_peak is None else max(counts.lr_peak, first)
         if self.run.lr_log is not None:
-            # The pre-clip total gradient norm of this update (strategies/grad_norm.py); NaN if unknown.
-            norm = self.run.route.grad_norm() if self.run.route is not None else None
+            # The pre-clip total gradient norm of this update (strategies/grad_norm.py); NaN if
+            # unknown. Under FSDP2 it may still wait for its batch's all-reduce (a PendingNorm,
+            # filled in before lr.csv is flushed for a checkpoint or at the end).
+            norm = self.run.route.grad_norm_entry() if self.run.route is not None else None
             self.run.lr_log.append([*lrs, math.nan if norm is None else norm])
 
     @property
@@ -169,6 +183,8 @@ class StepLedger(Callback):
     # ---- resume --------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
         run = self.run
+        if run.route is not None:
+            run.route.finish_grad_norms()  # every rank saves together: the pending norms' collective
         if run.lr_log is not None:
             run.lr_log.flush()  # the rows this checkpoint covers are on disk before it is
         return {
@@ -193,6 +209,10 @@ class StepLedger(Callback):
         if self._hook is not None:
             self._hook.remove()
             self._hook = None
+        if check and self.run.route is not None:
+            # at the end of training every rank is here; after an exception perhaps not, so no
+            # collective then (an unreduced norm is written as nan)
+            self.run.route.finish_grad_norms()
         if self.run.lr_log is not None:
             self.run.lr_log.flush()
         summary = self.run.summary = self.summary(trainer, pl_module, completed)

@@ -29,7 +29,7 @@ from flashdist.optim.param_groups import (
 )
 from flashdist.optim.specs import OptimizerSpec
 from flashdist.plan import StepPlan
-from flashdist.strategies.grad_norm import total_grad_norm
+from flashdist.strategies.grad_norm import PendingNorm, total_grad_norm
 
 
 @dataclass(frozen=True)
@@ -50,7 +50,7 @@ class StrategyRoute:
         self.strategy = strategy
         self.choice: OptimizerChoice | None = None
         self._plan = plan
-        self._grad_norm: float | None = None
+        self._grad_norm: float | PendingNorm | None = None
         self._trainable: tuple[nn.Module, list[torch.Tensor]] | None = None
 
     def plan(self) -> StepPlan | None:
@@ -80,13 +80,28 @@ class StrategyRoute:
 
     def record_grad_norm(self, module: nn.Module) -> None:
         """Called before clipping (Lightning's ``on_before_optimizer_step``), with the gradients reduced."""
+        self._grad_norm = total_grad_norm(self.trainable_parameters(module))
+
+    def trainable_parameters(self, module: nn.Module) -> list[torch.Tensor]:
         if self._trainable is None or self._trainable[0] is not module:  # the parameter list, once per fit
             self._trainable = (module, [p for p in module.parameters() if p.requires_grad])
-        self._grad_norm = total_grad_norm(self._trainable[1])
+        return self._trainable[1]
 
     def grad_norm(self) -> float | None:
-        """The pre-clip total gradient norm of the current (or last) optimizer step."""
+        """The pre-clip total gradient norm of the current (or last) optimizer step.
+
+        Every rank calls it together: under FSDP2 it may finish a pending reduction (a collective).
+        """
+        self.finish_grad_norms()
+        norm = self._grad_norm
+        return norm.value if isinstance(norm, PendingNorm) else norm
+
+    def grad_norm_entry(self) -> float | PendingNorm | None:
+        """This update's norm for ``lr.csv``, without waiting: a :class:`PendingNorm` while its reduction is pending."""
         return self._grad_norm
+
+    def finish_grad_norms(self) -> None:
+        """Complete every pending norm (every rank together: under FSDP2 a collective). The default has none."""
 
     def register_step_counter(self, optimizer: Any, count: StepCounter) -> Any:
         """Call ``count(torch_optimizer, args, kwargs)`` once per real parameter update; returns a handle with ``remove()``.

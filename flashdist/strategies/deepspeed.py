@@ -214,6 +214,9 @@ class DeepSpeedRoute(StrategyRoute):
         engine = getattr(self.strategy, "deepspeed_engine", None)
         return zero_step_grad_norm(engine.optimizer) if engine is not None else None
 
+    def grad_norm_entry(self) -> float | None:
+        return self.grad_norm()  # the engine's own, known after its step: nothing pending
+
     def register_step_counter(self, optimizer: Any, count: StepCounter) -> Any:
         # ZeRO's wrapper steps the torch optimizer once per param group (stages 1-2) or per
         # sub-group (stage 3); the wrapper's own step() is the one real update (unless fp16

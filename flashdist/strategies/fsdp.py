@@ -34,6 +34,7 @@ from flashdist.optim.param_groups import Grouping, no_decay_names
 from flashdist.optim.specs import OptimizerSpec
 from flashdist.strategies import register_route
 from flashdist.strategies.base import StrategyRoute, group_parameters
+from flashdist.strategies.grad_norm import ShardNorms, local_shard_norm_squared
 
 
 class FSDP2Strategy(ModelParallelStrategy):
@@ -116,6 +117,10 @@ class FSDPRoute(StrategyRoute):
 
     name = "fsdp"
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._shard_norms: ShardNorms | None = None  # made at the first update
+
     def param_groups(self, module: nn.Module, weight_decay: float | None, grouping: Grouping | None = None) -> list[Any]:
         named = [(name, p) for name, p in module.named_parameters() if p.requires_grad]
         before = getattr(self.strategy, "param_names_before_sharding", ())
@@ -129,6 +134,22 @@ class FSDPRoute(StrategyRoute):
 
     def optimizer_class(self, spec: OptimizerSpec, params: list[Any]) -> tuple[Any, str]:
         return choose_kernel(spec, _device_type(params))
+
+    def record_grad_norm(self, module: nn.Module) -> None:
+        # The local norm² now, the all-reduce once per batch of updates (ShardNorms): lr.csv and
+        # the loggers get the same values, without a blocking collective at every update.
+        grads = [p.grad for p in self.trainable_parameters(module) if p.grad is not None]
+        local = local_shard_norm_squared(grads) if grads and hasattr(grads[0], "device_mesh") else None
+        if local is None:
+            super().record_grad_norm(module)
+            return
+        if self._shard_norms is None:
+            self._shard_norms = ShardNorms()
+        self._grad_norm = self._shard_norms.add(*local)
+
+    def finish_grad_norms(self) -> None:
+        if self._shard_norms is not None:
+            self._shard_norms.reduce()
 
     def full_state_dict(self, module: nn.Module) -> dict[str, torch.Tensor] | None:
         from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict

@@ -8,11 +8,18 @@ same path ``clip_grad_norm_`` takes, which is why Lightning's clipping under FSD
 both are checked against a one-process reference in tests/strategies/test_parity.py).
 DeepSpeed computes the norm inside its engine step; its route reads it there
 (compat/deepspeed.py).
+
+Under FSDP2 the norm needs a collective. Rather than a blocking all-reduce of one scalar at
+every update, the route records each update's local norm² and :class:`ShardNorms` reduces a
+whole batch of them in one all-reduce: every :data:`REDUCE_EVERY_UPDATES` updates, at a step
+whose norm is logged, and before ``lr.csv`` is flushed for a checkpoint or at the end. Until
+then the update's norm is a :class:`PendingNorm`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 import torch
 
@@ -39,12 +46,22 @@ def total_grad_norm(parameters: Iterable[torch.Tensor]) -> float | None:
 
 
 def _sharded_total_norm(grads: list[torch.Tensor]) -> float:
-    """The total norm of FSDP2's DTensor gradients with one all-reduce of a scalar.
+    """The total norm of FSDP2's DTensor gradients with one all-reduce of a scalar (now, blocking)."""
+    local = local_shard_norm_squared(grads)
+    if local is None:
+        return float(torch.nn.utils.get_total_norm(grads, norm_type=2.0).full_tensor())  # type: ignore[attr-defined]
+    squared, group = local
+    torch.distributed.all_reduce(squared, group=group)
+    return float(squared.sqrt())
+
+
+def local_shard_norm_squared(grads: list[torch.Tensor]) -> tuple[torch.Tensor, Any] | None:
+    """This rank's part of the total norm² of FSDP2's DTensor gradients, and the group to sum it over.
 
     On a 1-D mesh with every gradient ``Shard``-ed, the ranks' local shards are disjoint, so
     the total norm² is the sum over ranks of each rank's local norm². Computed on the local
     tensors (``to_local()``) it skips DTensor's per-op dispatch, which cost about a seventh of
-    a 1 ms FSDP2 step (profiled); anything else takes DTensor's own reduction.
+    a 1 ms FSDP2 step (profiled). None for any other layout: DTensor's own reduction then.
     """
     from torch.distributed.tensor import Shard
 
@@ -53,8 +70,78 @@ def _sharded_total_norm(grads: list[torch.Tensor]) -> float:
         g.device_mesh == mesh and all(isinstance(p, Shard) for p in g.placements) for g in grads  # type: ignore[attr-defined]
     )
     if not shards_only:
-        return float(torch.nn.utils.get_total_norm(grads, norm_type=2.0).full_tensor())  # type: ignore[attr-defined]
+        return None
     local = [g.to_local() for g in grads]  # type: ignore[attr-defined]
     squared = torch.nn.utils.get_total_norm(local, norm_type=2.0).to(torch.float64) ** 2
-    torch.distributed.all_reduce(squared, group=mesh.get_group())
-    return float(squared.sqrt())
+    return squared, mesh.get_group()
+
+
+# Updates whose local norm² wait for one all-reduce at most: a 2-rank gloo all-reduce of a
+# scalar per update cost about 40% of the grad-norm monitor's time in an FSDP2 MLP step
+# (profiled; results/profile-fsdp-mlp.txt). Lightning's default log_every_n_steps (50) reduces
+# sooner. 64 divides lr.csv's flush batch (4096 rows).
+REDUCE_EVERY_UPDATES = 64
+
+
+class PendingNorm:
+    """One update's total gradient norm, known once its batch is reduced (``value`` None until then).
+
+    Example:
+        >>> norm = PendingNorm(); norm.value is None
+        True
+        >>> norm.value = 5.0; float(norm)
+        5.0
+    """
+
+    __slots__ = ("value",)
+
+    def __init__(self) -> None:
+        self.value: float | None = None
+
+    def __float__(self) -> float:
+        return float("nan") if self.value is None else self.value
+
+    def __repr__(self) -> str:
+        return f"PendingNorm({self.value!r})"
+
+
+class ShardNorms:
+    """Local norm² of each update's FSDP2 shards, summed over the ranks in one all-reduce per batch.
+
+    Every rank records every update and reduces at the same updates (each call site is reached
+    by all ranks together), so the collectives match.
+
+    Example (no process group: this rank's norm² is the whole sum):
+        >>> norms = ShardNorms(every_updates=2)
+        >>> first = norms.add(torch.tensor(9.0, dtype=torch.float64), group=None)
+        >>> first.value is None  # waiting for its batch
+        True
+        >>> second = norms.add(torch.tensor(16.0, dtype=torch.float64), group=None)
+        >>> first.value, second.value  # the batch of two, reduced at once
+        (3.0, 4.0)
+    """
+
+    def __init__(self, every_updates: int = REDUCE_EVERY_UPDATES) -> None:
+        self.every_updates = every_updates
+        self._pending: list[tuple[PendingNorm, torch.Tensor]] = []
+        self._group: Any = None
+
+    def add(self, squared: torch.Tensor, group: Any) -> PendingNorm:
+        """Record one update's local norm²; reduce the batch when it is full."""
+        norm = PendingNorm()
+        self._pending.append((norm, squared))
+        self._group = group
+        if len(self._pending) >= self.every_updates:
+            self.reduce()
+        return norm
+
+    def reduce(self) -> None:
+        """Sum the recorded norm² over the ranks (a collective, when anything is pending) and fill in the norms."""
+        if not self._pending:
+            return
+        stacked = torch.stack([squared for _, squared in self._pending])
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.all_reduce(stacked, group=self._group)
+        for (norm, _), value in zip(self._pending, stacked.sqrt().tolist()):
+            norm.value = value
+        self._pending.clear()

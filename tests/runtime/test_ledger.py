@@ -39,6 +39,25 @@ def test_lr_log_writes_in_batches_so_long_runs_hold_few_rows(tmp_path, monkeypat
     assert path.read_text().splitlines()[-1] == "7,0.7"
 
 
+def test_a_norm_still_waiting_for_its_all_reduce_holds_its_row_back_from_a_batch_write(tmp_path, monkeypatch):
+    from flashdist.strategies.grad_norm import PendingNorm
+
+    monkeypatch.setattr(ledger_module, "FLUSH_EVERY_ROWS", 3)
+    path = tmp_path / "lr.csv"
+    log = LrLog(path, groups=1, keep_rows=0, extra_columns=("grad_norm",))
+    waiting = PendingNorm()
+    log.append([0.1, 1.5])
+    log.append([0.2, waiting])  # FSDP2: this update's batch is not reduced yet
+    log.append([0.3, 2.5])  # the batch write: row 1 only, rows 2-3 stay in order
+    assert path.read_text().splitlines() == ["step,lr,grad_norm", "1,0.1,1.5"]
+    waiting.value = 2.0
+    log.flush()
+    assert path.read_text().splitlines()[1:] == ["1,0.1,1.5", "2,0.2,2.0", "3,0.3,2.5"]
+    log.append([0.4, PendingNorm()])  # a fit that failed before the reduction
+    log.flush()
+    assert path.read_text().splitlines()[-1] == "4,0.4,nan"
+
+
 def test_lr_log_resumed_without_its_file_numbers_rows_from_the_checkpoints_step(tmp_path):
     log = LrLog(tmp_path / "lr.csv", groups=1, keep_rows=4)  # a checkpoint of 4 updates, no earlier lr.csv here
     log.append([0.5])

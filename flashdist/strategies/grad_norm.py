@@ -37,22 +37,14 @@ def total_grad_norm(parameters: Iterable[torch.Tensor]) -> float | None:
     grads = [p.grad for p in parameters if p.grad is not None]
     if not grads:
         return None
-    if hasattr(grads[0], "full_tensor"):  # DTensor shards (FSDP2): reduce the shards' partial norms
-        return _sharded_total_norm(grads)
+    if hasattr(grads[0], "full_tensor"):
+        # DTensor gradients in a layout the FSDP2 route does not batch (it sums 1-D shards itself,
+        # ShardNorms below): DTensor's own reduction of the shards' partial norms.
+        return float(torch.nn.utils.get_total_norm(grads, norm_type=2.0).full_tensor())  # type: ignore[attr-defined]
     if len({(g.device, g.dtype) for g in grads}) > 1:
         return float(torch.nn.utils.get_total_norm(grads, norm_type=2.0))
     # One device and dtype (the usual case): the fused kernel without get_total_norm's grouping.
     return float(torch.linalg.vector_norm(torch.stack(foreach_norms(grads))))
-
-
-def _sharded_total_norm(grads: list[torch.Tensor]) -> float:
-    """The total norm of FSDP2's DTensor gradients with one all-reduce of a scalar (now, blocking)."""
-    local = local_shard_norm_squared(grads)
-    if local is None:
-        return float(torch.nn.utils.get_total_norm(grads, norm_type=2.0).full_tensor())  # type: ignore[attr-defined]
-    squared, group = local
-    torch.distributed.all_reduce(squared, group=group)
-    return float(squared.sqrt())
 
 
 def local_shard_norm_squared(grads: list[torch.Tensor]) -> tuple[torch.Tensor, Any] | None:

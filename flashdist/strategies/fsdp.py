@@ -10,6 +10,10 @@ needs changed:
   (``shard_module_classes``: classes or class names, e.g. ``"TransformerEncoderLayer"``;
   by default every child of an ``nn.ModuleList``, where transformer blocks live), then to
   each top-level child of the LightningModule that holds parameters (the root).
+  ``reshard_after_forward`` is FSDP2's own switch for those blocks: ``True`` (default, ZeRO-3:
+  a block's parameters are all-gathered again for its backward) or ``False`` (ZeRO-2-like, as
+  FSDP1's ``SHARD_GRAD_OP``: gathered once per step and held until the backward, one all-gather
+  fewer per block per step for the memory of the unsharded blocks).
 
 No-weight-decay names are computed before sharding and handed to the route, which builds the
 optimizer over the sharded DTensors with the same names (FSDP2 keeps parameter names) and
@@ -48,14 +52,20 @@ class FSDP2Strategy(ModelParallelStrategy):
 
     strategy_name = "fsdp"
 
-    def __init__(self, shard_module_classes: Sequence[type | str] | None = None, **kwargs: Any):
+    def __init__(self, shard_module_classes: Sequence[type | str] | None = None, reshard_after_forward: bool = True, **kwargs: Any):
         for key in ("data_parallel_size", "tensor_parallel_size"):
             if key in kwargs:
                 raise ConfigError(
                     f"FSDP2Strategy got {key}={kwargs[key]!r}; flashdist's fsdp shards over every rank.",
                     hint="use lightning's ModelParallelStrategy for 2-D (tensor) parallelism.",
                 )
+        if not isinstance(reshard_after_forward, bool):
+            raise ConfigError(
+                f"FSDP2Strategy got reshard_after_forward={reshard_after_forward!r}; accepted: True or False.",
+                hint="False keeps each block's gathered parameters from its forward to its backward (fewer all-gathers, more memory).",
+            )
         super().__init__(**kwargs)
+        self.reshard_after_forward = reshard_after_forward
         self.shard_module_classes = tuple(shard_module_classes) if shard_module_classes is not None else None
         self.no_decay_param_names: set[str] | None = None
         self.param_names_before_sharding: tuple[str, ...] = ()
@@ -69,15 +79,18 @@ class FSDP2Strategy(ModelParallelStrategy):
         self.no_decay_param_names = no_decay_names(module)
         self.param_names_before_sharding = tuple(name for name, p in module.named_parameters() if p.requires_grad)
         module.to(self.root_device)
-        shard(module, self.device_mesh["data_parallel"], self.shard_module_classes)
+        shard(module, self.device_mesh["data_parallel"], self.shard_module_classes, self.reshard_after_forward)
         # ModelParallelStrategy.setup insists on a user configure_model(); flashdist sharded
         # above, so it only has to believe one exists.
         with configure_model_counts_as_overridden(module):
             super().setup(trainer)
 
 
-def shard(module: nn.Module, mesh: Any, block_classes: Sequence[type | str] | None) -> list[str]:
+def shard(module: nn.Module, mesh: Any, block_classes: Sequence[type | str] | None, reshard_after_forward: bool = True) -> list[str]:
     """Apply ``fully_shard`` to each block, then to each top-level child with parameters.
+
+    ``reshard_after_forward`` applies to the blocks; the top-level children keep FSDP2's default
+    (FSDP2 never reshards the outermost unit after forward: its backward comes next).
 
     Returns the names of the sharded modules (blocks first), for logs and tests.
     """
@@ -85,7 +98,7 @@ def shard(module: nn.Module, mesh: Any, block_classes: Sequence[type | str] | No
 
     blocks = list(_blocks(module, block_classes))
     for _, block in blocks:
-        fully_shard(block, mesh=mesh)
+        fully_shard(block, mesh=mesh, reshard_after_forward=reshard_after_forward)
     roots = [(name, child) for name, child in module.named_children() if any(True for _ in child.parameters())]
     for _, child in roots:
         fully_shard(child, mesh=mesh)

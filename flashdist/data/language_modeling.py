@@ -32,10 +32,14 @@ from typing import Any
 from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader, Dataset
 
+from flashdist.compat.transformers import FLASH, attention_implementation, packed_attention_problem
 from flashdist.data.base import check_positive_int
 from flashdist.data.byte_tokenizer import BYTE_LEVEL
-from flashdist.data.lm_sources import as_paths, check_fields
-from flashdist.data.lm_tokenize import Recipe, build_cache, cache_path, load_tokenizer
+from flashdist.data.chat import read_chat_template
+from flashdist.data.lm_fields import resolve_fields
+from flashdist.data.lm_sources import as_paths, check_fields, column_kinds
+from flashdist.data.lm_tokenize import Recipe, build_cache, cache_path, load_tokenizer, read_stats
+from flashdist.data.packing import collate_for_flash
 from flashdist.errors import ConfigError
 
 DEFAULT_CACHE = "data_cache"
@@ -61,11 +65,19 @@ class LMDataset(Dataset):
 
 
 class LanguageModelingDataModule(LightningDataModule):
-    """Causal-LM batches (``input_ids``, ``labels``, and ``attention_mask`` when padded) from local files.
+    """Causal-LM batches from local files: ``input_ids``, ``labels`` (``-100`` where nothing is learned),
+    ``position_ids`` when packed (restarting at every document), ``attention_mask`` when padded.
+
+    Data forms (flashdist.data.lm_fields): plain text (``text_field``), prompt/completion strings,
+    conversations (``messages_field``; found as ``messages`` or ``conversations``) rendered with the
+    tokenizer's chat template or ``chat_template=`` (a Jinja string or file), and TRL's
+    conversational prompt/completion. ``train_on``: ``assistant`` (every assistant turn, the
+    default for conversations), ``last_assistant``, or ``all``.
 
     Example:
-        >>> data = LanguageModelingDataModule(train_files="pairs.jsonl", prompt_field="prompt",
-        ...                                   completion_field="completion", seq_length=128, batch_size=8)  # doctest: +SKIP
+        >>> data = LanguageModelingDataModule(train_files="chats.jsonl", seq_length=512, batch_size=8)  # doctest: +SKIP
+        >>> data.prepare_data(); data.setup("fit"); next(iter(data.train_dataloader())).keys()  # doctest: +SKIP
+        dict_keys(['input_ids', 'labels', 'position_ids'])
     """
 
     def __init__(
@@ -80,6 +92,9 @@ class LanguageModelingDataModule(LightningDataModule):
         text_field: str | None = None,
         prompt_field: str | None = None,
         completion_field: str | None = None,
+        messages_field: str | None = None,
+        chat_template: str | None = None,
+        train_on: str | None = None,
         cache_dir: str | None = None,
         num_workers: int = 0,
         seed: int = 0,
@@ -100,17 +115,29 @@ class LanguageModelingDataModule(LightningDataModule):
             if self.val_paths is not None:
                 raise ConfigError("both val_files and val_fraction were given.", hint="hold out a fraction or give files, not both.")
         self.val_fraction = float(val_fraction) if val_fraction is not None else None
-        self.text_field, self.prompt_field, self.completion_field = _fields(text_field, prompt_field, completion_field)
-        fields = {"text_field": self.text_field, "prompt_field": self.prompt_field, "completion_field": self.completion_field}
+        self.fields = resolve_fields(column_kinds(self.train_paths[0]), text_field, prompt_field, completion_field, messages_field,
+                                     train_on, where=f" of train_files {str(self.train_paths[0])!r}")
+        self.text_field, self.prompt_field, self.completion_field = (self.fields.text_field, self.fields.prompt_field,
+                                                                     self.fields.completion_field)
+        self.messages_field, self.train_on = self.fields.messages_field, self.fields.train_on
+        fields = {"text_field": self.text_field, "prompt_field": self.prompt_field, "completion_field": self.completion_field,
+                  "messages_field": self.messages_field}
         check_fields(self.train_paths, fields, "train_files")
         if self.val_paths is not None:
             check_fields(self.val_paths, fields, "val_files")
+        if chat_template is not None and not self.fields.chat:
+            raise ConfigError(f"chat_template was given but the data is {self.fields.form!r}, which no template renders.",
+                              hint="a chat template renders conversations: messages_field, or message lists in prompt/completion.")
+        self.chat_template = read_chat_template(chat_template) if chat_template is not None else None
         self.tokenizer = _check_tokenizer(tokenizer) if tokenizer is not None else None
         self.cache_dir = Path(cache_dir).expanduser() if cache_dir is not None else None
         self.seed = int(seed)
         self.train_set: LMDataset | None = None
         self.val_set: LMDataset | None = None
         self._launch_root: str | Path | None = None  # before_launch's default_root_dir
+        self._template: str | None = None  # the chat template in use (bind_model)
+        self._flash_varlen = False  # packed batches flattened with cu_seq_lens (bind_model: a flash-attention model)
+        self.stats: dict[str, dict[str, int]] = {}  # per split: documents, dropped, truncated, rows, learned tokens
 
     @property
     def tokens_per_sample(self) -> int | None:
@@ -143,11 +170,29 @@ class LanguageModelingDataModule(LightningDataModule):
         if tokenizer.eos_token_id is None:
             raise ConfigError(f"the tokenizer ({source}) has no EOS token, which separates documents.",
                               hint="set tokenizer.eos_token and save it again.")
+        if self.fields.chat:
+            self._template = self.chat_template or getattr(tokenizer, "chat_template", None)
+            if not self._template:
+                raise ConfigError(f"the data holds conversations ({self.fields.form}), but the tokenizer ({source}) has no chat template.",
+                                  hint="pass data.init_args.chat_template: a Jinja string or the path of a .jinja file.")
         if not self.packing:
             _refuse_token_durations(model)
+        else:
+            self._check_packed_attention(model)
         if hasattr(model, "use_tokenizer"):
             model.use_tokenizer(source)
         self._bound_tokenizer = source
+
+    def _check_packed_attention(self, model: Any) -> None:
+        """Packed rows keep documents apart only if the model masks by ``position_ids`` (measured, not assumed)."""
+        network = getattr(model, "model", None)
+        if network is None or not hasattr(network, "get_input_embeddings"):
+            return  # not a Hugging Face causal LM: nothing to probe (a user's own module reads the batch itself)
+        problem = packed_attention_problem(network)
+        if problem is not None:
+            raise ConfigError(f"packing=True needs a model that keeps packed documents apart; this one does not: {problem}.",
+                              hint="set data.init_args.packing: false, or load the model with attn_implementation 'sdpa' or 'eager'.")
+        self._flash_varlen = attention_implementation(network) in FLASH
 
     def before_launch(self, model: Any, default_root_dir: str | Path) -> None:
         """Called by ``flashdist.Trainer.fit`` before any rank starts (see the module docstring)."""
@@ -180,19 +225,22 @@ class LanguageModelingDataModule(LightningDataModule):
         return Recipe(
             tuple(str(p) for p in self.train_paths), tuple(str(p) for p in self.val_paths) if self.val_paths else None,
             self.val_fraction, source, self.seq_length, self.packing, self.text_field, self.prompt_field,
-            self.completion_field, self.seed,
+            self.completion_field, self.seed, messages_field=self.messages_field, conversational=self.fields.form == "conversational",
+            chat_template=self._template if self.fields.chat else None, train_on=self.train_on,
         )
 
     def _cache_root(self, default_root_dir: str | Path | None = None) -> Path:
         if self.cache_dir is not None:
             return self.cache_dir
-        root = default_root_dir if default_root_dir is not None else self.trainer.default_root_dir
-        return Path(root) / DEFAULT_CACHE
+        if default_root_dir is None:
+            # On its own (no Trainer: prepare_data/setup by hand), the working directory, as Lightning's default root.
+            default_root_dir = self.trainer.default_root_dir if self.trainer is not None else os.getcwd()
+        return Path(default_root_dir) / DEFAULT_CACHE
 
     # ---- Lightning's hooks ------------------------------------------------------------------
     def prepare_data(self) -> None:
         self._bind_from_trainer()
-        build_cache(self._cache_root(), self.recipe(), rank=self.trainer.global_rank)
+        build_cache(self._cache_root(), self.recipe(), rank=self.trainer.global_rank if self.trainer is not None else 0)
 
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is not None:
@@ -217,6 +265,7 @@ class LanguageModelingDataModule(LightningDataModule):
         per_sample = self.seq_length if self.packing else None
         self.train_set = LMDataset(parts["train"], per_sample)
         self.val_set = LMDataset(parts["validation"], per_sample) if "validation" in parts else None
+        self.stats = read_stats(path)
 
     def _bind_from_trainer(self) -> None:
         if getattr(self, "_bound_tokenizer", None) is None:
@@ -224,26 +273,19 @@ class LanguageModelingDataModule(LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         # drop_last: every optimizer step gets the full global batch (exact tokens per step).
-        return DataLoader(self.train_set, batch_size=self.batch_size, shuffle=True, drop_last=True, num_workers=self.num_workers)
+        return DataLoader(self.train_set, batch_size=self.batch_size, shuffle=True, drop_last=True, num_workers=self.num_workers,
+                          collate_fn=self._collate())
 
     def val_dataloader(self) -> DataLoader | list:
         if self.val_set is None:
             return []
-        return DataLoader(self.val_set, batch_size=self.batch_size, shuffle=False, drop_last=False, num_workers=self.num_workers)
+        return DataLoader(self.val_set, batch_size=self.batch_size, shuffle=False, drop_last=False, num_workers=self.num_workers,
+                          collate_fn=self._collate())
 
-
-def _fields(text: str | None, prompt: str | None, completion: str | None) -> tuple[str | None, str | None, str | None]:
-    if (prompt is None) != (completion is None):
-        raise ConfigError(f"prompt_field={prompt!r} and completion_field={completion!r}: give both or neither.",
-                          hint="prompt_field + completion_field learn the completion only; text_field learns all text.")
-    if prompt is not None and text is not None:
-        raise ConfigError(f"text_field={text!r} and prompt_field/completion_field were all given.", hint="use one or the other.")
-    if prompt is None and text is None:
-        text = "text"
-    for name, value in (("text_field", text), ("prompt_field", prompt), ("completion_field", completion)):
-        if value is not None and (not isinstance(value, str) or not value):
-            raise ConfigError(f"{name}={value!r} must be a column name.")
-    return text, prompt, completion
+    def _collate(self) -> Any:
+        # Flash-attention reads document boundaries from cu_seq_lens on one flattened row; the
+        # other attentions from position_ids (torch's default collation).
+        return collate_for_flash if self._flash_varlen and self.packing else None
 
 
 def _check_tokenizer(source: str) -> str:

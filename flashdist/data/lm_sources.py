@@ -75,6 +75,56 @@ def columns_of(path: Path) -> list[str]:
     return _json_columns(path)
 
 
+def column_kinds(path: Path) -> dict[str, str]:
+    """Each column's value type, from the first record (JSON) or the schema: ``str``, ``list``, ``dict``, ``int``…
+
+    Example:
+        >>> column_kinds(Path("chats.jsonl"))  # doctest: +SKIP
+        {'messages': 'list', 'id': 'int'}
+    """
+    kind = format_of(path)
+    if kind in ("text", "csv"):
+        return dict.fromkeys(columns_of(path), "str")
+    if kind in ("parquet", DISK):
+        if kind == "parquet":
+            import pyarrow.parquet as pq
+
+            schema = pq.read_schema(path)
+        else:
+            import datasets
+
+            loaded = datasets.load_from_disk(str(path))
+            schema = (loaded["train"] if isinstance(loaded, datasets.DatasetDict) else loaded).data.schema
+        return {field.name: _arrow_kind(field.type) for field in schema}
+    record = _first_json_record(path)
+    return {key: type(value).__name__ for key, value in record.items()}
+
+
+def _arrow_kind(arrow_type: Any) -> str:
+    import pyarrow as pa
+
+    if pa.types.is_string(arrow_type) or pa.types.is_large_string(arrow_type):
+        return "str"
+    if pa.types.is_list(arrow_type) or pa.types.is_large_list(arrow_type):
+        return "list"
+    if pa.types.is_struct(arrow_type):
+        return "dict"
+    return str(arrow_type)
+
+
+def _first_json_record(path: Path) -> dict[str, Any]:
+    with path.open(encoding="utf-8") as handle:
+        for line in handle:
+            if line.strip():
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError:
+                    break
+                return record if isinstance(record, dict) else record[0]
+    document = json.loads(path.read_text(encoding="utf-8"))
+    return document[0]
+
+
 def _json_columns(path: Path) -> list[str]:
     with path.open(encoding="utf-8") as handle:
         for number, line in enumerate(handle, start=1):

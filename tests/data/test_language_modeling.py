@@ -49,14 +49,18 @@ def test_prompt_tokens_and_padding_are_masked_and_each_document_ends_with_eos(tm
     assert data.train_set.tokens_per_sample is None  # padded: no fixed token count per sample
 
 
-def test_packing_concatenates_documents_into_full_blocks_and_drops_the_remainder(tmp_path):
+def test_packing_concatenates_documents_into_full_blocks_with_positions_restarting_per_document(tmp_path):
     rows = [{"text": "hello"}, {"text": "world!"}, {"text": "abc"}]  # 6 + 7 + 4 = 17 tokens with EOS
     data = _ready(LanguageModelingDataModule(train_files=str(_jsonl(tmp_path / "t.jsonl", rows)), seq_length=8, batch_size=1), tmp_path)
     eos = byte_level_tokenizer().eos_token_id
     stream = _byte_ids("hello") + [eos] + _byte_ids("world!") + [eos] + _byte_ids("abc") + [eos]
     assert len(data.train_set) == 2  # 17 // 8
     assert [data.train_set[i]["input_ids"].tolist() for i in range(2)] == [stream[:8], stream[8:16]]
-    assert data.train_set[0]["labels"].tolist() == stream[:8]  # plain text: every token is learned
+    # Positions restart at each document and at a row start (the cut "world!" goes on as a new piece).
+    assert [data.train_set[i]["position_ids"].tolist() for i in range(2)] == [[0, 1, 2, 3, 4, 5, 0, 1], [0, 1, 2, 3, 4, 0, 1, 2]]
+    # Plain text learns every token but the first of each piece (it would be predicted from another document).
+    assert data.train_set[0]["labels"].tolist() == [-100] + stream[1:6] + [-100] + stream[7:8]
+    assert data.train_set[1]["labels"].tolist() == [-100] + stream[9:13] + [-100] + stream[14:16]
     assert "attention_mask" not in data.train_set[0]
     assert data.train_set.tokens_per_sample == 8
     batch = next(iter(data.train_dataloader()))

@@ -162,7 +162,7 @@ def _tokenize(rows: Any, tokenizer: Any, recipe: Recipe, work: Path) -> tuple[An
     encode = _encoder(tokenizer, recipe)
     encoded = rows.map(encode, batched=True, with_indices=True, remove_columns=columns, desc="flashdist: tokenizing",
                        load_from_cache_file=False, cache_file_name=f"{work}-encoded.arrow")
-    stats = {"documents": len(rows), "dropped_nothing_learned": 0, "truncated": 0, "rows": 0, "learned_tokens": 0}
+    stats = {"documents": len(rows), "dropped_nothing_learned": 0, "truncated": 0, "dropped_cut_off": 0, "rows": 0, "learned_tokens": 0}
     length = recipe.seq_length
 
     def learned(labels: list[int]) -> bool:
@@ -178,6 +178,7 @@ def _tokenize(rows: Any, tokenizer: Any, recipe: Recipe, work: Path) -> tuple[An
         else:
             stats["truncated"] += sum(len(doc) > length for doc in ids)
             padded = [row for row in (pad_row(i, l, length, pad) for i, l in zip(ids, labels)) if row is not None]
+            stats["dropped_cut_off"] += len(ids) - len(padded)  # everything they learn lies past seq_length
             out = {key: [row[key] for row in padded] for key in ("input_ids", "labels", "attention_mask")}
         stats["rows"] += len(out["labels"])
         stats["learned_tokens"] += sum(label != -100 for row in out["labels"] for label in row)

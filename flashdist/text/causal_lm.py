@@ -105,7 +105,9 @@ class CausalLM(Task):
 
     # ---- the loop ---------------------------------------------------------------------------
     def forward(self, batch: Mapping[str, torch.Tensor]) -> Any:  # type: ignore[override]
-        return self.model(**batch)
+        # use_cache=False: with a KV cache transformers skips the packed-document mask it builds from
+        # position_ids (flashdist.compat.transformers), and training never reads the cache.
+        return self.model(**batch, use_cache=False)
 
     def training_step(self, batch: Mapping[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         loss = self(batch).loss

@@ -144,6 +144,18 @@ class LanguageModelingDataModule(LightningDataModule):
         """Tokens in every training sample: ``seq_length`` when packed, None when padded (lengths vary)."""
         return self.seq_length if self.packing else None
 
+    def describe(self) -> list[tuple[str, str]]:
+        """(label, value) rows for the plan printout: per split, documents, rows, learned tokens, what was left out."""
+        rows = []
+        for split, stats in self.stats.items():
+            left_out = [f"{stats[key]:,} {what}" for key, what in (("dropped_nothing_learned", "dropped (nothing learned)"),
+                                                                   ("truncated", "truncated on the right"),
+                                                                   ("dropped_cut_off", "dropped (learned part past seq_length)"))
+                        if stats.get(key)]
+            text = f"{stats['documents']:,} documents → {stats['rows']:,} rows, {stats['learned_tokens']:,} learned tokens"
+            rows.append((f"{split} data", text + (f"; {', '.join(left_out)}" if left_out else "")))
+        return rows
+
     # ---- the model this data feeds ----------------------------------------------------------
     def bind_model(self, model: Any) -> None:
         """Take the tokenizer from ``model`` when none was given; check the data fits the model."""

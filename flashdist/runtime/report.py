@@ -77,6 +77,7 @@ def plan_rows(run: FitRun, pl_module: Any) -> list[tuple[str, str]]:
         ("total optimizer steps", str(plan.planned_total_steps)),
         ("warmup steps", _or_unknown(schedule.warmup_steps if schedule else None)),
         *_token_rows(plan),
+        *_data_rows(trainer),
         ("optimizer", _optimizer_text(run, pl_module)),
         ("lr scheduler", f"{schedule.kwargs_repr}, every {schedule.frequency} {schedule.interval}(s)" if schedule else "none"),
         *_group_rows(trainer),
@@ -91,6 +92,13 @@ def _token_rows(plan: Any) -> list[tuple[str, str]]:
     budget = f" (max_tokens {plan.max_tokens:,}, rounded up to whole steps)" if plan.max_tokens else ""
     return [("tokens / optimizer step", f"{plan.tokens_per_step:,} = {plan.global_batch_size} × {plan.tokens_per_sample}"),
             ("total tokens", f"{plan.planned_total_tokens:,}{budget}")]
+
+
+def _data_rows(trainer: Any) -> list[tuple[str, str]]:
+    """What the data module says it holds (LanguageModelingDataModule: documents, learned tokens, dropped)."""
+    describe = getattr(getattr(trainer, "datamodule", None), "describe", None)
+    rows = describe() if callable(describe) else None
+    return list(rows or [])
 
 
 def _group_rows(trainer: Any) -> list[tuple[str, str]]:

@@ -54,6 +54,8 @@ def test_a_messages_column_is_found_rendered_and_only_assistant_turns_learned(ch
     stats = data.stats["train"]
     assert (stats["documents"], stats["dropped_nothing_learned"], stats["rows"]) == (16, 4, len(rows_out))
     assert stats["learned_tokens"] == len(learned) == sum(int((r["labels"] != -100).sum()) for r in rows_out)
+    assert data.describe() == [("train data", f"16 documents → {len(rows_out)} rows, {len(learned)} learned tokens; "
+                                              "4 dropped (nothing learned)")]
 
 
 def test_padded_conversations_are_cut_on_the_right_and_counted(chat_dir, tmp_path):

@@ -3,18 +3,23 @@
 Data flow, and who does what:
 
 1. ``__init__`` (the launching process): files exist, their format is known, the fields are
-   columns, the tokenizer directory is a tokenizer — each a ``ConfigError`` otherwise.
+   columns whose values have the right type (strings, or message lists: flashdist.data.lm_fields),
+   the tokenizer directory is a tokenizer — each a ``ConfigError`` otherwise.
 2. ``before_launch(model, default_root_dir)`` (``flashdist.Trainer.fit``, before Lightning
    starts any other rank): learns the tokenizer from the model when ``tokenizer=None`` (the
    backbone's), checks ``seq_length`` against the model's positions and the tokenizer's
-   vocabulary against its embeddings, and — in a process that is not yet one of several
+   vocabulary against its embeddings, that conversations have a chat template, that the model
+   keeps packed documents apart (measured on the model), and — in a process that is not yet one of several
    ranks — tokenizes into the cache, so "no sequence of seq_length tokens" fails before launch.
    ``train_loader_before_launch()`` then reads that cache, so the step plan (and DeepSpeed's
    batch and step counts) are checked before launch too.
 3. ``prepare_data`` (Lightning: global rank 0 only, the other ranks wait at its barrier):
    tokenizes into the cache if it is not there (the torchrun / SLURM case, where every rank
    starts at once).
-4. ``setup`` (every rank): reads the cache (memory-mapped Arrow).
+4. ``setup`` (every rank): reads the cache (memory-mapped Arrow) and its ``stats.json``.
+
+Without a Trainer (``prepare_data(); setup("fit")`` by hand, ``tokenizer=`` given) the cache is
+``cache_dir`` or ``./data_cache``.
 
 The cache lives in ``cache_dir`` or ``<default_root_dir>/data_cache`` (on a filesystem every
 node sees); a second run with the same inputs reuses it. Train batches are

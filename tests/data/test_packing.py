@@ -99,3 +99,32 @@ def test_every_documents_loss_in_a_packed_row_equals_its_loss_alone(attn):
     torch.testing.assert_close(own, (alone * weights).sum() / weights.sum(), atol=1e-5, rtol=0)
     torch.testing.assert_close(flat, own, atol=1e-6, rtol=0)
     assert (leaky[1:] - alone[1:]).abs().min() > 1e-3
+
+
+def _flash_available() -> bool:
+    from transformers.utils import is_flash_attn_2_available
+
+    return torch.cuda.is_available() and is_flash_attn_2_available()
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not _flash_available(), reason="needs a CUDA device with flash-attn installed")
+def test_on_cuda_flash_attention_varlen_keeps_packed_documents_apart_as_sdpa_does():
+    generator = torch.Generator().manual_seed(2)
+    docs = [torch.randint(1, 50, (n,), generator=generator).tolist() for n in (7, 5, 9, 3, 8)]
+    packed = pack_rows(docs, docs, 16)  # two rows of 16; the third document is cut at the row boundary
+    batch = {key: torch.tensor(value) for key, value in packed.items()}
+    flat = {key: value.cuda() if torch.is_tensor(value) else value for key, value in flatten_for_flash(batch).items()}
+    per_attention = {}
+    for attn in ("flash_attention_2", "sdpa"):
+        model = _tiny_llama(attn).to("cuda", torch.bfloat16)
+        with torch.no_grad():
+            if attn == "sdpa":
+                logits = model(input_ids=flat["input_ids"], position_ids=flat["position_ids"], use_cache=False).logits
+            else:
+                logits = model(**{k: v for k, v in flat.items() if k != "labels"}, use_cache=False).logits
+            pieces = torch.tensor_split(flat["input_ids"][0], flat["cu_seq_lens_q"][1:-1].long().cpu())
+            alone = torch.cat([model(input_ids=piece[None], use_cache=False).logits[0] for piece in pieces])
+        torch.testing.assert_close(logits[0].float(), alone.float(), atol=2e-2, rtol=0)  # bf16
+        per_attention[attn] = logits[0].float()
+    torch.testing.assert_close(per_attention["flash_attention_2"], per_attention["sdpa"], atol=2e-2, rtol=0)

@@ -6,7 +6,8 @@ the imports, the process start and the process group are paid once for the whole
 tests/scripts/fit_matrix.py does). Keys: root, model_dir, data_file, strategy, lora (dict or
 null), devices, batch_size, seq_length, accumulate_grad_batches, max_tokens, warmup (a
 duration), checkpoint (bool: save last.ckpt at the end), ckpt_path (e.g. "auto"),
-signal_at_step (rank 0 sends itself SIGUSR1 after that optimizer step: a real preemption, whose
+data_fields (the data module's field options; default prompt_field/completion_field, e.g.
+{"messages_field": "messages"} for conversations), signal_at_step (rank 0 sends itself SIGUSR1 after that optimizer step: a real preemption, whose
 exit 75 is recorded in exit-rank<R>.json instead of ending the list), cache_dir_per_rank (bool: each rank
 reads and writes ``<root>/local-disk-rank<R>/cache``, as a node-local disk would give it, so
 rank 1 cannot see the cache rank 0 built).
@@ -51,8 +52,8 @@ def main(config: dict) -> None:
     lm = CausalLM(backbone=config["model_dir"], lora=config.get("lora"), learning_rate=5e-3, weight_decay=0.01,
                   lr_scheduler=("linear_schedule_with_warmup", {"num_warmup_steps": config["warmup"]}))
     cache_dir = f"{config['root']}/local-disk-rank{os.environ['RANK']}/cache" if config.get("cache_dir_per_rank") else None
-    data = LanguageModelingDataModule(train_files=config["data_file"], prompt_field="prompt", completion_field="completion",
-                                      seq_length=seq_length, batch_size=config.get("batch_size", 2), cache_dir=cache_dir)
+    fields = config.get("data_fields", {"prompt_field": "prompt", "completion_field": "completion"})
+    data = LanguageModelingDataModule(train_files=config["data_file"], **fields, seq_length=seq_length, batch_size=config.get("batch_size", 2), cache_dir=cache_dir)
     callbacks = [SignalAtStep(config["signal_at_step"])] if config.get("signal_at_step") else []
     if config.get("checkpoint"):
         from lightning.pytorch.callbacks import ModelCheckpoint

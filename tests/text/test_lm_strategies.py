@@ -30,6 +30,7 @@ import torch
 from flashdist.data.lm_tokenize import read_tokenize_log
 from tests.fitting import read_lr_csv, run_in_one_torchrun
 from tests.scripts.fit_lm import PROBE_IDS
+from tests.data.chat_fixtures import chat_backbone
 from tests.text.lm_fixtures import local_backbone
 
 pytestmark = [pytest.mark.usefixtures("deepspeed_ops_built"), pytest.mark.multiprocess]
@@ -48,16 +49,21 @@ CASES = {
 # Full ZeRO-2 fine-tuning (the shipped config's strategy), preempted after step 1, then resumed.
 RESUMED = dict(strategy="deepspeed_stage_2", lora=None, checkpoint=True, cache_dir_per_rank=True)
 SIGNAL_AT_STEP = 1
+# Conversations (configs/data/make_chats.py) through the tokenizer's ChatML template, assistant turns
+# learned, packed with per-conversation position_ids, under ZeRO-2 + LoRA.
+CHAT = dict(strategy="deepspeed_stage_2", lora=LORA, data_fields={"messages_field": "messages"})
 
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory) -> dict:
     root = tmp_path_factory.mktemp("lm")
     model_dir, data_file = local_backbone(root, count=120)
+    chat_model_dir, chat_file = chat_backbone(root / "chat-parts")
     common = {"model_dir": str(model_dir), "data_file": str(data_file), "max_tokens": MAX_TOKENS, "warmup": f"{WARMUP_TOKENS}tok"}
     configs = [{**common, **case, "root": str(root / name)} for name, case in CASES.items()]
     configs += [{**common, **RESUMED, "root": str(root / "resumed"), "signal_at_step": SIGNAL_AT_STEP},
-                {**common, **RESUMED, "root": str(root / "resumed"), "ckpt_path": "auto"}]
+                {**common, **RESUMED, "root": str(root / "resumed"), "ckpt_path": "auto"},
+                {**common, **CHAT, "root": str(root / "chat"), "model_dir": str(chat_model_dir), "data_file": str(chat_file)}]
     proc = run_in_one_torchrun("fit_lm.py", configs, timeout_s=600)
     return {"root": root, "model_dir": model_dir, "output": proc.stdout + proc.stderr}
 
@@ -75,6 +81,21 @@ def _export_from_checkpoint(ckpt: Path, out: Path) -> torch.Tensor:
 
     assert export_run(["--ckpt", str(ckpt), "--out", str(out)]) == 0
     return _logits(AutoModelForCausalLM.from_pretrained(out))
+
+
+def test_a_chat_fit_on_two_ranks_learns_the_assistant_turns_of_packed_conversations(runs):
+    import datasets
+
+    root = runs["root"] / "chat"
+    summary = json.loads((root / "summary.json").read_text())
+    assert summary["optimizer_steps"] == summary["planned_total_steps"] == STEPS and summary["world_size"] == 2
+    cache = root / "data_cache" / read_tokenize_log(root / "data_cache")[0]["cache"]
+    rows = datasets.load_from_disk(str(cache))["train"]
+    stats = json.loads((cache / "stats.json").read_text())["train"]
+    assert stats["documents"] == 80 and stats["dropped_nothing_learned"] == 0
+    learned = sum(label != -100 for row in rows["labels"] for label in row)
+    assert 0 < learned == stats["learned_tokens"] < sum(len(row) for row in rows["labels"]) // 2  # assistant turns only
+    assert all(row[0] == 0 for row in rows["position_ids"]) and sum(p == 0 for row in rows["position_ids"] for p in row) > len(rows)
 
 
 @pytest.mark.parametrize("strategy", list(CASES))

@@ -130,6 +130,7 @@ class LanguageModelingDataModule(LightningDataModule):
         check_fields(self.train_paths, fields, "train_files")
         if self.val_paths is not None:
             check_fields(self.val_paths, fields, "val_files")
+        _check_same_kinds(self.train_paths, self.val_paths or (), [f for f in fields.values() if f is not None])
         if chat_template is not None and not self.fields.chat:
             raise ConfigError(f"chat_template was given but the data is {self.fields.form!r}, which no template renders.",
                               hint="a chat template renders conversations: messages_field, or message lists in prompt/completion.")
@@ -303,6 +304,17 @@ class LanguageModelingDataModule(LightningDataModule):
         # Flash-attention reads document boundaries from cu_seq_lens on one flattened row; the
         # other attentions from position_ids (torch's default collation).
         return collate_for_flash if self._flash_varlen and self.packing else None
+
+
+def _check_same_kinds(train: tuple[Path, ...], val: tuple[Path, ...], columns: list[str]) -> None:
+    """Every file holds the same value types in the columns read as the first train file does."""
+    first = column_kinds(train[0])
+    for path in (*train[1:], *val):
+        kinds = column_kinds(path)
+        for column in columns:
+            if kinds[column] != first[column]:
+                raise ConfigError(f"column {column!r} holds {kinds[column]} values in {str(path)!r} but {first[column]} values in "
+                                  f"{str(train[0])!r}.", hint="give files of one layout.")
 
 
 def _check_tokenizer(source: str) -> str:

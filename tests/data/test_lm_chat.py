@@ -139,6 +139,13 @@ def test_refused_at_construction(tmp_path, rows, kwargs, match):
         LanguageModelingDataModule(train_files=_jsonl(tmp_path / "d.jsonl", rows), seq_length=8, **kwargs)
 
 
+def test_a_validation_file_of_another_layout_is_refused(tmp_path):
+    train = _jsonl(tmp_path / "train.jsonl", [{"messages": CONVERSATIONS[0]}])
+    val = _jsonl(tmp_path / "val.jsonl", [{"messages": "user: hi"}])
+    with pytest.raises(ConfigError, match=r"column 'messages' holds str values in .*val.jsonl' but list values in .*train.jsonl'"):
+        LanguageModelingDataModule(train_files=train, val_files=val, seq_length=8)
+
+
 @pytest.mark.parametrize(
     ("rows", "tokenizer", "match"),
     [

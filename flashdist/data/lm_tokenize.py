@@ -39,6 +39,7 @@ from flashdist.errors import ConfigError
 PACK_ROWS = 10_000
 CACHE_VERSION = 2  # 2: position_ids in packed rows, label -100 at every document start, stats.json
 STATS_FILE = "stats.json"
+ROW = "__flashdist_row"  # a row's number in train_files, carried through the val_fraction split
 TOKENIZE_LOG = "tokenize_log.jsonl"  # one line per real tokenization: who, what, how long
 
 
@@ -117,6 +118,8 @@ def build_cache(root: Path, recipe: Recipe, rank: int) -> Path:
     if recipe.val_files:
         val_rows = load_text([Path(f) for f in recipe.val_files], root / "hf-datasets")
     elif recipe.val_fraction:
+        # The split shuffles: each row keeps its number in the files, so an error names the row a user can find.
+        train_rows = train_rows.add_column(ROW, list(range(len(train_rows))))
         split = train_rows.train_test_split(test_size=recipe.val_fraction, seed=recipe.seed, shuffle=True,
                                             train_indices_cache_file_name=str(work / "train-indices.arrow"),
                                             test_indices_cache_file_name=str(work / "val-indices.arrow"))
@@ -159,7 +162,11 @@ def read_stats(path: Path) -> dict[str, dict[str, int]]:
 
 def _tokenize(rows: Any, tokenizer: Any, recipe: Recipe, work: Path) -> tuple[Any, dict[str, int]]:
     columns = list(rows.column_names)
-    encode = _encoder(tokenizer, recipe)
+    encoder = _encoder(tokenizer, recipe)
+
+    def encode(batch: dict[str, list[Any]], indices: list[int]) -> dict[str, list[list[int]]]:
+        return encoder(batch, batch[ROW] if ROW in batch else indices)
+
     encoded = rows.map(encode, batched=True, with_indices=True, remove_columns=columns, desc="flashdist: tokenizing",
                        load_from_cache_file=False, cache_file_name=f"{work}-encoded.arrow")
     stats = {"documents": len(rows), "dropped_nothing_learned": 0, "truncated": 0, "dropped_cut_off": 0, "rows": 0, "learned_tokens": 0}

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
 from flashdist import ConfigError
 from flashdist.data import LanguageModelingDataModule
@@ -164,3 +165,30 @@ def test_refused_before_launch(chat_dir, tmp_path, rows, tokenizer, match):
                                       packing=False, cache_dir=str(tmp_path / "cache"))
     with pytest.raises(ConfigError, match=match):
         data.prepare_data()
+
+
+def test_a_bad_row_is_named_by_its_place_in_the_file_after_the_val_fraction_shuffle(chat_dir, tmp_path):
+    rows = [{"messages": CONVERSATIONS[0]}] * 30 + [{"messages": [{"role": "robot", "content": "x"}]}] + [{"messages": CONVERSATIONS[1]}] * 9
+    data = LanguageModelingDataModule(train_files=_jsonl(tmp_path / "d.jsonl", rows), tokenizer=str(chat_dir / "tok"), seq_length=32,
+                                      packing=False, val_fraction=0.5, cache_dir=str(tmp_path / "cache"))
+    with pytest.raises(ConfigError, match=r"row 30 of column 'messages', message 0 has the unknown role 'robot'"):
+        data.prepare_data()
+
+
+def test_a_model_that_lets_packed_documents_see_each_other_is_refused_before_launch(chat_dir, tmp_path):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    class AllOnesMask(LlamaForCausalLM):  # a model that always builds its own padding mask
+        def forward(self, input_ids=None, **kwargs):
+            return super().forward(input_ids=input_ids, **{**kwargs, "attention_mask": torch.ones_like(input_ids)})
+
+    class Task:  # what the data module reads of a model: its Hugging Face network
+        model = AllOnesMask(LlamaConfig(vocab_size=40, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                                        num_attention_heads=2, num_key_value_heads=1))
+
+    data = LanguageModelingDataModule(train_files=_jsonl(tmp_path / "d.jsonl", [{"messages": CONVERSATIONS[0]}]),
+                                      tokenizer=str(chat_dir / "tok"), seq_length=8)
+    with pytest.raises(ConfigError, match=r"packing=True needs a model that keeps packed documents apart; .*AllOnesMask.*HINT: .*packing: false"):
+        data.bind_model(Task())
+    LanguageModelingDataModule(train_files=_jsonl(tmp_path / "d.jsonl", [{"messages": CONVERSATIONS[0]}]),
+                               tokenizer=str(chat_dir / "tok"), seq_length=8, packing=False).bind_model(Task())  # padded: no question

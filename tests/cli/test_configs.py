@@ -18,7 +18,8 @@ pytestmark = [pytest.mark.multiprocess, pytest.mark.timeout(300)]
 
 def test_every_config_has_a_test():
     assert sorted(p.name for p in CONFIGS.glob("*.yaml")) == sorted(
-        ["quickstart.yaml", "text_finetune_deepspeed.yaml", "fsdp.yaml", "multinode_slurm.yaml", "llm_finetune.yaml"]
+        ["quickstart.yaml", "text_finetune_deepspeed.yaml", "fsdp.yaml", "multinode_slurm.yaml", "llm_finetune.yaml",
+         "chat_finetune.yaml"]
     )
 
 
@@ -107,3 +108,16 @@ def test_llm_finetune_config_trains_zero2_with_a_token_warmup_and_exports(tmp_pa
     from transformers import AutoModelForCausalLM
 
     assert AutoModelForCausalLM.from_pretrained(tmp_path / "run" / "hf_model").config.model_type == "llama"
+
+
+def test_chat_finetune_config_learns_assistant_turns_of_packed_conversations_with_lora(tmp_path):
+    import re
+
+    config = config_copy("chat_finetune.yaml", tmp_path)
+    stdout, _ = finish(flashdist_fit(config, *SHORT))
+    summary = read_summary(tmp_path)
+    assert summary["strategy"] == "ddp" and summary["global_batch_size"] == 8
+    assert summary["planned_total_steps"] == summary["optimizer_steps"] == 4 and summary["tokens_seen"] == 4 * 8 * 256
+    # configs/data/chats.jsonl: 240 conversations, val_fraction 0.1; every one has an assistant turn, none is dropped.
+    assert re.search(r"train data\s+216 documents → \d+ rows, [\d,]+ learned tokens\s*\n", stdout), stdout
+    assert (tmp_path / "run" / "hf_model" / "adapter_model.safetensors").exists()  # LoRA: the adapter is exported

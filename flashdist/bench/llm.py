@@ -82,6 +82,8 @@ def hf_fit(root: Path, cache: Path, steps: int, seq_length: int, batch_size: int
     packed = datasets.load_from_disk(str(cache_path(cache, data.recipe())))["train"]
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_config(TINY_CAUSAL_LM["tiny-llama"]())
+    # As CausalLM.forward calls it: without a KV cache the packed rows' position_ids mask documents in both harnesses.
+    model.config.use_cache = False
     args = TrainingArguments(
         output_dir=str(root / "hf"), per_device_train_batch_size=batch_size, max_steps=steps, learning_rate=LEARNING_RATE,
         weight_decay=0.0, max_grad_norm=0.0, lr_scheduler_type="linear", warmup_steps=max(1, -(-steps // 10)),

@@ -26,6 +26,7 @@ def print_scheduler_table(result: dict[str, Any], console: Any = None) -> None:
     """One row per scheduler: µs/step (± IQR) and × direct assignment (paired, with its 95% CI), per group count."""
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
     console = console or Console()
     groups = list(result["baseline_us_per_step"])
@@ -42,7 +43,7 @@ def print_scheduler_table(result: dict[str, Any], console: Any = None) -> None:
     for row in result["results"]:
         rows.setdefault((row["scheduler"], row["implementation"]), {})[str(row["groups"])] = row
     for (name, implementation), by_group in rows.items():
-        cells = []
+        cells: list[Any] = []
         for g in groups:
             row = by_group.get(g)
             if row is None:
@@ -51,11 +52,11 @@ def print_scheduler_table(result: dict[str, Any], console: Any = None) -> None:
             low, high = row["ratio_ci95"]
             cells += [f"{row['us_per_step']:.3f} ± {row['spread']:.3f}", f"{row['ratio_to_direct']:.2f} [{low:.2f}, {high:.2f}]"]
         style = "bold green" if implementation == "flashdist" else None
-        table.add_row(name, implementation, *cells, style=style)
+        table.add_row(Text(name), implementation, *cells, style=style)  # Text: '[steplr, {...}]' is no markup tag
     console.print(table)
     print_same_schedule_table(result, groups, console)
     for skip in result.get("skipped", []):
-        console.print(f"skipped {skip['scheduler']}: {skip['reason']}")
+        console.print(Text(f"skipped {skip['scheduler']}: {skip['reason']}"))
     console.print(f"[dim]method: {result['method']}[/dim]")
     console.print(f"[dim]environment: {json.dumps(result['environment'])}[/dim]")
 
@@ -63,6 +64,7 @@ def print_scheduler_table(result: dict[str, Any], console: Any = None) -> None:
 def print_same_schedule_table(result: dict[str, Any], groups: list[str], console: Any) -> None:
     """The fast path against direct assignment of its own schedule: what the scheduler machinery adds."""
     from rich.table import Table
+    from rich.text import Text
 
     rows: dict[str, dict[str, dict[str, Any]]] = {}
     for row in result["results"]:
@@ -83,7 +85,7 @@ def print_same_schedule_table(result: dict[str, Any], groups: list[str], console
                 continue
             low, high = row["ratio_to_same_schedule_direct_ci95"]
             cells.append(f"{row['ratio_to_same_schedule_direct']:.2f} [{low:.2f}, {high:.2f}]")
-        table.add_row(name, *cells, style="green")
+        table.add_row(Text(name), *cells, style="green")
     console.print(table)
 
 

@@ -157,6 +157,28 @@ def scheduler_names(include: Iterable[str] | None = None) -> list[tuple[str, Any
     return [(n, e) for n, e in found if not (n in seen or seen.add(n))]
 
 
+def check_known(include: Iterable[str]) -> None:
+    """Refuse an ``--only`` name that is neither registered nor a recipe, with the close matches.
+
+    Example:
+        >>> check_known(["steplr", "StepLR"])  # known (any case): nothing raised
+    """
+    import difflib
+
+    known = [name.lower() for name, _ in scheduler_names()]
+    unknown = [name for name in include if name.lower() not in known]
+    if not unknown:
+        return
+    guesses = []
+    for name in unknown:
+        close = difflib.get_close_matches(name.lower(), known, n=3, cutoff=0.6)
+        guesses.append(f"{name!r}: did you mean {' or '.join(map(repr, close))}?" if close else f"{name!r}: no close match.")
+    raise ConfigError(
+        f"--only names unknown scheduler(s) {unknown}.",
+        hint=f"{' '.join(guesses)} Every name: Task.available_lr_schedulers(); a recipe's module goes in --import.",
+    )
+
+
 def _recipe_registries() -> list[Any]:
     """The recipe registries of every Task subclass imported so far (recipes live per class)."""
     try:

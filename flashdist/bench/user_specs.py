@@ -16,7 +16,9 @@ once, not after minutes of other candidates.
 from __future__ import annotations
 
 import importlib
+import os
 import re
+import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -37,12 +39,17 @@ class UserSchedulerSpec:
 
 
 def import_modules(modules: Iterable[str]) -> None:
-    """Import the modules that register recipes (``--import``), refusing an unknown one early."""
+    """Import the modules that register recipes (``--import``), refusing an unknown one early.
+
+    The working directory is searched first, as ``python -m`` does: the ``flashdist`` script's
+    own ``sys.path`` starts at its bin folder, so ``--import mymod`` would miss ``./mymod.py``.
+    """
+    _working_directory_on_path()
     for module in modules:
         try:
             importlib.import_module(module)
         except ImportError as error:
-            raise ConfigError(f"--import {module!r} failed: {error}.", hint="give a module importable from sys.path.") from error
+            raise ConfigError(f"--import {module!r} failed: {error}.", hint="give a module in the working directory, on PYTHONPATH, or installed.") from error
 
 
 def parse_scheduler_arg(text: str) -> UserSchedulerSpec:
@@ -85,13 +92,19 @@ def _tuple_spec(text: str) -> tuple:
     return tuple(value)
 
 
+def _working_directory_on_path() -> None:
+    if not ({"", os.getcwd()} & set(sys.path)):
+        sys.path.insert(0, os.getcwd())
+
+
 def _import_callable(path: str) -> Any:
+    _working_directory_on_path()
     module_name, _, attr_path = path.partition(":")
     try:
         target: Any = importlib.import_module(module_name)
     except ImportError as error:
         raise ConfigError(f"--scheduler {path!r}: cannot import {module_name!r}: {error}.", accepted=ACCEPTED,
-                          hint="the module must be importable (on PYTHONPATH, or installed).") from error
+                          hint="the module must be importable (in the working directory, on PYTHONPATH, or installed).") from error
     for attr in attr_path.split("."):
         if not hasattr(target, attr):
             raise ConfigError(f"--scheduler {path!r}: {module_name!r} has no attribute {attr_path!r}.", accepted=ACCEPTED)

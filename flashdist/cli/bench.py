@@ -5,7 +5,9 @@
     flashdist bench compile [--workloads mlp,gpt2] [--backend inductor] [--json out.json]
     flashdist bench fit [--workloads mlp,gpt2] [--devices 1,2] [--strategies ddp,deepspeed,fsdp] [--repeats R] [--json out.json]
 
-Both print a table with ratios against a baseline measured in the same run, and the method.
+Each prints a table with ratios against a baseline measured in the same run, and the method.
+Charts go to ``--out`` (default ``./bench-results/``), never into the package: a ``./flashdist/``
+folder in the working directory would shadow the installed package for ``import flashdist``.
 """
 
 from __future__ import annotations
@@ -17,8 +19,7 @@ from typing import Any
 
 HELP = "measure per-step overhead: bench schedulers | bench compile | bench fit"
 
-DEFAULT_SCHEDULERS_PLOT = "flashdist/bench/results/schedulers.png"
-DEFAULT_FIT_PLOT = "flashdist/bench/results/fit.png"
+DEFAULT_OUT = "bench-results"  # under the working directory
 WORKLOADS = ("mlp", "gpt2")  # flashdist.bench.workloads.WORKLOADS, without importing torch to parse arguments
 
 
@@ -69,9 +70,8 @@ def parser() -> argparse.ArgumentParser:
     sched.add_argument("--clock", choices=("wall", "cpu"), default="wall",
                        help="wall: perf_counter; cpu: this thread's CPU time, for a machine others are loading")
     sched.add_argument("--json", dest="json_path", default=None, help="write the results here")
-    sched.add_argument(
-        "--plot", default=DEFAULT_SCHEDULERS_PLOT, help=f"bar chart PNG (default {DEFAULT_SCHEDULERS_PLOT}); 'none' for none"
-    )
+    sched.add_argument("--plot", default=None, help="bar chart PNG (default OUT/schedulers.png); 'none' for none")
+    sched.add_argument("--out", default=DEFAULT_OUT, help=f"folder for the default outputs (default ./{DEFAULT_OUT})")
 
     comp = commands.add_parser("compile", help="compiled optimizer step (tensor LR) against eager, and recompiles")
     comp.add_argument("--workloads", type=_names(WORKLOADS), default=["mlp", "gpt2"],
@@ -99,7 +99,8 @@ def parser() -> argparse.ArgumentParser:
     fit.add_argument("--repeats", type=_positive, default=10, help="interleaved rounds of all variants (default 10)")
     fit.add_argument("--warmup-rounds", type=int, default=1, help="untimed rounds first (default 1)")
     fit.add_argument("--json", dest="json_path", default=None, help="write the results here")
-    fit.add_argument("--plot", default=DEFAULT_FIT_PLOT, help=f"bar chart PNG (default {DEFAULT_FIT_PLOT}); 'none' for none")
+    fit.add_argument("--plot", default=None, help="bar chart PNG (default OUT/fit.png); 'none' for none")
+    fit.add_argument("--out", default=DEFAULT_OUT, help=f"folder for the default outputs (default ./{DEFAULT_OUT})")
     fit.add_argument("--table", dest="table_path", default=None, help="also write the printed tables here (.txt)")
 
     llm = commands.add_parser("llm", help="a CausalLM fine-tune per step: flashdist against the HF Trainer, paired in one process")
@@ -129,6 +130,8 @@ def run(argv: list[str]) -> int:
             specs = [user_specs.parse_scheduler_arg(text) for text in args.specs or []]
             if specs and args.only:
                 raise ConfigError("--only and --scheduler were both given.", hint="--scheduler NAME times a name too.")
+            if args.only:
+                schedulers.check_known(args.only)
             result = schedulers.run(
                 specs=specs,
                 groups=args.groups,
@@ -144,7 +147,7 @@ def run(argv: list[str]) -> int:
             return 2
         report.print_scheduler_table(result, console)
         if args.plot != "none" and result["results"]:
-            console.print(f"plot: {report.plot_schedulers(result, args.plot)}")
+            console.print(f"plot: {report.plot_schedulers(result, _output(args, 'schedulers.png'))}")
     elif args.what == "compile":
         import torch
 
@@ -189,11 +192,18 @@ def run(argv: list[str]) -> int:
                 report.print_fit_table(result, Console(file=handle, width=150))
             console.print(f"table: {args.table_path}")
         if args.plot != "none":
-            console.print(f"plot: {report.plot_fit(result, args.plot)}")
+            console.print(f"plot: {report.plot_fit(result, _output(args, 'fit.png'))}")
     if args.json_path:
         result["command"] = shlex.join(["flashdist", "bench", *argv])  # every figure with the command that produced it
         console.print(f"json: {report.write_json(result, args.json_path)}")
     return 0
+
+
+def _output(args: argparse.Namespace, default_name: str) -> str:
+    """``--plot`` as given, else ``--out``/``default_name``: relative to the working directory."""
+    import os
+
+    return args.plot if args.plot is not None else os.path.join(args.out, default_name)
 
 
 if __name__ == "__main__":

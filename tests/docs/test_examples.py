@@ -19,7 +19,7 @@ import pytest
 from tests.docs.examples import Block, ExampleSyntaxError, extract_blocks
 
 REPO = Path(__file__).resolve().parents[2]
-PAGES = sorted(p for p in (REPO / "docs").rglob("*.md") if p.name != "README.md")
+PAGES = sorted(p for p in (REPO / "docs").rglob("*.md") if p.name != "README.md") + [REPO / "README.md"]
 BASH_TIMEOUT_S = 300
 
 
@@ -59,6 +59,14 @@ def test_page_examples_run(page: Path, tmp_path: Path, monkeypatch: pytest.Monke
 @pytest.mark.parametrize("page", PAGES, ids=_name)
 def test_page_markers_are_well_formed(page: Path):
     extract_blocks(page.read_text(), _name(page))  # raises on a not-run without reason, an unclosed fence
+
+
+def test_readme_lm_config_is_the_one_the_docs_run():
+    # The README shows the config without running it (one fit of it is enough for CI's time);
+    # docs/language-models.md writes the same text to lm.yaml and trains it.
+    readme = [b.code for b in extract_blocks((REPO / "README.md").read_text()) if b.language == "yaml"]
+    guide = [b.code for b in extract_blocks((REPO / "docs/language-models.md").read_text()) if b.argument == "lm.yaml"]
+    assert len(readme) == 1 and len(guide) == 1 and readme == guide
 
 
 EXTRACTION_TABLE = [

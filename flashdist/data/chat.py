@@ -9,6 +9,9 @@ generation prompt (``messages[:i]``, ``add_generation_prompt=True``) and through
 generation prompt and ends with that turn's end-of-turn token. This needs the template to be
 *prefix-stable*: each rendering a token prefix of the next and of the whole. A template that
 is not (one that rewrites earlier turns, e.g. drops past reasoning) is refused with the turn.
+A conversation that opens with an assistant turn has no rendering before it: its reply starts
+after the generation prompt, found in its rendering (not at token 0, which would learn a BOS or
+the system header some templates always write).
 
 Everything here is a pure function of (tokenizer, template, messages).
 """
@@ -107,11 +110,36 @@ def encode_prompt_completion(tokenizer: Any, template: str | None, prompt: Seque
 def assistant_span(tokenizer: Any, template: str | None, messages: Sequence[dict[str, Any]], turn: int,
                    whole: list[int], where: str) -> tuple[int, int]:
     """Token positions ``[start, end)`` of assistant turn ``turn`` inside ``whole`` (the full rendering)."""
-    before = render(tokenizer, template, messages[:turn], add_generation_prompt=True) if turn else []
     through = render(tokenizer, template, messages[:turn + 1], add_generation_prompt=False)
-    _require_prefix(before, through, f"{where}: the rendering up to message {turn} (with the generation prompt)")
     _require_prefix(through, whole, f"{where}: the rendering through message {turn}")
+    if turn == 0:
+        return _opening_turn_start(tokenizer, template, through, where), len(through)
+    before = render(tokenizer, template, messages[:turn], add_generation_prompt=True)
+    _require_prefix(before, through, f"{where}: the rendering up to message {turn} (with the generation prompt)")
     return len(before), len(through)
+
+
+def _opening_turn_start(tokenizer: Any, template: str | None, through: list[int], where: str) -> int:
+    """Where the reply of a conversation that opens with an assistant turn starts: after the generation prompt.
+
+    There is no earlier message to render (transformers refuses an empty conversation), and what
+    precedes the reply is more than the generation prompt for templates that always write a
+    header (a BOS, Llama 3's system block with its date, a default system prompt). So the
+    generation prompt is read off a one-message probe (what ``add_generation_prompt`` appends)
+    and found in the rendering of the opening turn; the reply starts after its first occurrence.
+    """
+    probe = [{"role": "user", "content": "x"}]
+    closed = render(tokenizer, template, probe, add_generation_prompt=False)
+    opened = render(tokenizer, template, probe, add_generation_prompt=True)
+    prompt = opened[len(closed):] if opened[:len(closed)] == closed else []
+    for start in range(len(through) - len(prompt) + 1) if prompt else ():
+        if through[start:start + len(prompt)] == prompt:
+            return start + len(prompt)
+    raise ConfigError(
+        f"{where} opens with an assistant turn, and the template's generation prompt ({len(prompt)} token(s)) is not found in "
+        "its rendering, so where the reply starts (after the header the template writes first) is not known.",
+        hint="start the conversation with a system or user message, or train_on: all.",
+    )
 
 
 def render(tokenizer: Any, template: str | None, messages: Sequence[dict[str, Any]], add_generation_prompt: bool) -> list[int]:

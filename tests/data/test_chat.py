@@ -30,6 +30,12 @@ def _expected(tok, messages, learned_turns):
     return ids, labels
 
 
+# A greeting before any prompt: its reply is learned, the generation prompt in front of it is not.
+OPENS_WITH_ASSISTANT = [{"role": "assistant", "content": "the cow says moo"}, {"role": "user", "content": "shout apple"},
+                        {"role": "assistant", "content": "APPLE"}]
+# Llama 3's habit: a BOS and a system block (here a default one) at the top of every rendering.
+HEADED = ("<s>{% if messages[0]['role'] != 'system' %}<|im_start|>system\nyou are terse<|im_end|>\n{% endif %}" + CHATML)
+
 # (conversation, train_on, the turns learned)
 CASES = [
     pytest.param(CONVERSATIONS[0], "assistant", {1}, id="user-assistant"),
@@ -37,6 +43,7 @@ CASES = [
     pytest.param(CONVERSATIONS[2], "assistant", {2, 4}, id="multi-turn-every-assistant"),
     pytest.param(CONVERSATIONS[2], "last_assistant", {4}, id="multi-turn-last-assistant"),
     pytest.param(CONVERSATIONS[3], "assistant", set(), id="no-assistant-nothing-learned"),
+    pytest.param(OPENS_WITH_ASSISTANT, "assistant", {0, 2}, id="opens-with-assistant"),
 ]
 
 
@@ -54,6 +61,14 @@ def test_without_markers_the_mask_is_what_the_markers_give(tok, messages):
                                      return_assistant_tokens_mask=True)
     _, labels = encode_conversation(tok, CHATML, messages, "assistant")
     assert [int(label != -100) for label in labels] == marked["assistant_masks"]
+
+
+@pytest.mark.parametrize("messages", [CONVERSATIONS[0], OPENS_WITH_ASSISTANT], ids=["user-first", "assistant-first"])
+def test_a_header_in_every_rendering_is_never_learned(tok, messages):
+    ids, labels = encode_conversation(tok, HEADED, messages, "assistant")
+    header = [tok.convert_tokens_to_ids("<s>"), *_expected(tok, [SYSTEM], set())[0]]
+    expected_ids, expected_labels = _expected(tok, messages, {i for i, m in enumerate(messages) if m["role"] == "assistant"})
+    assert (ids, labels) == (header + expected_ids, [-100] * len(header) + expected_labels)
 
 
 def test_train_on_all_learns_every_token(tok):

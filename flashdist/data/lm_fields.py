@@ -4,10 +4,11 @@ Four forms, decided from the options and the columns' value types (the first rec
 schema), so that a column is never trained on as the Python repr of a list:
 
 - ``text``: ``text_field`` (default ``text``), strings, every token learned;
-- ``prompt_completion``: ``prompt_field`` + ``completion_field``, strings, the completion learned;
+- ``prompt_completion``: ``prompt_field`` + ``completion_field`` (found as ``prompt`` + ``completion``
+  when nothing is named and there is no ``text`` column), strings, the completion learned;
 - ``messages``: ``messages_field`` (found as ``messages`` or ``conversations`` when nothing is named),
   lists of ``{role, content}`` rendered with the chat template;
-- ``conversational``: ``prompt_field`` + ``completion_field`` whose values are message lists (TRL).
+- ``conversational``: ``prompt_field`` + ``completion_field`` whose values are message lists (TRL; found as above).
 """
 
 from __future__ import annotations
@@ -61,9 +62,12 @@ def resolve_fields(kinds: dict[str, str], text_field: str | None = None, prompt_
     if train_on is not None:
         check_train_on(train_on)
     if not given:
+        # TRL's column names, when no field is named and there is no "text" column to read.
         found = next((column for column in MESSAGE_COLUMNS if column in kinds), None)
         if found is not None and "text" not in kinds:
             messages_field = found
+        elif "prompt" in kinds and "completion" in kinds and "text" not in kinds:
+            prompt_field, completion_field = "prompt", "completion"
         else:
             text_field = "text"
     for name, column in (("text_field", text_field), ("prompt_field", prompt_field), ("completion_field", completion_field),

@@ -114,8 +114,9 @@ def test_a_field_not_in_the_dataset_lists_its_columns(tmp_path):
     path = _jsonl(tmp_path / "d.jsonl", DOCS)
     with pytest.raises(ConfigError, match=r"prompt_field='question'.*Accepted: 'prompt', 'completion'"):
         LanguageModelingDataModule(train_files=str(path), prompt_field="question", completion_field="completion", seq_length=8)
-    with pytest.raises(ConfigError, match=r"text_field='text'.*Accepted: 'prompt', 'completion'"):
-        LanguageModelingDataModule(train_files=str(path), seq_length=8)
+    other = _jsonl(tmp_path / "qa.jsonl", [{"question": "ab", "answer": "cd"}])  # prompt/completion are found by name
+    with pytest.raises(ConfigError, match=r"text_field='text'.*Accepted: 'question', 'answer'"):
+        LanguageModelingDataModule(train_files=str(other), seq_length=8)
 
 
 def test_a_tokenizer_directory_that_is_missing_or_not_a_tokenizer(tmp_path):

@@ -78,6 +78,7 @@ def plan_rows(run: FitRun, pl_module: Any) -> list[tuple[str, str]]:
         ("warmup steps", _or_unknown(schedule.warmup_steps if schedule else None)),
         *_token_rows(plan),
         *_data_rows(trainer),
+        ("parameters", parameter_text(pl_module)),
         ("optimizer", _optimizer_text(run, pl_module)),
         ("lr scheduler", f"{schedule.kwargs_repr}, every {schedule.frequency} {schedule.interval}(s)" if schedule else "none"),
         *_group_rows(trainer),
@@ -92,6 +93,26 @@ def _token_rows(plan: Any) -> list[tuple[str, str]]:
     budget = f" (max_tokens {plan.max_tokens:,}, rounded up to whole steps)" if plan.max_tokens else ""
     return [("tokens / optimizer step", f"{plan.tokens_per_step:,} = {plan.global_batch_size} × {plan.tokens_per_sample}"),
             ("total tokens", f"{plan.planned_total_tokens:,}{budget}")]
+
+
+def parameter_text(module: Any) -> str:
+    """Trainable / total parameters of the whole model, on every strategy.
+
+    A ZeRO-3 parameter holds an empty local partition and its size in ``ds_numel``; an FSDP2
+    parameter is a DTensor, whose ``numel()`` is already the global size.
+
+    Example:
+        >>> import torch
+        >>> parameter_text(torch.nn.Linear(3, 2))
+        '8 trainable / 8 total (100.00%)'
+    """
+    trainable = total = 0
+    for parameter in module.parameters():
+        count = int(getattr(parameter, "ds_numel", 0) or parameter.numel())
+        total += count
+        trainable += count if parameter.requires_grad else 0
+    share = f" ({trainable / total:.2%})" if total else ""
+    return f"{trainable:,} trainable / {total:,} total{share}"
 
 
 def _data_rows(trainer: Any) -> list[tuple[str, str]]:

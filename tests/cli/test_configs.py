@@ -120,4 +120,6 @@ def test_chat_finetune_config_learns_assistant_turns_of_packed_conversations_wit
     assert summary["planned_total_steps"] == summary["optimizer_steps"] == 4 and summary["tokens_seen"] == 4 * 8 * 256
     # configs/data/chats.jsonl: 240 conversations, val_fraction 0.1; every one has an assistant turn, none is dropped.
     assert re.search(r"train data\s+216 documents → \d+ rows, [\d,]+ learned tokens\s*\n", stdout), stdout
+    trainable, total = (int(n.replace(",", "")) for n in re.search(r"parameters\s+([\d,]+) trainable / ([\d,]+) total", stdout).groups())
+    assert 0 < trainable < total  # LoRA: the adapters train, the base is frozen
     assert (tmp_path / "run" / "hf_model" / "adapter_model.safetensors").exists()  # LoRA: the adapter is exported

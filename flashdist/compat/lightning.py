@@ -283,3 +283,28 @@ def distributed_sampler_injected(trainer: Any) -> bool:
     """
     connector = trainer._accelerator_connector
     return bool(connector.use_distributed_sampler and connector.is_distributed)
+
+
+def route_train_sampler(trainer: Any, make: Callable[..., Any]) -> None:
+    """Where Lightning would inject its ``DistributedSampler`` into the training loader, use ``make(loader, **kwargs)``'s.
+
+    Relies on ``_DataConnector._resolve_sampler(dataloader, shuffle, mode)``, looked up on the
+    instance, being the one place the injected sampler is chosen (Lightning 2.6): the loader is
+    then rebuilt around what it returns (``_update_dataloader``). Lightning passes
+    ``shuffle=True`` for every training loader (``_process_dataloader``; Lightning #10170) and
+    wraps a custom sampler in a reshuffling ``DistributedSamplerWrapper``: no public setting keeps
+    the user's order (``use_distributed_sampler=False`` turns off sharding as well). ``kwargs`` are
+    ``trainer.distributed_sampler_kwargs`` (``num_replicas``, ``rank``). Other stages are unchanged.
+    Tested by ``test_route_train_sampler_replaces_lightnings_injected_training_sampler``.
+    """
+    from lightning.pytorch.trainer.states import RunningStage
+
+    connector = trainer._data_connector
+    original = type(connector)._resolve_sampler.__get__(connector)
+
+    def resolve_sampler(dataloader: Any, shuffle: bool, mode: Any = None) -> Any:
+        if mode == RunningStage.TRAINING and connector._requires_distributed_sampler(dataloader):
+            return make(dataloader, **(trainer.distributed_sampler_kwargs or {}))
+        return original(dataloader, shuffle, mode)
+
+    connector._resolve_sampler = resolve_sampler

@@ -16,6 +16,7 @@ from typing import Any
 
 from lightning.pytorch import Callback
 
+from flashdist.data.sampler import describe_order
 from flashdist.runtime.ledger import LR_FILE, SUMMARY_FILE
 from flashdist.runtime.fit_run import FitRun
 from flashdist.runtime.planning import data_parallel_size
@@ -70,6 +71,7 @@ def plan_rows(run: FitRun, pl_module: Any) -> list[tuple[str, str]]:
         ("strategy", run.strategy_name),
         ("world size", f"{trainer.world_size} ({trainer.num_nodes} node(s) × {trainer.num_devices} device(s))"),
         ("data-parallel size", str(data_parallel_size(trainer))),
+        ("data order", describe_order(trainer.train_dataloader)),
         ("micro-batches / rank / epoch", _or_unknown(plan.micro_batches_per_epoch_per_rank)),
         ("gradient accumulation", str(plan.accumulate_grad_batches)),
         ("global batch size", _or_unknown(plan.global_batch_size)),

@@ -41,10 +41,13 @@ from flashdist.runtime.resume_steps import (
     QuietReplayWarning,
     apply_decision,
     batches_done_on_this_topology,
+    continue_order,
     epoch_position,
     install_sampler,
     resolved_step_args,
     resume_epoch_position,
+    restore_rng_states,
+    rng_states,
 )
 
 __all__ = ["RESUME_POLICIES", "ResumeGuard", "batches_done_on_this_topology", "decide", "diff_identity", "resume_summary"]
@@ -229,6 +232,7 @@ class ResumeGuard(Callback):
         self._loaded: dict[str, Any] | None = None
         self._sampler: ResumableDistributedSampler | None = None
         self._quiet: QuietReplayWarning | None = None
+        self._rng: dict[str, Any] | None = None
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self._loaded = state
@@ -238,7 +242,13 @@ class ResumeGuard(Callback):
         if state.identity is None or state.schedule is None:
             return {}
         position = epoch_position(self.run.trainer, self._sampler) if self._sampler is not None else None
-        return {"identity": asdict(state.identity), "schedule": asdict(state.schedule), "position": position}
+        saved = {"identity": asdict(state.identity), "schedule": asdict(state.schedule), "position": position}
+        if self._sampler is not None:
+            saved["order_seed"] = self._sampler.seed
+        # The global RNGs as this step left them (rank 0's; see restore_rng_states for which ranks load them).
+        saved["rng"] = rng_states()
+        saved["world_size"] = self.run.trainer.world_size
+        return saved
 
     def on_train_start(self, trainer: Any, pl_module: Any) -> None:
         state = self.run.resume
@@ -258,7 +268,16 @@ class ResumeGuard(Callback):
         if decision.rebuild:
             apply_decision(trainer, plan, decision.schedule.total_steps, dict(decision.schedule.step_args), decision.position, state.policy)
         if self._sampler is not None:
+            continue_order(self._sampler, self._loaded.get("order_seed"))
             resume_epoch_position(trainer, self._sampler, self._loaded.get("position"))
+        self._rng = self._loaded.get("rng") if self._loaded.get("world_size", trainer.world_size) == trainer.world_size else None
+        if self._rng is not None:
+            self.on_train_batch_start = self._restore_rng  # once, then removed from Lightning's per-step dispatch
+
+    def _restore_rng(self, trainer: Any, *args: Any) -> None:
+        """Just before the first step after the resume (after its batch was fetched, as in the uninterrupted run)."""
+        restore_rng_states(self._rng)
+        self._rng, self.on_train_batch_start = None, None
 
     def on_train_end(self, trainer: Any, pl_module: Any) -> None:
         self._unquiet()

@@ -108,6 +108,58 @@ def epoch_position(trainer: Any, sampler: ResumableDistributedSampler) -> dict[s
     return {"epoch": trainer.current_epoch, "samples_done": batches * trainer.train_dataloader.batch_size * sampler.num_replicas}
 
 
+def continue_order(sampler: ResumableDistributedSampler, saved_seed: int | None) -> None:
+    """A resumed run keeps drawing the order from the checkpoint's seed (a new ``seed_everything`` changes later runs, not this one)."""
+    if saved_seed is not None:
+        sampler.seed = int(saved_seed)
+
+
+def rng_states() -> dict[str, Any]:
+    """This process's global RNG states (torch CPU and CUDA, numpy, Python's ``random``), for a checkpoint.
+
+    Example:
+        >>> sorted(rng_states())  # doctest: +ELLIPSIS
+        [...'python', 'torch'...]
+    """
+    import random
+
+    import torch
+
+    states: dict[str, Any] = {"torch": torch.get_rng_state(), "python": random.getstate()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        states["torch_cuda"] = torch.cuda.get_rng_state_all()
+    try:
+        import numpy as np
+
+        name, keys, pos, has_gauss, cached = np.random.get_state()
+        states["numpy"] = [name, keys.tolist(), int(pos), int(has_gauss), float(cached)]  # plain types: weights_only loads
+    except ImportError:
+        pass
+    return states
+
+
+def restore_rng_states(states: dict[str, Any]) -> None:
+    """Set the global RNGs to what :func:`rng_states` recorded.
+
+    Every rank loads the checkpoint's (rank 0's) states, when the world size is the saved one:
+    exact where the ranks draw alike (``seed_everything`` seeds them equally, and dropout or
+    any other draw in the step happens on every rank), which is the usual case.
+    """
+    import random
+
+    import torch
+
+    torch.set_rng_state(states["torch"])
+    random.setstate(states["python"])
+    if "torch_cuda" in states and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["torch_cuda"])
+    if "numpy" in states:
+        import numpy as np
+
+        name, keys, pos, has_gauss, cached = states["numpy"]
+        np.random.set_state((name, np.array(keys, dtype=np.uint32), pos, has_gauss, cached))
+
+
 def resume_epoch_position(trainer: Any, sampler: ResumableDistributedSampler, position: dict[str, int] | None) -> None:
     """Continue the checkpoint's epoch with the samples it had not seen (nothing if it ended on an epoch)."""
     if not position or position["epoch"] != trainer.current_epoch:

@@ -14,7 +14,8 @@ import lightning.pytorch as pl
 from lightning.pytorch import Callback
 from lightning.pytorch.callbacks import Checkpoint
 
-from flashdist.compat.lightning import reinstall_after_lightning_signal_handlers
+from flashdist.compat.lightning import reinstall_after_lightning_signal_handlers, route_train_sampler
+from flashdist.data.sampler import sampler_for_loader
 from flashdist.errors import ConfigError
 from flashdist.launching.topology import apply_launch_topology
 from flashdist.runtime.callbacks import FitCallbacks
@@ -93,6 +94,8 @@ class Trainer(pl.Trainer):
         user_callbacks = list(kwargs.pop("callbacks", None) or [])
         super().__init__(*args, callbacks=list(user_callbacks), **kwargs)  # Lightning extends the list it is given
         install_atomic_checkpoints(self)
+        # The training loader keeps the user's order on every rank count (data/sampler.py), not Lightning's forced shuffle.
+        route_train_sampler(self, sampler_for_loader)
         # Each fit's Preemption takes SIGTERM back the moment Lightning registers its own handler.
         reinstall_after_lightning_signal_handlers(self, lambda: self.fit_callbacks.preemption.install())
         # A ledger and callbacks exist before the first fit, as Lightning's do: placed after the

@@ -315,3 +315,26 @@ def test_distributed_sampler_injected_is_what_the_data_connector_decides(tmp_pat
     loader = DataLoader(TensorDataset(torch.zeros(8, 2)), batch_size=2, shuffle=True)
     assert compat.distributed_sampler_injected(trainer) == trainer._data_connector._requires_distributed_sampler(loader)
     assert compat.distributed_sampler_injected(trainer) == (devices > 1 and use_distributed_sampler)
+
+
+def test_route_train_sampler_replaces_lightnings_injected_training_sampler(tmp_path):
+    import lightning.pytorch as pl
+    from lightning.pytorch.trainer.connectors.data_connector import _process_dataloader
+    from lightning.pytorch.trainer.states import RunningStage, TrainerFn
+    from torch.utils.data import DistributedSampler, SequentialSampler
+
+    trainer = pl.Trainer(default_root_dir=tmp_path, accelerator="cpu", devices=2, strategy="ddp", logger=False)
+    seen = []
+
+    def make(loader, num_replicas, rank, **kwargs):
+        seen.append((type(loader.sampler).__name__, num_replicas, rank))
+        return DistributedSampler(loader.dataset, num_replicas=num_replicas, rank=rank, shuffle=False)
+
+    compat.route_train_sampler(trainer, make)
+    loader = DataLoader(TensorDataset(torch.arange(8.0)), batch_size=2, shuffle=False)
+    train = _process_dataloader(trainer, TrainerFn.FITTING, RunningStage.TRAINING, loader)
+    assert seen == [("SequentialSampler", 2, 0)]  # Lightning asked with shuffle=True; ours was built instead
+    assert isinstance(train.sampler, DistributedSampler) and not train.sampler.shuffle
+    val = _process_dataloader(trainer, TrainerFn.FITTING, RunningStage.VALIDATING, loader)
+    assert len(seen) == 1 and type(val.sampler) is DistributedSampler  # other stages: Lightning's own
+    assert isinstance(loader.sampler, SequentialSampler)  # the user's loader is untouched

@@ -8,7 +8,8 @@
   iterable (an IterableDataset without length), collective_timeout_s (DDP process-group timeout),
   pause_at_step {"step", "rank"}: after that optimizer step, that rank writes
     ``reached-step-<step>`` and waits until the test writes ``go`` (the test signals meanwhile),
-  record_samples (write the sample ids of every trained batch to samples-rank<r>.jsonl),
+  record_samples (write the sample ids and the loss of every trained micro-batch to samples-rank<r>.jsonl,
+    and rank 0 the final weights to weights.pt), shuffle (the train DataLoader's), num_workers,
   kill_at_step {"step", "rank"}: SIGKILL that rank after that optimizer step (first attempt only),
   kill_in_save_at_step {"step", "rank"}: SIGKILL that rank while it writes that step's checkpoint,
   die_at_step {"step", "rank", "delay_s"}: that rank sleeps delay_s (the others wait in the next
@@ -17,7 +18,8 @@
   pause_at {"moment", "rank", "step"}: at that moment (setup, sanity, train_step, validation, save)
     that rank writes <root>/at-<moment> and waits for <root>/signalled (the test signals first),
   val_batches: validate (and sanity-check) on that many batches of the training data.
-"Attempt" = TORCHELASTIC_RESTART_COUNT, or FIT_ATTEMPT from the test; hooks fire on attempt 0.
+"Attempt" = TORCHELASTIC_RESTART_COUNT, or FIT_ATTEMPT from the test; hooks fire on attempt 0 (the
+*_at_step ones on their spec's "attempt", 0 by default).
 """
 
 from __future__ import annotations
@@ -87,13 +89,16 @@ class Hooks(Callback):
 
     def _hits(self, key: str, trainer) -> bool:
         spec = self.config.get(key)
-        return bool(spec) and attempt() == 0 and trainer.global_step == spec["step"] and trainer.global_rank == spec.get("rank", 0)
+        return (bool(spec) and attempt() == spec.get("attempt", 0) and trainer.global_step == spec["step"]
+                and trainer.global_rank == spec.get("rank", 0))
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         self._pause("train_step", trainer)
         if self.config.get("record_samples"):
             ids = batch[0][:, -1].long().tolist()
-            line = {"attempt": attempt(), "epoch": trainer.current_epoch, "step": trainer.global_step, "ids": ids}
+            loss = outputs["loss"] if isinstance(outputs, dict) else outputs
+            line = {"attempt": attempt(), "epoch": trainer.current_epoch, "step": trainer.global_step, "ids": ids,
+                    "loss": float(loss) if loss is not None else None}
             with (self.root / f"samples-rank{trainer.global_rank}.jsonl").open("a") as handle:
                 handle.write(json.dumps(line) + "\n")
         if self._hits("pause_at_step", trainer):
@@ -110,6 +115,11 @@ class Hooks(Callback):
         if self._hits("hang_at_step", trainer):
             print(f"rank {trainer.global_rank} hangs at step {trainer.global_step}", file=sys.stderr, flush=True)
             time.sleep(3600)
+
+    def on_train_end(self, trainer, pl_module):
+        # Whole weights on rank 0 under DDP and on one process (a sharded strategy's are not whole here).
+        if self.config.get("record_samples") and self.config.get("strategy", "ddp") == "ddp" and trainer.global_rank == 0:
+            torch.save({k: v.detach().clone() for k, v in pl_module.state_dict().items()}, self.root / f"weights-attempt{attempt()}.pt")
 
     def on_save_checkpoint(self, trainer, pl_module, checkpoint):
         self._pause("save", trainer)
@@ -171,7 +181,8 @@ def main(config: dict) -> None:
         resume_policy=config.get("resume_policy", "strict"),
     )
     dataset = Stream(x, y) if config.get("iterable") else TensorDataset(x, y)
-    loader = DataLoader(dataset, batch_size=config.get("batch_size", 8), drop_last=config.get("drop_last", False))
+    loader = DataLoader(dataset, batch_size=config.get("batch_size", 8), drop_last=config.get("drop_last", False),
+                        shuffle=config.get("shuffle", False), num_workers=config.get("num_workers", 0))
     val_loader = DataLoader(dataset, batch_size=config.get("batch_size", 8)) if config.get("val_batches") else None
     trainer.fit(task, loader, val_loader, ckpt_path=config.get("ckpt_path"))
 

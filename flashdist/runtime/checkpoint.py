@@ -200,14 +200,31 @@ def is_restart(environ: Any = None) -> bool:
     return any(int(environ.get(name, "0") or 0) > 0 for name in RESTART_ENV)
 
 
+LIGHTNING_NAMES = ("last", "hpc", "best", "registry")
+HPC_PREFIX = "hpc_ckpt_"  # Lightning's SLURM checkpoints: <default_root_dir>/hpc_ckpt_<N>.ckpt
+
+
 def resolve_ckpt_path(trainer: Any, ckpt_path: Any, trust: Any) -> Any:
-    """Turn ``"auto"`` (or ``None`` on a restart) into the newest checkpoint that verifies, and
-    verify an explicit path (runtime/trust.py); Lightning's own names ("last", ...) pass through."""
+    """The one path every ``ckpt_path`` takes: to a file, verified against its manifest (runtime/trust.py).
+
+    ``"auto"`` (or ``None`` on a restart) is the newest checkpoint that verifies; Lightning's names
+    ``"last"``, ``"hpc"``, ``"best"`` (and the ``"hpc"`` Lightning picks by itself under SLURM) are
+    found by :func:`find_named_checkpoint` and verified as an explicit path is. What comes back
+    is a path (or None: start fresh), so the resume policy and DeepSpeed's universal conversion
+    see every resume the same way.
+    """
     restarted = ckpt_path is None and is_restart()
     rank, world_size = trainer.global_rank, trainer.world_size
+    if ckpt_path is None and not restarted and _lightning_would_load_hpc(trainer):
+        ckpt_path = "hpc"
     if ckpt_path != "auto" and not restarted:
-        if ckpt_path is None or str(ckpt_path) in ("last", "hpc", "best", "registry"):
-            return ckpt_path
+        if ckpt_path is None:
+            return None
+        if isinstance(ckpt_path, str) and (ckpt_path in LIGHTNING_NAMES or ckpt_path.startswith("registry:")):
+            found = find_named_checkpoint(trainer, ckpt_path)
+            if rank == 0:
+                print(f"flashdist: ckpt_path={ckpt_path!r}: resuming from {found}", file=sys.stderr, flush=True)
+            return str(trust.select_explicit(found, rank, world_size))
         return str(trust.select_explicit(ckpt_path, rank, world_size))
     root = Path(trainer.default_root_dir)
     if run_completed(root):
@@ -218,6 +235,8 @@ def resolve_ckpt_path(trainer: Any, ckpt_path: Any, trust: Any) -> Any:
             hint="use a new default_root_dir for a new run, or pass an explicit ckpt_path to train on from a checkpoint.",
         )
     found = trust.select_auto(checkpoint_dirs(trainer), rank, world_size)
+    if found is None and _lightning_would_load_hpc(trainer):  # else Lightning would load it, unverified
+        return resolve_ckpt_path(trainer, "hpc", trust)
     partials = sorted(p.name for d in checkpoint_dirs(trainer) if d.is_dir() for p in d.glob(f".*{PARTIAL_SUFFIX}"))
     how = "restart" if restarted else "ckpt_path='auto'"
     if rank == 0:
@@ -228,6 +247,61 @@ def resolve_ckpt_path(trainer: Any, ckpt_path: Any, trust: Any) -> Any:
             flush=True,
         )
     return str(found) if found is not None else None
+
+
+def find_named_checkpoint(trainer: Any, name: str) -> Path:
+    """The file Lightning's ``ckpt_path`` name stands for, found as Lightning finds it; ConfigError naming what was searched.
+
+    - ``"last"``: the newest ``last*.ckpt`` (each ModelCheckpoint's ``CHECKPOINT_NAME_LAST``) in the run's checkpoint directories;
+    - ``"hpc"``: ``<default_root_dir>/hpc_ckpt_<N>.ckpt`` with the highest N (Lightning's SLURM save);
+    - ``"best"``: the ModelCheckpoint's ``best_model_path`` (known after a fit of this Trainer that monitored a metric).
+
+    Example:
+        >>> find_named_checkpoint(trainer, "last")  # doctest: +SKIP
+        PosixPath('run/checkpoints/last.ckpt')
+    """
+    if name == "last":
+        prefixes = {getattr(cb, "CHECKPOINT_NAME_LAST", "last") for cb in trainer.checkpoint_callbacks} or {"last"}
+        dirs = checkpoint_dirs(trainer)
+        found = [p for d in dirs if d.is_dir() for p in d.glob("*.ckpt")
+                 if not p.name.startswith(".") and any(p.stem.startswith(prefix) for prefix in prefixes)]
+        if found:
+            return max(found, key=lambda p: (p.stat().st_mtime_ns, p.name))
+        searched = f"{' or '.join(sorted(f'{x}*.ckpt' for x in prefixes))} in {', '.join(str(d) for d in dirs)}"
+        hint = "save one with ModelCheckpoint(save_last=True), or pass ckpt_path='auto' (the newest checkpoint of the run) or a path."
+    elif name == "hpc":
+        found_hpc = _hpc_checkpoint(Path(trainer.default_root_dir))
+        if found_hpc is not None:
+            return found_hpc
+        searched = f"{HPC_PREFIX}<N>.ckpt in {trainer.default_root_dir}"
+        hint = "an HPC checkpoint is what Lightning's SLURM requeue saves; pass ckpt_path='auto' or a path."
+    elif name == "best":
+        best = getattr(trainer.checkpoint_callback, "best_model_path", "") if trainer.checkpoint_callback else ""
+        if best and Path(best).exists():
+            return Path(best)
+        searched = (f"the best_model_path of {type(trainer.checkpoint_callback).__name__} ({best or 'none recorded'})"
+                    if trainer.checkpoint_callback else "a ModelCheckpoint (this Trainer has none)")
+        hint = "'best' is known after a fit of this Trainer with ModelCheckpoint(monitor=...); in a new process pass the path."
+    else:
+        raise ConfigError(
+            f"ckpt_path={name!r}: flashdist cannot verify a model-registry checkpoint before it is downloaded.",
+            accepted=("auto", *LIGHTNING_NAMES[:3], "a path"),
+            hint="download it (litmodels.download_model) and pass its path as ckpt_path.",
+        )
+    raise ConfigError(f"ckpt_path={name!r} found no checkpoint: searched {searched}.",
+                      accepted=("auto", *LIGHTNING_NAMES[:3], "a path"), hint=hint)
+
+
+def _hpc_checkpoint(root: Path) -> Path | None:
+    versions = [(int(p.stem[len(HPC_PREFIX):]), p) for p in root.glob(f"{HPC_PREFIX}*.ckpt") if p.stem[len(HPC_PREFIX):].isdigit()]
+    return max(versions)[1] if versions else None
+
+
+def _lightning_would_load_hpc(trainer: Any) -> bool:
+    """Lightning loads ``hpc`` by itself when ``ckpt_path`` is None under SLURM with an HPC checkpoint present."""
+    from lightning.fabric.plugins.environments import SLURMEnvironment
+
+    return SLURMEnvironment.detect() and _hpc_checkpoint(Path(trainer.default_root_dir)) is not None
 
 
 def remove_preemption_checkpoints(trainer: Any) -> None:

@@ -47,6 +47,7 @@ from flashdist.runtime.resume_steps import (
     resolved_step_args,
     resume_epoch_position,
     restore_rng_states,
+    warn_unresumable_epoch,
     rng_states,
 )
 
@@ -267,6 +268,8 @@ class ResumeGuard(Callback):
         state.decision, state.schedule = decision, decision.schedule
         if decision.rebuild:
             apply_decision(trainer, plan, decision.schedule.total_steps, dict(decision.schedule.step_args), decision.position, state.policy)
+        if self._sampler is None:
+            warn_unresumable_epoch(trainer)
         if self._sampler is not None:
             continue_order(self._sampler, self._loaded.get("order_seed"))
             resume_epoch_position(trainer, self._sampler, self._loaded.get("position"))

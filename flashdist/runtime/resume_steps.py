@@ -160,6 +160,31 @@ def restore_rng_states(states: dict[str, Any]) -> None:
         np.random.set_state((name, np.array(keys, dtype=np.uint32), pos, has_gauss, cached))
 
 
+class UnresumableEpochWarning(UserWarning):
+    """A mid-epoch resume of data flashdist cannot position: what the resumed epoch then trains on."""
+
+
+def warn_unresumable_epoch(trainer: Any) -> None:
+    """Say exactly what a mid-epoch resume does to data without a resumable order (an iterable, a custom batch sampler).
+
+    Lightning restores a ``StatefulDataLoader``'s position itself (its state is in the checkpoint);
+    any other such loader starts its epoch over while the batch counter continues.
+    """
+    batches = batches_done_in_epoch(trainer)
+    loader = trainer.train_dataloader
+    if not batches or callable(getattr(loader, "state_dict", None)) or not trainer.is_global_zero:
+        return
+    warnings.warn(
+        f"resuming {batches} batch(es) into epoch {trainer.current_epoch} of a training loader whose position flashdist "
+        f"cannot restore ({type(getattr(loader, 'dataset', loader)).__name__} without a sampler it can split): the loader "
+        f"starts the epoch over, so its first {batches} batch(es) per rank are trained again, and the epoch ends when the "
+        "loader is exhausted (or at max_steps). For an exact resume use a map-style dataset, or torchdata's "
+        "StatefulDataLoader (Lightning saves and restores its state).",
+        UnresumableEpochWarning,
+        stacklevel=2,
+    )
+
+
 def resume_epoch_position(trainer: Any, sampler: ResumableDistributedSampler, position: dict[str, int] | None) -> None:
     """Continue the checkpoint's epoch with the samples it had not seen (nothing if it ended on an epoch)."""
     if not position or position["epoch"] != trainer.current_epoch:

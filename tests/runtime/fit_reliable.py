@@ -11,6 +11,8 @@
   record_samples (write the sample ids and the loss of every trained micro-batch to samples-rank<r>.jsonl,
     and rank 0 the final weights to weights.pt), shuffle (the train DataLoader's), num_workers,
   kill_at_step {"step", "rank"}: SIGKILL that rank after that optimizer step (first attempt only),
+  kill_after_micro_batches {"count", "attempt"}: SIGKILL rank 0 after its count-th micro-batch (mid-window
+    under accumulation), dropout (a Dropout layer of that p: the step draws from the global RNG),
   kill_in_save_at_step {"step", "rank"}: SIGKILL that rank while it writes that step's checkpoint,
   die_at_step {"step", "rank", "delay_s"}: that rank sleeps delay_s (the others wait in the next
     collective), then SIGKILLs itself,
@@ -106,6 +108,10 @@ class Hooks(Callback):
             deadline = time.monotonic() + 300
             while not (self.root / "go").exists() and time.monotonic() < deadline:
                 time.sleep(0.01)  # polling a file the test writes; signal handlers run in between
+        kill = self.config.get("kill_after_micro_batches")
+        self._micro_batches = getattr(self, "_micro_batches", 0) + 1
+        if kill and attempt() == kill.get("attempt", 0) and trainer.global_rank == 0 and self._micro_batches == kill["count"]:
+            os.kill(os.getpid(), signal.SIGKILL)
         if self._hits("kill_at_step", trainer):
             os.kill(os.getpid(), signal.SIGKILL)
         if self._hits("die_at_step", trainer):
@@ -142,7 +148,8 @@ def main(config: dict) -> None:
     x = torch.randn(n, 16, generator=generator)
     y = (x[:, :4].sum(dim=1) > 0).long()
     x = torch.cat([x, torch.arange(n, dtype=torch.float32)[:, None]], dim=1)
-    model = nn.Sequential(DropIds(), nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 2))
+    dropout = [nn.Dropout(config["dropout"])] if config.get("dropout") else []
+    model = nn.Sequential(DropIds(), nn.Linear(16, 32), nn.ReLU(), *dropout, nn.Linear(32, 2))
     task = ClassificationTask(
         model,
         num_classes=2,

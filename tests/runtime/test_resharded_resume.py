@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import shutil
 import subprocess
 import sys
@@ -46,7 +47,7 @@ DIRECTIONS = ((2, 1), (1, 2))  # (saved on, resumed on) ranks
 # 64 samples, batch 8 per rank, 2 epochs, AdamW lr 0.01, linear warmup over 25 % (rounded up) to zero.
 DATASET, BATCH, EPOCHS, LR, WARMUP_FRACTION = 64, 8, 2, 0.01, 0.25
 FIT = {"dataset_size": DATASET, "batch_size": BATCH, "max_epochs": EPOCHS, "learning_rate": LR,
-       "lr_scheduler": ["linear_schedule_with_warmup", {"num_warmup_steps": WARMUP_FRACTION}]}
+       "lr_scheduler": ["linear_schedule_with_warmup", {"num_warmup_steps": WARMUP_FRACTION}], "record_samples": True}
 
 
 # ---- the arithmetic ---------------------------------------------------------------------------
@@ -148,8 +149,14 @@ def matrix(tmp_path_factory) -> dict:
     shutil.copy(_save_root(workdir, "ddp", 2) / "lr.csv", ddp / "lr.csv")
     ddp_resume = {**FIT, "root": str(ddp), "devices": 1, "resume_policy": "keep_global_batch",
                   "ckpt_path": str(_checkpoint(workdir, "ddp", 2))}
-    logs["one-resumes"] = _launch(_resumes(workdir, saved=2, ranks=1) + [ddp_resume], 1, workdir, "one-rank-resumes")
-    return {"workdir": workdir, "logs": logs, "ddp": ddp}
+    # ZeRO-2 2 → 1 rank under keep_schedule with Lightning's ckpt_path="last": found, verified, converted.
+    last = workdir / "resumed" / "deepspeed_stage_2-last"
+    shutil.copytree(_checkpoint(workdir, "deepspeed_stage_2", 2), last / "checkpoints" / "last.ckpt")
+    shutil.copy(_save_root(workdir, "deepspeed_stage_2", 2) / "lr.csv", last / "lr.csv")
+    last_resume = {**FIT, "root": str(last), "strategy": "deepspeed_stage_2", "devices": 1, "resume_policy": "keep_schedule",
+                   "ckpt_path": "last"}
+    logs["one-resumes"] = _launch(_resumes(workdir, saved=2, ranks=1) + [ddp_resume, last_resume], 1, workdir, "one-rank-resumes")
+    return {"workdir": workdir, "logs": logs, "ddp": ddp, "last": last}
 
 
 def _finished(root: Path, log: str) -> dict:
@@ -208,6 +215,56 @@ def test_ddp_2_to_1_rank_with_keep_global_batch_doubles_accumulation_and_keeps_e
     assert harness.lrs(matrix["ddp"]) == pytest.approx(expected_lrs(2, 1, "keep_global_batch"), rel=1e-9)
     assert summary["optimizer_steps"] == 8 and summary["resume_adapted_by"] == "keep_global_batch"
     assert (summary["global_batch_size"], summary["accumulate_grad_batches"]) == (16, 2)
+
+
+@pytest.mark.parametrize("strategy", (*STRATEGIES, "ddp"))
+def test_shuffle_false_keeps_its_order_on_2_ranks_under_every_strategy(matrix, strategy):
+    # DataLoader(shuffle=False): rank r reads r, r + 2, r + 4, ... (Lightning's own injection shuffles).
+    root = _save_root(matrix["workdir"], strategy, 2)
+    _finished(root, matrix["logs"]["two"])
+    assert re.search(r"data order\s+as given", matrix["logs"]["two"])
+    for rank in (0, 1):
+        epochs = _records_by_epoch(root / f"samples-rank{rank}.jsonl")
+        assert epochs == {0: list(range(rank, DATASET, 2)), 1: list(range(rank, DATASET, 2))}
+
+
+@pytest.mark.parametrize("strategy", (*STRATEGIES, "ddp"))
+def test_keep_global_batch_2_to_1_trains_each_step_on_the_uninterrupted_runs_samples(matrix, strategy):
+    workdir = matrix["workdir"]
+    saved = _save_root(workdir, strategy, 2)
+    resumed = matrix["ddp"] if strategy == "ddp" else _resume_root(workdir, strategy, 2, 1, "keep_global_batch")
+    _finished(resumed, matrix["logs"]["one-resumes"])
+    per_step = {}  # the uninterrupted run's step → the samples of both ranks
+    for rank in (0, 1):
+        for record in _records(saved / f"samples-rank{rank}.jsonl"):
+            per_step.setdefault(record["step"], set()).update(record["ids"])
+    micro = _records(resumed / "samples-rank0.jsonl")  # 2 micro-batches per step now
+    steps = [set(micro[i]["ids"]) | set(micro[i + 1]["ids"]) for i in range(0, len(micro), 2)]
+    at = saved_schedule(2)[2]
+    assert steps == [per_step[step] for step in range(at + 1, saved_schedule(2)[0] + 1)]
+    if strategy == "ddp":  # the same updates, summed in another order: equal to float32 rounding
+        a, b = torch.load(saved / "weights-attempt0.pt"), torch.load(resumed / "weights-attempt0.pt")
+        assert all(torch.allclose(a[name], b[name], rtol=0, atol=1e-6) for name in a)
+
+
+def test_ckpt_path_last_resumes_zero2_on_another_dp_size_through_the_universal_conversion(matrix):
+    log, root = matrix["logs"]["one-resumes"], matrix["last"]
+    summary = _finished(root, log)
+    assert f"ckpt_path='last': resuming from {root / 'checkpoints' / 'last.ckpt'}" in log
+    assert f"converted {root / 'checkpoints' / 'last.ckpt'} to DeepSpeed's universal format" in log
+    assert summary["resume_adapted_by"] == "keep_schedule" and summary["completed"]
+    assert harness.lrs(root) == pytest.approx(expected_lrs(2, 1, "keep_schedule"), rel=1e-6, abs=1e-12)
+
+
+def _records(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def _records_by_epoch(path: Path) -> dict[int, list[int]]:
+    out: dict[int, list[int]] = {}
+    for record in _records(path):
+        out.setdefault(record["epoch"], []).extend(record["ids"])
+    return out
 
 
 # ---- refusals, before any process starts ----------------------------------------------------------

@@ -5,7 +5,12 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from flashdist.errors import ConfigError
+from flashdist.runtime.said_once import install_config_error_hook
 from flashdist.version import __version__
+
+# Under torchrun or srun, a ConfigError a user's script leaves uncaught is said once, by global
+# rank 0, as one line (runtime/said_once.py); a process no launcher started keeps Python's traceback.
+install_config_error_hook()
 
 if TYPE_CHECKING:
     from flashdist.tasks.model import Task

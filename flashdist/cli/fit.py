@@ -56,13 +56,14 @@ def check(argv: list[str]) -> int:
 
 def _status(command: str, work: Any) -> int:
     from flashdist.errors import ConfigError
-    from flashdist.runtime.said_once import CONFIG_ERROR_EXIT_STATUS, says_it
+    from flashdist.runtime.said_once import CONFIG_ERROR_EXIT_STATUS, leave_quietly, says_it
 
     try:
         work()
     except ConfigError as err:
-        if says_it(err):
-            print(f"flashdist {command}: error: {err}", file=sys.stderr)
+        if not says_it(err):
+            leave_quietly()  # once the launcher stops this rank: rank 0 may still be on its way to saying it
+        print(f"flashdist {command}: error: {err}", file=sys.stderr)
         return CONFIG_ERROR_EXIT_STATUS
     except SystemExit as exit_:  # --help, --print_config; a ConfigError on a rank other than 0 (runtime/said_once.py)
         return exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 1)
@@ -83,7 +84,7 @@ def build_cli(argv: list[str], run: bool = True) -> Any:
 
 
 if __name__ == "__main__":
-    from flashdist.cli.console import quiet_console
+    from flashdist.compat.console import quiet_console
 
     quiet_console()
     if sys.argv[1:2] == ["--check-only"]:  # flashdist launch's check before torchrun

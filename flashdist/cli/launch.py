@@ -82,7 +82,10 @@ def run(argv: list[str]) -> int:
     print(shlex.join(full), flush=True)
     from flashdist.launching.process import run_foreground
 
-    return run_foreground(full, explain=lambda seen: _explain(spec, seen))
+    # torchrun itself, run by flashdist's agent (launching/agent.py): a config error rank 0 already
+    # said ends with status 2, not with torchrun's 1 and ChildFailedError report.
+    agent = [sys.executable, "-m", "flashdist.launching.agent", *full[1:]]
+    return run_foreground(agent, explain=lambda seen: _explain(spec, seen))
 
 
 def flashdist_fit_arguments(command: list[str]) -> list[str] | None:

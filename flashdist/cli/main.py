@@ -39,9 +39,9 @@ def usage() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from flashdist.cli.console import quiet_console
+    from flashdist.compat.console import quiet_console
 
-    quiet_console()  # known noise off flashdist's own console (flashdist/cli/console.py lists each, and why)
+    quiet_console()  # known noise off flashdist's own console (flashdist/compat/console.py lists each, and why)
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(usage())

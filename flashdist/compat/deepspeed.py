@@ -159,3 +159,39 @@ def weights_only_loads() -> Iterator[None]:
             os.environ.pop("TORCH_FORCE_WEIGHTS_ONLY_LOAD", None)
         else:
             os.environ["TORCH_FORCE_WEIGHTS_ONLY_LOAD"] = previous
+
+
+_SHM_OP_BUILT = re.compile(r"DeepSpeed \S+ built successfully")
+
+
+@contextlib.contextmanager
+def shm_op_announcement_dropped() -> Iterator[None]:
+    """Drop DeepSpeed's ``DeepSpeed <op> built successfully`` line while its process group forms; nothing else.
+
+    Relies on ``deepspeed.comm.torch.build_shm_op`` (called by ``TorchBackend.__init__`` in every
+    ``deepspeed.init_distributed``) announcing the CPU shared-memory op with a ``print`` to stdout
+    after loading it (built once into torch's extension cache, only re-loaded later): not a log
+    record or warning a filter could name. Any other line it prints is passed on.
+    """
+    import importlib
+    import io
+    import sys
+
+    # by its module path: `deepspeed.comm.torch` as an attribute is the torch module it imported
+    ds_torch = importlib.import_module("deepspeed.comm.torch")
+
+    original = ds_torch.build_shm_op
+
+    def quiet_build() -> Any:
+        with contextlib.redirect_stdout(io.StringIO()) as said:
+            built = original()
+        for line in said.getvalue().splitlines():
+            if not _SHM_OP_BUILT.fullmatch(line.strip()):
+                print(line, file=sys.stdout)
+        return built
+
+    ds_torch.build_shm_op = quiet_build
+    try:
+        yield
+    finally:
+        ds_torch.build_shm_op = original

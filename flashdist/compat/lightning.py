@@ -222,8 +222,12 @@ def init_deepspeed_distributed(strategy: Any) -> None:
 
     Relies on ``DeepSpeedStrategy._init_deepspeed_distributed``: the CPU strategy skips only the
     CUDA device checks of ``setup_distributed`` around it, and there is no public entry point.
+    DeepSpeed's announcement of its CPU shared-memory op is dropped (compat/deepspeed.py).
     """
-    strategy._init_deepspeed_distributed()
+    from flashdist.compat.deepspeed import shm_op_announcement_dropped
+
+    with shm_op_announcement_dropped():
+        strategy._init_deepspeed_distributed()
 
 
 def reinstall_after_lightning_signal_handlers(trainer: Any, install: Callable[[], None]) -> None:

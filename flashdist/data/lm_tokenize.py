@@ -106,6 +106,17 @@ def build_cache(root: Path, recipe: Recipe, rank: int) -> Path:
     path = cache_path(root, recipe)
     if path.exists():
         return path
+    from flashdist.compat.console import dependency_progress_bars_off
+
+    with dependency_progress_bars_off():  # one line when done, not a bar per map() and save
+        record = _build(path, root, recipe, rank)
+    validation = f" (+ {record['val_sequences']:,} validation)" if record["val_sequences"] else ""
+    print(f"flashdist: tokenized {record['documents']:,} training documents into {record['train_sequences']:,} sequences{validation} "
+          f"of up to {recipe.seq_length} tokens in {record['seconds']:.1f} s, cached in {path}", flush=True)
+    return path
+
+
+def _build(path: Path, root: Path, recipe: Recipe, rank: int) -> dict[str, Any]:
     import datasets
 
     started = time.perf_counter()
@@ -148,10 +159,11 @@ def build_cache(root: Path, recipe: Recipe, rank: int) -> Path:
     os.replace(tmp, path)
     shutil.rmtree(work, ignore_errors=True)
     record = {"cache": path.name, "rank": rank, "pid": os.getpid(), "documents": len(train_rows),
-              "train_sequences": len(parts["train"]), "seconds": round(time.perf_counter() - started, 3)}
+              "train_sequences": len(parts["train"]), "val_sequences": len(parts.get("validation", ())),
+              "seconds": round(time.perf_counter() - started, 3)}
     with (root / TOKENIZE_LOG).open("a") as handle:
         handle.write(json.dumps(record) + "\n")
-    return path
+    return record
 
 
 def read_stats(path: Path) -> dict[str, dict[str, int]]:

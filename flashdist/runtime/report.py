@@ -2,14 +2,13 @@
 
 Rank 0 only, and nothing per step: the plan prints once at ``on_train_start`` (after the
 ledger started, before the progress bar opens), the table and ``lr.png`` once at
-``on_fit_end`` from the summary the ledger handed the fit's :class:`FitRun` (after the
-progress bar closed).
+``on_fit_end`` from the summary the ledger handed the fit's :class:`FitRun`, after closing the
+progress bar.
 """
 
 from __future__ import annotations
 
 import math
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -48,14 +47,17 @@ class RunReport(Callback):
     def on_fit_end(self, trainer: Any, pl_module: Any) -> None:
         if not trainer.is_global_zero:
             return
+        # Lightning closes its progress bar only at teardown, after this hook: a table printed
+        # before that has the bar's last frame drawn under it (a file) or over it (a terminal).
+        bar = trainer.progress_bar_callback
+        if bar is not None:
+            bar.teardown(trainer, pl_module, "fit")  # closing twice is a no-op for Lightning's bars
         root = Path(trainer.default_root_dir)
         summary = self.run.summary
-        plot_path = None
-        if self.plot and summary is not None and self.run.lr_log is not None:
-            rows = self.run.lr_log.read_rows()
-            plot_path = draw_lr_curve(rows, root / LR_PLOT_FILE, summary) if rows else None
+        lr_rows = self.run.lr_log.read_rows() if summary is not None and self.run.lr_log is not None else []
+        plot_path = draw_lr_curve(lr_rows, root / LR_PLOT_FILE, summary) if self.plot and lr_rows else None
         wall_s = time.perf_counter() - self._fit_started_at if self._fit_started_at is not None else None
-        _print_rows("flashdist run", end_rows(trainer, summary, root, plot_path, wall_s))
+        _print_rows("flashdist run", end_rows(trainer, summary, root, plot_path, wall_s, lr_rows))
 
 
 # ---- the rows --------------------------------------------------------------------------------
@@ -136,15 +138,19 @@ def _group_rows(trainer: Any) -> list[tuple[str, str]]:
     ]
 
 
-def end_rows(trainer: Any, summary: dict[str, Any] | None, root: Path, plot_path: Path | None, wall_s: float | None) -> list[tuple[str, str]]:
-    """(label, value) rows for the end-of-fit table: metrics, steps, time, and where the files are."""
+def end_rows(trainer: Any, summary: dict[str, Any] | None, root: Path, plot_path: Path | None, wall_s: float | None,
+             lr_rows: list[list[float]] | None = None) -> list[tuple[str, str]]:
+    """(label, value) rows for the end-of-fit table: metrics, steps, time, and where the files are.
+
+    ``lr_rows`` (lr.csv's LR columns, one row per optimizer step) give the LRs the steps used:
+    the final one is the last step's, not the schedule's value after its last step.
+    """
     rows = [(name, _number(value)) for name, value in sorted(_final_metrics(trainer).items())]
     if summary is not None:
         rows.append(("optimizer steps", f"{summary['optimizer_steps']} taken / {summary['planned_total_steps']} planned"))
         if summary.get("scheduler_steps_expected") is not None:
             rows.append(("scheduler steps", f"{summary['scheduler_steps']} taken / {summary['scheduler_steps_expected']} expected"))
-        lr = summary.get("lr") or {}
-        rows.append(("lr first / peak / final", " / ".join(_number(lr.get(k)) for k in ("first", "peak", "final"))))
+        rows.append(("lr first / peak / final", " / ".join(_number(v) for v in lrs_used(summary, lr_rows))))
         if summary.get("tokens_seen") is not None:
             rate = summary.get("tokens_per_second")
             mfu = summary.get("mfu")
@@ -166,6 +172,20 @@ def end_rows(trainer: Any, summary: dict[str, Any] | None, root: Path, plot_path
     if checkpoint is not None and getattr(checkpoint, "best_model_path", ""):
         rows.append(("checkpoint", str(checkpoint.best_model_path)))
     return rows
+
+
+def lrs_used(summary: dict[str, Any], lr_rows: list[list[float]] | None) -> tuple[float | None, float | None, float | None]:
+    """The first, peak and final LR the optimizer steps used (param group 0), from lr.csv's rows when there are any.
+
+    Example:
+        >>> lrs_used({}, [[0.0], [0.003], [7.4e-07]])
+        (0.0, 0.003, 7.4e-07)
+    """
+    if lr_rows:
+        used = [row[0] for row in lr_rows if row]
+        return used[0], max(used), used[-1]
+    lr = summary.get("lr") or {}
+    return lr.get("first"), lr.get("peak"), None
 
 
 def _optimizer_text(run: FitRun, pl_module: Any) -> str:
@@ -202,17 +222,21 @@ def _number(value: Any) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
-def _print_rows(title: str, rows: list[tuple[str, str]]) -> None:
-    from rich.console import Console
-    from rich.table import Table
+def format_rows(title: str, rows: list[tuple[str, str]]) -> str:
+    """``title`` over two aligned columns, no line with trailing spaces (logs and terminals alike).
 
-    table = Table(title=title, title_justify="left", show_header=False, box=None, pad_edge=False)
-    table.add_column(style="bold")
-    table.add_column(overflow="fold")
-    for label, value in rows:
-        table.add_row(label, value)
-    # Not a terminal (CI logs, pytest): a fixed width, or rich wraps paths at 80 columns.
-    Console(width=None if sys.stdout.isatty() else 140, highlight=False).print(table)
+    Example:
+        >>> print(format_rows("flashdist run", [("optimizer steps", "4 taken / 4 planned"), ("lr.csv", "runs/x/lr.csv")]))
+        flashdist run
+        optimizer steps  4 taken / 4 planned
+        lr.csv           runs/x/lr.csv
+    """
+    width = max((len(label) for label, _ in rows), default=0)
+    return "\n".join([title, *(f"{label:<{width}}  {value}".rstrip() for label, value in rows)])
+
+
+def _print_rows(title: str, rows: list[tuple[str, str]]) -> None:
+    print(format_rows(title, rows), flush=True)
 
 
 # ---- the plot --------------------------------------------------------------------------------

@@ -30,6 +30,7 @@ from flashdist.runtime.ledger import StepLedger
 from flashdist.runtime.planning import data_parallel_size, plan_before_launch
 from flashdist.runtime.preemption import finish_preempted_fit
 from flashdist.runtime.resume import RESUME_POLICIES, ResumePolicy
+from flashdist.compat.console import quiet_console
 from flashdist.runtime.said_once import said_once
 from flashdist.strategies.checks import LaunchFacts, check_before_launch, check_precision, needs_step_plan
 from flashdist.runtime.reshard import prepare_deepspeed_reshard, universal_path_for_load
@@ -74,6 +75,7 @@ class Trainer(pl.Trainer):
         peak_flops: float | None = None,
         **kwargs: Any,
     ):
+        quiet_console()  # the dependencies' notes about flashdist's own use of them (compat/console.py), once per process
         # "auto" (typed here so LightningCLI accepts it from YAML): the launcher's node count, else 1.
         kwargs["num_nodes"] = num_nodes
         if resume_policy not in RESUME_POLICIES:

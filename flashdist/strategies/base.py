@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from lightning.pytorch.utilities.rank_zero import rank_zero_info
 from torch import nn
 
 from flashdist.errors import ConfigError
@@ -68,7 +67,7 @@ class StrategyRoute:
         optimizer = build_optimizer(params, spec, learning_rate, target=target)
         apply_lr_scales(optimizer.param_groups)  # before the scheduler takes each group's base LR
         self.choice = OptimizerChoice(spec.name, type(optimizer).__name__, reason)
-        rank_zero_info(f"flashdist: optimizer {spec.name} -> {self.choice.resolved_class} ({reason})")
+        # Said once, in the plan's "optimizer" row (runtime/report.py) and summary.json: not logged here too.
         return optimizer
 
     def param_groups(self, module: nn.Module, weight_decay: float | None, grouping: Grouping | None = None) -> list[Any]:

@@ -53,8 +53,11 @@ def save_hf_model(metadata: Mapping[str, Any], state_dict: Mapping[str, torch.Te
     lora = metadata.get("lora")
     if lora and lora.get("merge_on_export"):
         model = model.merge_and_unload()
-    model.save_pretrained(out_dir, safe_serialization=True)
-    _tokenizer(metadata["tokenizer"]).save_pretrained(out_dir)
+    from flashdist.compat.console import dependency_progress_bars_off
+
+    with dependency_progress_bars_off():  # the fit's own line says where it went
+        model.save_pretrained(out_dir, safe_serialization=True)
+        _tokenizer(metadata["tokenizer"]).save_pretrained(out_dir)
     (out_dir / "flashdist_export.json").write_text(json.dumps(
         {"backbone": metadata["backbone"], "lora": lora, "kind": _kind(lora)}, indent=2) + "\n")
     return out_dir

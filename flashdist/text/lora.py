@@ -68,6 +68,9 @@ def apply_lora(model: nn.Module, settings: LoraSettings) -> nn.Module:
     """``peft.get_peft_model`` with the settings; target modules that match nothing are refused first."""
     from peft import LoraConfig, get_peft_model
 
+    from flashdist.compat.console import quiet_console
+
+    quiet_console()  # peft's wrap reads a deprecated transformers attribute (compat/console.py)
     if settings.target_modules is not None:
         check_targets(model, settings.target_modules)
     config = LoraConfig(

@@ -34,7 +34,7 @@ def test_quickstart_shows_plan_progress_and_end_table_and_writes_lr_png(tmp_path
     proc = flashdist_fit(config, "--trainer.max_epochs=1", "--trainer.limit_val_batches=2", env=env)
     stdout, stderr = finish(proc)
     # The console carries flashdist's lines, the progress bar and real warnings; not these
-    # (flashdist/cli/console.py lists each filter and why).
+    # (flashdist/compat/console.py lists each filter and why).
     for noise in ("The `srun` command is available", "💡 Tip", "isinstance(treespec, LeafSpec)"):
         assert noise not in stdout + stderr, f"{noise!r} printed:\n{stdout}\n{stderr}"
     summary = read_summary(tmp_path)

@@ -123,3 +123,19 @@ def test_the_replaced_load_refuses_a_pickled_payload_and_loads_tensors_and_deeps
         engine.checkpoint_engine.load(str(bad))
     assert refused.value.path == str(bad)  # the refusal names the shard, so its rank can be told
     assert not marker.exists()
+
+
+def test_build_shm_op_announces_the_cpu_shared_memory_op_on_stdout_and_is_dropped(capsys):
+    # deepspeed.comm.torch.build_shm_op print()s "DeepSpeed <op> built successfully" on every
+    # init_distributed (compat/deepspeed.py shm_op_announcement_dropped relies on it).
+    import importlib
+
+    from flashdist.compat.deepspeed import shm_op_announcement_dropped
+
+    ds_torch = importlib.import_module("deepspeed.comm.torch")
+    ds_torch.build_shm_op()
+    assert "built successfully" in capsys.readouterr().out
+    with shm_op_announcement_dropped():
+        ds_torch.build_shm_op()
+    assert capsys.readouterr().out == ""
+    assert ds_torch.build_shm_op.__name__ == "build_shm_op"  # put back

@@ -141,3 +141,25 @@ def test_under_plain_torchrun_a_config_error_is_printed_by_rank_zero_only(tmp_pa
     assert proc.returncode != 0 and output.count(BAD_BATCH_MESSAGE) == 1, describe(proc)
     assert "exitcode  : 2" in output  # both workers failed with flashdist's config-error status (torchrun's report)
     assert not Path(tmp_path, "summary.json").exists()
+
+
+USER_SCRIPT = """
+import flashdist
+from flashdist.image import ImageClassifier
+
+ImageClassifier(num_classes=4, backbone="resnet_tiny", optimizer=("adamm", {}))
+print("not reached")
+"""
+
+
+@pytest.mark.multiprocess
+def test_a_config_error_in_a_users_script_under_launch_is_one_line_from_rank_zero_and_status_two(tmp_path):
+    # Both ranks build the same Task and both find the typo; rank 0 alone says it, as one line
+    # with its hint and no traceback, and the job ends with flashdist's config-error status.
+    script = tmp_path / "train.py"
+    script.write_text(USER_SCRIPT)
+    proc = run_cli(["launch", "--nproc-per-node", "2", "--rdzv-timeout", "60", "--", str(script)], timeout_s=240)
+    error_lines = [line for line in proc.stderr.splitlines() if "'adamm'" in line]
+    assert proc.returncode == 2, describe(proc)
+    assert len(error_lines) == 1 and error_lines[0].startswith("flashdist: error: ") and "HINT:" in error_lines[0], describe(proc)
+    assert "Traceback" not in proc.stderr and "ChildFailedError" not in proc.stderr and "not reached" not in proc.stdout, describe(proc)

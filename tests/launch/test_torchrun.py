@@ -163,3 +163,10 @@ def test_a_config_error_in_a_users_script_under_launch_is_one_line_from_rank_zer
     assert proc.returncode == 2, describe(proc)
     assert len(error_lines) == 1 and error_lines[0].startswith("flashdist: error: ") and "HINT:" in error_lines[0], describe(proc)
     assert "Traceback" not in proc.stderr and "ChildFailedError" not in proc.stderr and "not reached" not in proc.stdout, describe(proc)
+
+
+def test_a_job_ends_on_a_config_error_when_the_first_failure_is_one_and_the_rest_were_stopped_or_quiet():
+    from flashdist.launching.agent import is_config_error_exit
+
+    assert is_config_error_exit(2, [2, 2]) and is_config_error_exit(2, [2, -15])  # -15: stopped by the agent on its way
+    assert not is_config_error_exit(2, [2, 1]) and not is_config_error_exit(-9, [2, -9]) and not is_config_error_exit(1, [1])

@@ -55,7 +55,7 @@ class ZeroStepCounter:
         self.wrapper.__dict__.pop("step", None)
 
 
-def zero_step_grad_norm(zero_optimizer: Any) -> float | None:
+def zero_step_grad_norm(zero_optimizer: Any) -> float | torch.Tensor | None:
     """The pre-clip global gradient 2-norm the ZeRO optimizer computed in the ``step()`` now running or just run.
 
     Relies on ``_global_grad_norm``, which ``DeepSpeedZeroOptimizer.step`` (stages 1-2),
@@ -70,8 +70,8 @@ def zero_step_grad_norm(zero_optimizer: Any) -> float | None:
         >>> zero_step_grad_norm(Zero())
         2.5
     """
-    norm = getattr(zero_optimizer, "_global_grad_norm", None)
-    return None if norm is None else float(norm)
+    # As DeepSpeed left it, a tensor or a float: reading a tensor's value here would be a host sync per step.
+    return getattr(zero_optimizer, "_global_grad_norm", None)
 
 
 # The classes DeepSpeed pickles into its ZeRO optimizer shards (measured with

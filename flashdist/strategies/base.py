@@ -28,7 +28,7 @@ from flashdist.optim.param_groups import (
 )
 from flashdist.optim.specs import OptimizerSpec
 from flashdist.plan import StepPlan
-from flashdist.strategies.grad_norm import PendingNorm, total_grad_norm
+from flashdist.strategies.grad_norm import NormBatch, PendingNorm, total_grad_norm
 
 
 @dataclass(frozen=True)
@@ -49,7 +49,8 @@ class StrategyRoute:
         self.strategy = strategy
         self.choice: OptimizerChoice | None = None
         self._plan = plan
-        self._grad_norm: float | PendingNorm | None = None
+        self._grad_norm: PendingNorm | None = None
+        self._norms = NormBatch()  # read on the host in batches, never at the update (grad_norm.py)
         self._trainable: tuple[nn.Module, list[torch.Tensor]] | None = None
 
     def plan(self) -> StepPlan | None:
@@ -79,7 +80,8 @@ class StrategyRoute:
 
     def record_grad_norm(self, module: nn.Module) -> None:
         """Called before clipping (Lightning's ``on_before_optimizer_step``), with the gradients reduced."""
-        self._grad_norm = total_grad_norm(self.trainable_parameters(module))
+        norm = total_grad_norm(self.trainable_parameters(module))
+        self._grad_norm = None if norm is None else self._norms.add(norm)
 
     def trainable_parameters(self, module: nn.Module) -> list[torch.Tensor]:
         if self._trainable is None or self._trainable[0] is not module:  # the parameter list, once per fit
@@ -92,15 +94,15 @@ class StrategyRoute:
         Every rank calls it together: under FSDP2 it may finish a pending reduction (a collective).
         """
         self.finish_grad_norms()
-        norm = self._grad_norm
-        return norm.value if isinstance(norm, PendingNorm) else norm
+        return None if self._grad_norm is None else self._grad_norm.value
 
-    def grad_norm_entry(self) -> float | PendingNorm | None:
+    def grad_norm_entry(self) -> PendingNorm | None:
         """This update's norm for ``lr.csv``, without waiting: a :class:`PendingNorm` while its reduction is pending."""
         return self._grad_norm
 
     def finish_grad_norms(self) -> None:
-        """Complete every pending norm (every rank together: under FSDP2 a collective). The default has none."""
+        """Complete every pending norm: one host read (every rank together: under FSDP2 also a collective)."""
+        self._norms.reduce()
 
     def register_step_counter(self, optimizer: Any, count: StepCounter) -> Any:
         """Call ``count(torch_optimizer, args, kwargs)`` once per real parameter update; returns a handle with ``remove()``.

@@ -42,6 +42,7 @@ from flashdist.errors import ConfigError
 from flashdist.optim.specs import OptimizerSpec
 from flashdist.strategies import register_route, route_for
 from flashdist.strategies.base import RouteAware, StepCounter, StrategyRoute, unwrap_optimizer
+from flashdist.strategies.grad_norm import PendingNorm
 from flashdist.strategies.deepspeed_config import AutoValues, fill_auto_config, is_offloaded, task_optimizer_if_given
 
 # Adam-family names the route may serve with DeepSpeed's kernels, and whether they decouple
@@ -210,12 +211,27 @@ class DeepSpeedRoute(StrategyRoute):
         # The gradients live in ZeRO's partitioned buffers until engine.step(), which computes the norm.
         pass
 
-    def grad_norm(self) -> float | None:
+    def grad_norm_entry(self) -> PendingNorm | None:
+        # Called once per update, after the engine's step computed the norm (still a tensor there:
+        # read with the batch, not now).
         engine = getattr(self.strategy, "deepspeed_engine", None)
-        return zero_step_grad_norm(engine.optimizer) if engine is not None else None
+        norm = zero_step_grad_norm(engine.optimizer) if engine is not None else None
+        if norm is None:
+            self._grad_norm = None
+        elif isinstance(norm, torch.Tensor):
+            self._grad_norm = self._norms.add(norm.detach().clone())  # a copy: the engine may reuse its tensor
+        else:
+            self._grad_norm = PendingNorm()
+            self._grad_norm.value = float(norm)
+        return self._grad_norm
 
-    def grad_norm_entry(self) -> float | None:
-        return self.grad_norm()  # the engine's own, known after its step: nothing pending
+    def grad_norm(self) -> float | None:
+        self.finish_grad_norms()
+        if self._grad_norm is None:  # a rank that keeps no lr.csv: the engine's value, read now (a logged step)
+            engine = getattr(self.strategy, "deepspeed_engine", None)
+            norm = zero_step_grad_norm(engine.optimizer) if engine is not None else None
+            return None if norm is None else float(norm)
+        return self._grad_norm.value
 
     def register_step_counter(self, optimizer: Any, count: StepCounter) -> Any:
         # ZeRO's wrapper steps the torch optimizer once per param group (stages 1-2) or per

@@ -161,6 +161,7 @@ class FSDPRoute(StrategyRoute):
         self._grad_norm = self._shard_norms.add(*local)
 
     def finish_grad_norms(self) -> None:
+        super().finish_grad_norms()
         if self._shard_norms is not None:
             self._shard_norms.reduce()
 

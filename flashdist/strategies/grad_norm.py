@@ -9,11 +9,14 @@ both are checked against a one-process reference in tests/strategies/test_parity
 DeepSpeed computes the norm inside its engine step; its route reads it there
 (compat/deepspeed.py).
 
-Under FSDP2 the norm needs a collective. Rather than a blocking all-reduce of one scalar at
-every update, the route records each update's local norm² and :class:`ShardNorms` reduces a
-whole batch of them in one all-reduce: every :data:`REDUCE_EVERY_UPDATES` updates, at a step
-whose norm is logged, and before ``lr.csv`` is flushed for a checkpoint or at the end. Until
-then the update's norm is a :class:`PendingNorm`.
+No route reads a norm on the host at the update that computed it: reading a tensor's value
+(``float(t)``) is a host sync, which on a GPU stalls the host until the device has caught up.
+Each update's norm stays a tensor in a :class:`NormBatch`, and the batch is read at once (one
+sync): every :data:`RESOLVE_EVERY_UPDATES` updates, at a step whose norm is logged, and before
+``lr.csv`` is flushed for a checkpoint or at the end. Until then the update's norm is a
+:class:`PendingNorm`. Under FSDP2 the norm also needs a collective: the route records each
+update's local norm² and :class:`ShardNorms` sums a batch of them in one all-reduce
+(every :data:`REDUCE_EVERY_UPDATES` updates at most).
 """
 
 from __future__ import annotations
@@ -26,13 +29,13 @@ import torch
 from flashdist.compat.torch import foreach_norms
 
 
-def total_grad_norm(parameters: Iterable[torch.Tensor]) -> float | None:
-    """The 2-norm of all gradients together (DTensor shards included); None when no parameter has one.
+def total_grad_norm(parameters: Iterable[torch.Tensor]) -> torch.Tensor | None:
+    """The 2-norm of all gradients together (DTensor shards included), a 0-dim tensor on their device; None when no parameter has one.
 
     Example:
         >>> w = torch.nn.Parameter(torch.ones(2)); w.grad = torch.tensor([3.0, 4.0])
         >>> total_grad_norm([w])
-        5.0
+        tensor(5.)
     """
     grads = [p.grad for p in parameters if p.grad is not None]
     if not grads:
@@ -40,11 +43,11 @@ def total_grad_norm(parameters: Iterable[torch.Tensor]) -> float | None:
     if hasattr(grads[0], "full_tensor"):
         # DTensor gradients in a layout the FSDP2 route does not batch (it sums 1-D shards itself,
         # ShardNorms below): DTensor's own reduction of the shards' partial norms.
-        return float(torch.nn.utils.get_total_norm(grads, norm_type=2.0).full_tensor())  # type: ignore[attr-defined]
+        return torch.nn.utils.get_total_norm(grads, norm_type=2.0).full_tensor()  # type: ignore[attr-defined]
     if len({(g.device, g.dtype) for g in grads}) > 1:
-        return float(torch.nn.utils.get_total_norm(grads, norm_type=2.0))
+        return torch.nn.utils.get_total_norm(grads, norm_type=2.0)
     # One device and dtype (the usual case): the fused kernel without get_total_norm's grouping.
-    return float(torch.linalg.vector_norm(torch.stack(foreach_norms(grads))))
+    return torch.linalg.vector_norm(torch.stack(foreach_norms(grads)))
 
 
 def local_shard_norm_squared(grads: list[torch.Tensor]) -> tuple[torch.Tensor, Any] | None:
@@ -73,6 +76,9 @@ def local_shard_norm_squared(grads: list[torch.Tensor]) -> tuple[torch.Tensor, A
 # (profiled; results/profile-fsdp-mlp.txt). Lightning's default log_every_n_steps (50) reduces
 # sooner. 64 divides lr.csv's flush batch (4096 rows).
 REDUCE_EVERY_UPDATES = 64
+# Updates whose norms wait for one host read at most when nothing logs them sooner: a 0-dim tensor
+# each, and lr.csv's flush batch (4096 rows), so the rows it writes between checkpoints are known.
+RESOLVE_EVERY_UPDATES = 4096
 
 
 class PendingNorm:
@@ -97,7 +103,45 @@ class PendingNorm:
         return f"PendingNorm({self.value!r})"
 
 
-class ShardNorms:
+class NormBatch:
+    """Norms of updates as tensors, read on the host together: one sync per batch, not one per update.
+
+    Example:
+        >>> norms = NormBatch(every_updates=2)
+        >>> first = norms.add(torch.tensor(3.0))
+        >>> first.value is None  # waiting for its batch
+        True
+        >>> second = norms.add(torch.tensor(4.0))
+        >>> first.value, second.value  # the batch of two, read at once
+        (3.0, 4.0)
+    """
+
+    def __init__(self, every_updates: int = RESOLVE_EVERY_UPDATES) -> None:
+        self.every_updates = every_updates
+        self._pending: list[tuple[PendingNorm, torch.Tensor]] = []
+
+    def add(self, value: torch.Tensor) -> PendingNorm:
+        """Record one update's norm (a tensor, not read now); read the batch when it is full."""
+        norm = PendingNorm()
+        self._pending.append((norm, value.detach()))
+        if len(self._pending) >= self.every_updates:
+            self.reduce()
+        return norm
+
+    def reduce(self) -> None:
+        """Fill in every pending norm (one host read; a collective too in :class:`ShardNorms`)."""
+        if not self._pending:
+            return
+        stacked = torch.stack([value.to(torch.float64) for _, value in self._pending])
+        for (norm, _), value in zip(self._pending, self._values(stacked).tolist()):
+            norm.value = value
+        self._pending.clear()
+
+    def _values(self, stacked: torch.Tensor) -> torch.Tensor:
+        return stacked
+
+
+class ShardNorms(NormBatch):
     """Local norm² of each update's FSDP2 shards, summed over the ranks in one all-reduce per batch.
 
     Every rank records every update and reduces at the same updates (each call site is reached
@@ -114,26 +158,15 @@ class ShardNorms:
     """
 
     def __init__(self, every_updates: int = REDUCE_EVERY_UPDATES) -> None:
-        self.every_updates = every_updates
-        self._pending: list[tuple[PendingNorm, torch.Tensor]] = []
+        super().__init__(every_updates)
         self._group: Any = None
 
-    def add(self, squared: torch.Tensor, group: Any) -> PendingNorm:
+    def add(self, squared: torch.Tensor, group: Any = None) -> PendingNorm:  # type: ignore[override]
         """Record one update's local norm²; reduce the batch when it is full."""
-        norm = PendingNorm()
-        self._pending.append((norm, squared))
         self._group = group
-        if len(self._pending) >= self.every_updates:
-            self.reduce()
-        return norm
+        return super().add(squared)
 
-    def reduce(self) -> None:
-        """Sum the recorded norm² over the ranks (a collective, when anything is pending) and fill in the norms."""
-        if not self._pending:
-            return
-        stacked = torch.stack([squared for _, squared in self._pending])
+    def _values(self, stacked: torch.Tensor) -> torch.Tensor:
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             torch.distributed.all_reduce(stacked, group=self._group)
-        for (norm, _), value in zip(self._pending, stacked.sqrt().tolist()):
-            norm.value = value
-        self._pending.clear()
+        return stacked.sqrt()

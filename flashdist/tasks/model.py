@@ -22,6 +22,7 @@ from flashdist.optim.resolved import resolve_schedule
 from flashdist.optim.specs import check_learning_rate, normalize_optimizer, normalize_scheduler
 from flashdist.strategies.base import unwrap_optimizer
 from flashdist.tasks.grouping import grouping_for
+from flashdist.tasks.log_cadence import shown_bar_refresh_rate, step_metrics_due
 
 MetricsArg = torchmetrics.Metric | Mapping[str, torchmetrics.Metric] | Sequence[torchmetrics.Metric] | None
 # The forms optimizer= / lr_scheduler= accept (flashdist.optim.specs normalizes them). Spelled as
@@ -115,8 +116,24 @@ class Task(LightningModule):
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         inputs, targets = self.unpack_batch(batch)
         loss = self.compute_loss(self(inputs), targets)
-        self.log("train_loss", loss, prog_bar=True)
+        self.log_step_metrics({"train_loss": loss}, batch_idx)
         return loss
+
+    def log_step_metrics(self, metrics: Mapping[str, torch.Tensor], batch_idx: int) -> None:
+        """``self.log`` this training step's values (tensors) only on the steps something reads them (tasks/log_cadence.py).
+
+        Example (in a subclass's ``training_step``):
+            >>> self.log_step_metrics({"train_loss": loss}, batch_idx)  # doctest: +SKIP
+        """
+        trainer = self.trainer
+        if not step_metrics_due(trainer, batch_idx):
+            return
+        bar = shown_bar_refresh_rate(trainer) > 0
+        for name, value in metrics.items():
+            # Lightning reads every prog_bar value on the host at the end of every batch, logged
+            # then or not: for a shown bar, a host copy made now (the one device read, at the bar's
+            # cadence); without a bar, not on the bar at all.
+            self.log(name, value.detach().cpu() if bar else value, prog_bar=bar)
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:
         inputs, targets = self.unpack_batch(batch)

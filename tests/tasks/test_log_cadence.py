@@ -1,0 +1,55 @@
+"""A Task logs train_loss only on the steps something reads it, with that step's value (Lightning's on_step meaning)."""
+
+from __future__ import annotations
+
+import csv
+
+import pytest
+import torch
+from lightning.pytorch import Callback
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.loggers import CSVLogger
+from torch.utils.data import DataLoader, TensorDataset
+
+import flashdist
+
+
+class StepLosses(Callback):
+    """Every step's loss as the Trainer got it from training_step (the reference)."""
+
+    def __init__(self) -> None:
+        self.losses: list[float] = []
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        self.losses.append(float(outputs["loss"]))
+
+
+def _fit(tmp_path, steps: int, **trainer_kwargs):
+    torch.manual_seed(0)
+    x = torch.randn(steps * 4, 3)
+    data = DataLoader(TensorDataset(x, x.sum(dim=1, keepdim=True)), batch_size=4)
+    task = flashdist.Task(torch.nn.Linear(3, 1), loss_fn=torch.nn.functional.mse_loss, optimizer="sgd", learning_rate=0.05)
+    losses = StepLosses()
+    trainer_kwargs.setdefault("callbacks", [])
+    trainer_kwargs["callbacks"] = [*trainer_kwargs["callbacks"], losses]
+    trainer = flashdist.Trainer(default_root_dir=tmp_path, max_epochs=1, accelerator="cpu", enable_model_summary=False,
+                                **{"enable_progress_bar": False, "enable_checkpointing": False, **trainer_kwargs})
+    trainer.fit(task, data)
+    return trainer, losses.losses
+
+
+def test_loggers_get_each_logged_steps_own_loss_and_callback_metrics_the_last(tmp_path):
+    trainer, losses = _fit(tmp_path, 7, logger=CSVLogger(tmp_path), log_every_n_steps=3)
+    with open(tmp_path / "lightning_logs" / "version_0" / "metrics.csv") as handle:
+        rows = [row for row in csv.DictReader(handle) if row.get("train_loss")]
+    assert [int(row["step"]) for row in rows] == [2, 5]
+    assert [float(row["train_loss"]) for row in rows] == pytest.approx([losses[2], losses[5]], rel=1e-6)
+    assert float(trainer.callback_metrics["train_loss"]) == pytest.approx(losses[-1], rel=1e-6)
+
+
+def test_model_checkpoint_monitoring_train_loss_sees_every_step(tmp_path):
+    checkpoint = ModelCheckpoint(dirpath=tmp_path / "ckpt", monitor="train_loss", mode="max", every_n_train_steps=1, save_top_k=1)
+    _, losses = _fit(tmp_path, 5, logger=False, enable_checkpointing=True, callbacks=[checkpoint], log_every_n_steps=50)
+    # not a logging step among them: the best (highest) loss is found only if every step's loss reached it
+    assert float(checkpoint.best_model_score) == pytest.approx(max(losses), rel=1e-6)
+    assert losses.index(max(losses)) + 1 == int(checkpoint.best_model_path.split("step=")[1].split(".")[0])

@@ -161,7 +161,9 @@ def fsdp2_kernel_flags(device_type: str = "cpu") -> dict[str, bool]:
 FSDP2_KERNEL = fsdp2_kernel_flags("cpu")
 
 
-def _lightning_kwargs(world: int, root: str, stamp: Stamp, strategy: Any) -> dict[str, Any]:
+def _lightning_kwargs(world: int, root: str, stamp: Stamp, strategy: Any, extras: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The Trainer arguments every Lightning-based harness shares; ``extras`` (bench syncs: clipping, a
+    logger, the progress bar) replace or add to them."""
     from lightning.pytorch import Callback
 
     class StepStamp(Callback):
@@ -172,11 +174,11 @@ def _lightning_kwargs(world: int, root: str, stamp: Stamp, strategy: Any) -> dic
         default_root_dir=root, accelerator="cpu", devices=world, strategy=strategy, max_epochs=1, limit_val_batches=0,
         num_sanity_val_steps=0, logger=False, enable_checkpointing=False, enable_progress_bar=False,
         enable_model_summary=False, callbacks=[StepStamp()],
-    )
+    ) | dict(extras or {})
 
 
 def plain_lightning(workload: Workload, samples: Any, total_steps: int, world: int, root: str, stamp: Stamp,
-                    log: bool = True, strategy: str = "ddp") -> None:
+                    log: bool = True, strategy: str = "ddp", extras: dict[str, Any] | None = None) -> None:
     """Plain Lightning: the LightningModule a user writes, with the hand-written loop's schedule.
 
     ``strategy="deepspeed"``: Lightning's own ``DeepSpeedStrategy(stage=2)`` with only the CPU
@@ -216,7 +218,7 @@ def plain_lightning(workload: Workload, samples: Any, total_steps: int, world: i
 
         # Its defaults (data-parallel = nodes, tensor-parallel = devices) would shard nothing on one host.
         chosen = ModelParallelStrategy(data_parallel_size=world, tensor_parallel_size=1)
-    Trainer(**_lightning_kwargs(world, root, stamp, chosen)).fit(module, _loader(workload, samples, 1))
+    Trainer(**_lightning_kwargs(world, root, stamp, chosen, extras)).fit(module, _loader(workload, samples, 1))
 
 
 def plain_cpu_deepspeed() -> Any:
@@ -231,8 +233,8 @@ def plain_cpu_deepspeed() -> Any:
     return PlainCPUDeepSpeedStrategy(stage=2)
 
 
-def flashdist_fit(strategy: str) -> HarnessFn:
-    """flashdist's Trainer and Task under ``strategy``: what a flashdist user writes."""
+def flashdist_fit(strategy: str, one_process_strategy: str = "auto", extras: dict[str, Any] | None = None) -> HarnessFn:
+    """flashdist's Trainer and Task under ``strategy`` (``one_process_strategy`` in one process): what a flashdist user writes."""
 
     def fit(workload: Workload, samples: Any, total_steps: int, world: int, root: str, stamp: Stamp) -> None:
         import flashdist
@@ -241,8 +243,8 @@ def flashdist_fit(strategy: str) -> HarnessFn:
             workload.model(), loss_fn=workload.loss_fn, optimizer=("adamw", {"weight_decay": 0.0}),
             learning_rate=LEARNING_RATE, lr_scheduler=("linear_schedule_with_warmup", {"num_warmup_steps": 0.1}),
         )
-        chosen = strategy if world > 1 else "auto"
-        flashdist.Trainer(**_lightning_kwargs(world, root, stamp, chosen)).fit(task, _loader(workload, samples, 1))
+        chosen = strategy if world > 1 else one_process_strategy
+        flashdist.Trainer(**_lightning_kwargs(world, root, stamp, chosen, extras)).fit(task, _loader(workload, samples, 1))
 
     return fit
 

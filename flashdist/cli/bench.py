@@ -103,6 +103,14 @@ def parser() -> argparse.ArgumentParser:
     fit.add_argument("--out", default=DEFAULT_OUT, help=f"folder for the default outputs (default ./{DEFAULT_OUT})")
     fit.add_argument("--table", dest="table_path", default=None, help="also write the printed tables here (.txt)")
 
+    syncs = commands.add_parser("syncs", help="host syncs per step: flashdist against plain Lightning and the hand loop, with each sync's source")
+    syncs.add_argument("--devices", type=_int_list, default=[1, 2], help="process counts, CPU (default 1,2)")
+    syncs.add_argument("--strategies", type=_names(("ddp", "deepspeed_stage_2", "fsdp")), default=None,
+                       help="ddp,deepspeed_stage_2,fsdp (default all)")
+    syncs.add_argument("--steps", type=_positive, default=20, help="profiled steps per fit (default 20)")
+    syncs.add_argument("--warmup-steps", type=_positive, default=5, help="steps before the profiler starts (default 5)")
+    syncs.add_argument("--json", dest="json_path", default=None, help="write the results here")
+
     llm = commands.add_parser("llm", help="a CausalLM fine-tune per step: flashdist against the HF Trainer, paired in one process")
     llm.add_argument("--rounds", type=_positive, default=8, help="paired rounds (default 8), after one untimed round")
     llm.add_argument("--steps", type=_positive, default=60, help="optimizer steps per fit (default 60)")
@@ -158,6 +166,12 @@ def run(argv: list[str]) -> int:
                               float_steps=args.float_steps, backend=args.backend, device=args.device,
                               progress=progress)
         compiled.print_table(result, console)
+    elif args.what == "syncs":
+        from flashdist.bench import syncs
+
+        result = syncs.run(devices=args.devices, strategies=args.strategies, steps=args.steps, warmup_steps=args.warmup_steps,
+                           progress=progress)
+        syncs.print_table(result, console)
     elif args.what == "llm":
         from flashdist.bench import llm
 

@@ -11,6 +11,10 @@ constructor refusals (``instantiate_classes``) and model/data mismatches
 
 from __future__ import annotations
 
+import importlib
+import inspect
+import json
+import os
 from argparse import ArgumentError
 from typing import Any
 
@@ -61,6 +65,9 @@ class FlashdistCLI(LightningCLI):
         subcommand = self._args[0] if run and self._args and self._args[0] in SUBCOMMANDS else None
         run_config = read_run_config(self._args[1:] if subcommand else self._args)
         if run_config is not None:  # None: --help, or a form only jsonargparse reads
+            loggers = logs_under_root_dir(run_config.values)
+            if loggers is not None:  # last on the command line: jsonargparse reads the filled list
+                args = [*args, f"--trainer.logger={json.dumps(loggers)}"]
             keys, more_keys = top_level_keys(subcommand)
             validate_run_config(run_config, SECTIONS, keys, other_keys_possible=more_keys)
         super().__init__(
@@ -126,6 +133,38 @@ class FlashdistCLI(LightningCLI):
     def _section_config(self) -> Any:
         return self.config[self.subcommand] if self.subcommand else self.config
 
+
+
+def logs_under_root_dir(config: dict[str, Any]) -> list[Any] | None:
+    """Fill ``save_dir`` of each logger given without one (whose class requires it) with
+    ``trainer.default_root_dir`` (the working directory when unset, as Lightning's own default
+    logger has it), so ``--trainer.default_root_dir=runs/x`` moves the example configs' logs.
+
+    Returns the filled logger list, or None when nothing was filled. ``config`` is flashdist's
+    merged copy of the user's files and flags (never the user's own objects).
+    """
+    trainer = config.get("trainer")
+    loggers = trainer.get("logger") if isinstance(trainer, dict) else None
+    if not isinstance(loggers, list):
+        loggers = [loggers]
+    filled = False
+    for logger in loggers:
+        if not isinstance(logger, dict) or not isinstance(logger.get("class_path"), str):
+            continue
+        init_args = logger.setdefault("init_args", {})
+        if isinstance(init_args, dict) and "save_dir" not in init_args and _requires_save_dir(logger["class_path"]):
+            init_args["save_dir"] = str(trainer.get("default_root_dir") or os.getcwd())
+            filled = True
+    return loggers if filled else None
+
+
+def _requires_save_dir(class_path: str) -> bool:
+    module, _, name = class_path.rpartition(".")
+    try:
+        parameter = inspect.signature(getattr(importlib.import_module(module), name)).parameters.get("save_dir")
+    except Exception:  # a class that does not import: jsonargparse names the problem
+        return False
+    return parameter is not None and parameter.default is parameter.empty
 
 
 def top_level_keys(subcommand: str | None) -> tuple[dict[str, Any], bool]:

@@ -191,10 +191,10 @@ def test_a_key_yaml_reads_as_a_number_or_a_boolean_is_a_config_error(tmp_path, f
 def test_a_replaced_list_is_named_after_the_file_that_replaced_it(tmp_path, fit_calls, capsys):
     loggers = "  logger:\n    - class_path: lightning.pytorch.loggers.CSVLogger\n      init_args: {save_dir: runs, name: csv}\n"
     base = write(tmp_path, "a.yaml", BASE.replace("  logger: false\n", loggers))
-    # b.yaml's logger gives no save_dir, which CSVLogger requires
-    later = write(tmp_path, "b.yaml", "trainer:\n  logger:\n    - class_path: lightning.pytorch.loggers.CSVLogger\n")
+    # b.yaml's logger misspells an argument of CSVLogger (a missing save_dir is filled from default_root_dir)
+    later = write(tmp_path, "b.yaml", "trainer:\n  logger:\n    - class_path: lightning.pytorch.loggers.CSVLogger\n      init_args: {nmae: csv}\n")
     status, _, err = fit(capsys, "--config", str(base), "--config", str(later))
-    assert status == 2 and "does not give 'save_dir'" in err, err
+    assert status == 2 and "unknown key 'trainer.logger[0].init_args.nmae'" in err, err
     assert "b.yaml" in err and "a.yaml" not in err, err
 
 

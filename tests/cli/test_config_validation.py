@@ -24,7 +24,7 @@ CASES = {
     "data init arg": (edit("batch_size: 32", "batch_sise: 32"),
                       ["unknown key 'data.init_args.batch_sise'", "SyntheticImageDataModule takes no argument", "'num_samples'",
                        "did you mean 'batch_size'"]),
-    "logger inside the trainer": (edit("{save_dir: runs/quickstart, name: csv}", "{save_dri: runs/quickstart, name: csv}"),
+    "logger inside the trainer": (edit("{name: csv}", "{save_dri: runs/quickstart, name: csv}"),
                                   ["unknown key 'trainer.logger[1].init_args.save_dri'", "CSVLogger", "did you mean 'save_dir'"]),
     "top-level key": (QUICKSTART.replace("seed_everything: 0", "seed_everythng: 0"),
                       ["unknown key 'seed_everythng'", "did you mean 'seed_everything'"]),

@@ -77,19 +77,9 @@ def parse_scheduler_arg(text: str) -> UserSchedulerSpec:
 
 
 def _tuple_spec(text: str) -> tuple:
-    import yaml
+    from flashdist.spec_text import read_spec_text
 
-    body = "[" + text[1:-1] + "]" if text.startswith("(") and text.endswith(")") else text
-    try:
-        value = yaml.safe_load(body)
-    except yaml.YAMLError as error:
-        first = str(error).splitlines()[0]
-        raise ConfigError(f"--scheduler {text!r} is not valid YAML/JSON: {first}.", accepted=ACCEPTED,
-                          hint="quote it for the shell: --scheduler '[steplr, {step_size: 10}]'.") from None
-    if not isinstance(value, list) or not 1 <= len(value) <= 3 or not isinstance(value[0], str):
-        raise ConfigError(f"--scheduler {text!r} is not [name, kwargs] or [name, kwargs, lightning_config].",
-                          accepted=ACCEPTED, hint="e.g. '[cosine_schedule_with_warmup, {num_warmup_steps: 0.1}]'.")
-    return tuple(value)
+    return read_spec_text(text, "--scheduler")  # the forms `flashdist plan --lr-scheduler` and a config read
 
 
 def _working_directory_on_path() -> None:

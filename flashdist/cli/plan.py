@@ -14,10 +14,12 @@ from typing import Any
 
 from flashdist.errors import ConfigError
 from flashdist.plan import StepPlan, plan_steps
+from flashdist.spec_text import FORMS, read_spec_text
 from flashdist.strategy_names import FLASHDIST_NAMES
 
 HELP = "print the step plan for a hypothetical cluster, without launching anything"
-
+# The warmup kwargs of the registered warmup schedules (transformers', flashdist's; DeepSpeed's WarmupLR/WarmupDecayLR).
+WARMUP_KWARGS = ("num_warmup_steps", "warmup_num_steps")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -47,7 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "and drop_last is on, as LanguageModelingDataModule's train loader has it)")
     parser.add_argument("--max-tokens", type=_count, default=None, help="a step budget in tokens (needs --seq-length), e.g. 2e9")
     parser.add_argument("--strategy", default=None, choices=FLASHDIST_NAMES)
-    parser.add_argument("--lr-scheduler", default=None, help="for --plot: a name, or JSON [name, kwargs]")
+    parser.add_argument("--lr-scheduler", default=None, help=f"for --plot: {FORMS}; its own warmup kwarg is the plan's warmup")
     parser.add_argument("--learning-rate", type=float, default=None, help="for --plot: the peak LR")
     parser.add_argument("--json", action="store_true", help="print one JSON object (summary.json's field names)")
     parser.add_argument("--plot", metavar="PNG", help="draw the LR curve (needs --lr-scheduler)")
@@ -184,9 +186,28 @@ def _settings(args: argparse.Namespace, required: tuple[str, ...] = ("dataset_si
             raise ConfigError(f"--{name.replace('_', '-')} is required (or a --config whose data section gives it).")
     if settings.get("seq_length") is not None and settings.get("drop_last") is None:
         settings["drop_last"] = True  # LanguageModelingDataModule's train loader drops the partial batch
-    if isinstance(settings.get("lr_scheduler"), str) and settings["lr_scheduler"].lstrip().startswith("["):
-        settings["lr_scheduler"] = json.loads(settings["lr_scheduler"])
+    if args.lr_scheduler is not None:  # the forms a config reads: a name, or [name, {kwargs}] in YAML flow or JSON
+        settings["lr_scheduler"] = read_spec_text(args.lr_scheduler, "--lr-scheduler")
+    own_warmup = _scheduler_warmup(settings.get("lr_scheduler"))
+    if own_warmup is not None:
+        key, value = own_warmup
+        if args.warmup is not None:
+            raise ConfigError(
+                f"--warmup={args.warmup} and the scheduler's own {key}={value} both give the warmup.",
+                hint=f"give it in one place: drop --warmup (the scheduler's {key}={value} is what a fit uses), or drop {key} from "
+                "the scheduler's kwargs (--warmup then fills it).",
+            )
+        settings["warmup"] = value  # the warmup a fit of this scheduler takes: printed and drawn alike
     return settings
+
+
+def _scheduler_warmup(spec: Any) -> tuple[str, Any] | None:
+    """The scheduler's own warmup kwarg and its value, when its kwargs give one."""
+    if isinstance(spec, (list, tuple)) and len(spec) > 1 and isinstance(spec[1], dict):
+        for key in WARMUP_KWARGS:
+            if key in spec[1]:
+                return key, spec[1][key]
+    return None
 
 
 def _from_config(path: str) -> dict[str, Any]:
@@ -209,12 +230,8 @@ def _from_config(path: str) -> dict[str, Any]:
             if data.get(name) is not None:
                 out[key] = data[name]
     if model.get("lr_scheduler") is not None:
-        out["lr_scheduler"] = model["lr_scheduler"]
-        scheduler = model["lr_scheduler"]
-        if isinstance(scheduler, list) and len(scheduler) > 1 and isinstance(scheduler[1], dict):
-            for name in ("num_warmup_steps", "warmup_num_steps"):
-                if name in scheduler[1]:
-                    out["warmup"] = scheduler[1][name]
+        scheduler = model["lr_scheduler"]  # its own warmup is read once the command line is merged (_settings)
+        out["lr_scheduler"] = read_spec_text(scheduler, "model.init_args.lr_scheduler") if isinstance(scheduler, str) else scheduler
     if model.get("learning_rate") is not None:
         out["learning_rate"] = model["learning_rate"]
     return out
@@ -262,9 +279,9 @@ def _text(report: dict[str, Any]) -> str:
         ("strategy", report["strategy"]),
         ("world size", f"{report['world_size']} = {report['num_nodes']} node(s) × {report['devices']} device(s)"),
         ("data-parallel size", report["data_parallel_size"]),
-        ("global batch", f"{report['global_batch_size']} samples per optimizer step"),
+        ("global batch size", f"{report['global_batch_size']} samples per optimizer step"),
         ("micro-batches / epoch / rank", report["micro_batches_per_epoch_per_rank"]),
-        ("accumulate_grad_batches", report["accumulate_grad_batches"]),
+        ("gradient accumulation", report["accumulate_grad_batches"]),
         *([("fast_dev_run", f"{report['fast_dev_run']} batch(es) in 1 epoch (epochs, steps and limits overridden)")]
           if report.get("fast_dev_run") else []),
         ("optimizer steps / epoch", shown),
@@ -285,16 +302,17 @@ _PLAN_FIELDS = ("data_parallel_size", "accumulate_grad_batches", "max_epochs", "
                 "planned_total_steps", "global_batch_size")
 
 
-def _plot(path: str, report: dict[str, Any], settings: dict[str, Any]) -> None:
-    if settings.get("lr_scheduler") is None:
-        raise ConfigError("--plot needs --lr-scheduler (a name or JSON [name, kwargs]).")
-    from pathlib import Path
+def planned_lr_rows(report: dict[str, Any], settings: dict[str, Any]) -> tuple[str, list[list[float]]]:
+    """The scheduler's name and the LR of each planned optimizer step, built as a fit builds it.
 
+    The schedule's warmup is the plan's: the scheduler's own kwarg, or ``--warmup`` filling it
+    (both at once is refused in :func:`_settings`), so the curve peaks where the printout says.
+    """
+    if settings.get("lr_scheduler") is None:
+        raise ConfigError("--plot needs --lr-scheduler.", accepted=FORMS)
     import torch
 
-    from flashdist.optim import build_lr_scheduler
-
-    from flashdist.optim import LR_SCHEDULERS
+    from flashdist.optim import LR_SCHEDULERS, build_lr_scheduler
 
     spec = settings["lr_scheduler"]
     parts = [spec] if isinstance(spec, str) else list(spec)
@@ -302,16 +320,22 @@ def _plot(path: str, report: dict[str, Any], settings: dict[str, Any]) -> None:
     warmup_arg = next((a for a in LR_SCHEDULERS.get(name).duration_args if "warmup" in a), None)
     if warmup_arg and report["planned_warmup_steps"] is not None:
         kwargs.setdefault(warmup_arg, report["planned_warmup_steps"])  # --warmup feeds the schedule's warmup
-    spec = (name, kwargs, *rest)
     learning_rate = settings.get("learning_rate") or 1e-3
     optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=learning_rate)
     plan = StepPlan(**{name: report[name] for name in _PLAN_FIELDS}, optimizer_steps_per_epoch=tuple(report["optimizer_steps_per_epoch"]),
                     fast_dev_run=report["fast_dev_run"])
-    scheduler, _ = build_lr_scheduler(optimizer, spec, plan=plan)
+    scheduler, _ = build_lr_scheduler(optimizer, (name, kwargs, *rest), plan=plan)
     rows = []
     for _ in range(report["planned_total_steps"]):
         rows.append([float(group["lr"]) for group in optimizer.param_groups])
         scheduler.step()
+    return name, rows
+
+
+def _plot(path: str, report: dict[str, Any], settings: dict[str, Any]) -> None:
+    from pathlib import Path
+
+    name, rows = planned_lr_rows(report, settings)
     # The plotter a fit's lr.png uses (object API on an Agg canvas: no pyplot global state).
     from flashdist.runtime.report import draw_lr_curve
 

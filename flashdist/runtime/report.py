@@ -74,7 +74,7 @@ def plan_rows(run: FitRun, pl_module: Any) -> list[tuple[str, str]]:
         ("world size", f"{trainer.world_size} ({trainer.num_nodes} node(s) × {trainer.num_devices} device(s))"),
         ("data-parallel size", str(data_parallel_size(trainer))),
         ("data order", describe_order(trainer.train_dataloader)),
-        ("micro-batches / rank / epoch", _or_unknown(plan.micro_batches_per_epoch_per_rank)),
+        ("micro-batches / epoch / rank", _or_unknown(plan.micro_batches_per_epoch_per_rank)),
         ("gradient accumulation", str(plan.accumulate_grad_batches)),
         ("global batch size", _or_unknown(plan.global_batch_size)),
         ("optimizer steps / epoch", per_epoch_text),
@@ -274,6 +274,8 @@ def draw_lr_curve(lr_rows: list[list[float]], path: Path, summary: dict[str, Any
                    fontsize=9)
     axes.set_xlabel("optimizer step")
     axes.set_ylabel("learning rate")
+    # Short tick labels (0.5 with ×1e-3 above, not 0.0005): a fixed left margin then holds the label.
+    axes.ticklabel_format(axis="y", style="sci", scilimits=(0, 0))
     axes.set_xlim(0, max(len(lr_rows), planned or 0) + 1)
     axes.grid(alpha=0.3)
     axes.legend(fontsize=8)

@@ -8,6 +8,7 @@ import shutil
 import pytest
 import yaml
 
+from flashdist.cli import plan
 from flashdist.cli.fit import run
 from tests.cli.cli_runs import CONFIGS
 
@@ -24,7 +25,7 @@ def test_no_example_config_hard_codes_a_log_folder(name):
         assert "save_dir" not in (logger.get("init_args") or {}), f"{name}: {logger}"
 
 
-def test_quickstart_logs_land_under_the_given_default_root_dir(tmp_path, monkeypatch):
+def test_quickstart_logs_land_under_the_given_default_root_dir_and_plan_and_fit_print_the_same_labels(tmp_path, monkeypatch, capsys):
     shutil.copy(CONFIGS / "quickstart.yaml", tmp_path / "quickstart.yaml")
     monkeypatch.chdir(tmp_path)  # the user's folder: relative paths resolve here
     assert run(["fit", "--config", "quickstart.yaml", "--trainer.default_root_dir=runs/x", *ONE_PROCESS_SHORT]) == 0
@@ -33,3 +34,10 @@ def test_quickstart_logs_land_under_the_given_default_root_dir(tmp_path, monkeyp
     assert any((run_dir / "tensorboard").rglob("events.out.tfevents.*"))
     assert any((run_dir / "csv").rglob("metrics.csv"))
     assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["x"]  # nothing under runs/quickstart
+    fit_out = capsys.readouterr().out
+    # `flashdist plan` on the same config names each fact as the fit's plan table does.
+    assert plan.run(["--config", "quickstart.yaml", "--devices", "1", "--dataset-size", "128"]) == 0
+    plan_labels = [line.split("  ")[0] for line in capsys.readouterr().out.splitlines()]
+    assert "micro-batches / epoch / rank" in plan_labels and "global batch size" in plan_labels
+    missing = [label for label in plan_labels if label not in fit_out]
+    assert missing == [], f"plan labels not in the fit's printout: {missing}\n{fit_out}"

@@ -108,6 +108,13 @@ def _trainer_inputs(trainer: Any, dp_size: int, tokens_per_sample: int | None) -
     )
 
 
+def _sampled(sampler: Any, dataset: Any) -> int:
+    try:
+        return len(sampler)
+    except TypeError:
+        return len(dataset)
+
+
 def _loader_inputs(loader: Any, dp_size: int) -> dict[str, Any]:
     if isinstance(loader, (list, tuple, dict)) or not isinstance(loader, DataLoader):
         raise ConfigError(
@@ -124,7 +131,8 @@ def _loader_inputs(loader: Any, dp_size: int) -> dict[str, Any]:
     injected = isinstance(sampler, DistributedSampler) and not sampler.drop_last and sampler.num_replicas == dp_size
     if standard and (injected or dp_size == 1):
         return {
-            "dataset_size": len(loader.dataset),
+            # the samples the sampler orders (a custom sampler's order may be shorter than the dataset)
+            "dataset_size": len(sampler.dataset) if injected else _sampled(sampler, loader.dataset),
             "batch_size": loader.batch_size,
             "drop_last": loader.drop_last,
         }

@@ -111,3 +111,39 @@ def test_one_process_installs_the_equivalent_resumable_sampler_and_the_plan_name
     if described != "shuffled (seed 0)":
         assert list(loader.batch_sampler) == before  # the same order, now resumable
     assert install_resumable_sampler(loader) is installed
+
+
+class EveryOther(Sampler):
+    """A custom sampler shorter than its dataset: the even samples, in order."""
+
+    def __init__(self, n: int):
+        self.n = n
+
+    def __len__(self) -> int:
+        return self.n // 2
+
+    def __iter__(self):
+        return iter(range(0, self.n, 2))
+
+
+def test_a_fit_plans_and_reads_a_custom_samplers_order_not_the_datasets_length(tmp_path):
+    import flashdist
+    from lightning.pytorch import Callback
+    from torch import nn
+    from torch.utils.data import TensorDataset
+
+    from flashdist.tasks.classification import ClassificationTask
+
+    seen = []
+
+    class Record(Callback):
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            seen.extend(batch[0][:, 0].long().tolist())
+
+    x = torch.cat([torch.arange(32.0)[:, None], torch.randn(32, 3)], dim=1)
+    loader = DataLoader(TensorDataset(x, (x[:, 1] > 0).long()), batch_size=4, sampler=EveryOther(32))
+    trainer = flashdist.Trainer(default_root_dir=tmp_path, accelerator="cpu", devices=1, max_epochs=2, logger=False,
+                                enable_progress_bar=False, enable_checkpointing=False, callbacks=[Record()])
+    trainer.fit(ClassificationTask(nn.Linear(4, 2), num_classes=2, optimizer="adamw"), loader)
+    assert seen == list(range(0, 32, 2)) * 2
+    assert trainer.ledger.optimizer_steps == trainer.fit_run.plan.planned_total_steps == 8  # 16 samples / 4, 2 epochs

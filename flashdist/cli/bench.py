@@ -111,6 +111,11 @@ def parser() -> argparse.ArgumentParser:
     syncs.add_argument("--warmup-steps", type=_positive, default=5, help="steps before the profiler starts (default 5)")
     syncs.add_argument("--json", dest="json_path", default=None, help="write the results here")
 
+    ckpt = commands.add_parser("ckpt", help="seconds a checkpoint blocks training: synchronous vs async_checkpoint=True (DDP, FSDP2)")
+    from flashdist.bench.ckpt import add_arguments as ckpt_arguments
+
+    ckpt_arguments(ckpt)
+
     llm = commands.add_parser("llm", help="a CausalLM fine-tune per step: flashdist against the HF Trainer, paired in one process")
     llm.add_argument("--rounds", type=_positive, default=8, help="paired rounds (default 8), after one untimed round")
     llm.add_argument("--steps", type=_positive, default=60, help="optimizer steps per fit (default 60)")
@@ -172,6 +177,10 @@ def run(argv: list[str]) -> int:
         result = syncs.run(devices=args.devices, strategies=args.strategies, steps=args.steps, warmup_steps=args.warmup_steps,
                            progress=progress)
         syncs.print_table(result, console)
+    elif args.what == "ckpt":
+        from flashdist.bench import ckpt
+
+        return ckpt.measure(args)
     elif args.what == "llm":
         from flashdist.bench import llm
 

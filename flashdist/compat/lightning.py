@@ -312,3 +312,16 @@ def route_train_sampler(trainer: Any, make: Callable[..., Any]) -> None:
         return original(dataloader, shuffle, mode)
 
     connector._resolve_sampler = resolve_sampler
+
+
+def dcp_metadata_filename() -> str:
+    """The file in an FSDP2 (DCP) checkpoint directory that holds Lightning's non-tensor state.
+
+    Relies on: ``ModelParallelStrategy.save_checkpoint`` writing ``torch.save(rest, path /
+    _METADATA_FILENAME)`` beside DCP's shards, and its load reading that name back. flashdist's
+    asynchronous FSDP2 save writes it the same way (runtime/async_checkpoint.py). Tested by
+    ``test_fsdp2_checkpoint_metadata_file_is_lightnings_meta_pt``.
+    """
+    from lightning.fabric.utilities.load import _METADATA_FILENAME
+
+    return _METADATA_FILENAME

@@ -12,6 +12,7 @@ from typing import Any
 
 from lightning.pytorch import Callback
 
+from flashdist.runtime.async_checkpoint import AwaitCheckpoint
 from flashdist.runtime.checkpoint import check_monitored_metrics
 from flashdist.runtime.export import HFExport
 from flashdist.runtime.fit_run import FitRun
@@ -42,9 +43,10 @@ class FitCallbacks:
         >>> import flashdist
         >>> trainer = flashdist.Trainer(max_epochs=1, accelerator="cpu", logger=False, enable_progress_bar=False)
         >>> [type(c).__name__ for c in trainer.callbacks if c in trainer.fit_callbacks.in_order()]
-        ['Preflight', 'ResumeGuard', 'Throughput', 'GradNormMonitor', 'StepLedger', 'Preemption', 'RunReport', 'HFExport']
+        ['AwaitCheckpoint', 'Preflight', 'ResumeGuard', 'Throughput', 'GradNormMonitor', 'StepLedger', 'Preemption', 'RunReport', 'HFExport']
     """
 
+    await_checkpoint: AwaitCheckpoint  # first at the end: an asynchronous save in flight is on disk before the summary
     preflight: Preflight  # first: refusals before any state is changed
     resume: ResumeGuard  # before the ledger: it may replace the scheduler and the step counters the ledger counts from
     throughput: Throughput  # before the ledger: its end-of-fit all-reduce gives the token counts the summary holds
@@ -56,7 +58,7 @@ class FitCallbacks:
 
     @classmethod
     def build(cls, run: FitRun, peak_flops: float | None = None) -> FitCallbacks:
-        return cls(Preflight(run), ResumeGuard(run), Throughput(run, peak_flops), GradNormMonitor(run), StepLedger(run), Preemption(run),
+        return cls(AwaitCheckpoint(), Preflight(run), ResumeGuard(run), Throughput(run, peak_flops), GradNormMonitor(run), StepLedger(run), Preemption(run),
                    RunReport(run), HFExport(run))
 
     def in_order(self) -> list[Callback]:

@@ -59,7 +59,8 @@ def remove_partials(directory: Path) -> None:
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """``torch.save`` to ``.<name>.partial``, ``fsync``, then rename: a checkpoint is whole or absent.
+    """``torch.save`` to ``.<name>.partial`` (hashed as it is written), ``fsync``, then rename:
+    a checkpoint is whole or absent.
 
     Then its manifest (runtime/manifest.py), last and atomically.
 
@@ -80,15 +81,15 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         remove_partials(path.parent)
         partial = _partial_name(path)
         with partial.open("wb") as handle:
-            torch.save(checkpoint, handle)
+            hashing = manifests.HashingWriter(handle)  # hashed as written: no second read of the file
+            torch.save(checkpoint, hashing)
             handle.flush()
             os.fsync(handle.fileno())
+        entries = {path.name: hashing.entry()}  # complete and hashed before it is renamed into place
         manifests.manifest_path(path).unlink(missing_ok=True)  # never a stale manifest beside a new file
         os.replace(partial, path)
         _fsync_dir(path.parent)
-        started = time.perf_counter()
-        entries = manifests.hash_files(path.parent, [path.name])
-        manifests.write_manifest(path, entries, checkpoint, hashing_s=time.perf_counter() - started)
+        manifests.write_manifest(path, entries, checkpoint, hashing_s=hashing.hashing_s)
 
     def remove_checkpoint(self, path: Any) -> None:
         super().remove_checkpoint(path)
@@ -137,8 +138,11 @@ def make_sharded_saves_atomic(strategy: Any) -> None:
     strategy.save_checkpoint = save_checkpoint
 
 
-def _write_sharded_manifest(strategy: Any, directory: Path, checkpoint: dict) -> None:
-    """Each rank hashes the shards it wrote; rank 0 writes the manifest into the directory."""
+def _write_sharded_manifest(strategy: Any, directory: Path, checkpoint: dict, group: Any = None) -> None:
+    """Each rank hashes the shards it wrote; rank 0 writes the manifest into the directory.
+
+    ``group``: the process group to gather on (an asynchronous save's own; None: the default one).
+    """
     import torch.distributed as dist
 
     if not directory.is_dir():  # a strategy told to write one consolidated file: after its rename
@@ -149,7 +153,7 @@ def _write_sharded_manifest(strategy: Any, directory: Path, checkpoint: dict) ->
     gathered: list[Any] = [mine]
     if strategy.world_size > 1 and dist.is_available() and dist.is_initialized():
         gathered = [None] * strategy.world_size
-        dist.all_gather_object(gathered, mine)
+        dist.all_gather_object(gathered, mine, group=group)
     if strategy.is_global_zero:
         entries = {name: entry for part in gathered for name, entry in part.items()}
         manifests.write_manifest(directory, entries, checkpoint, hashing_s=time.perf_counter() - started)

@@ -98,6 +98,36 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
+class HashingWriter:
+    """A binary file's ``write`` that also hashes what passes through, so a save needs no second read.
+
+    Example:
+        >>> import io; w = HashingWriter(io.BytesIO()); w.write(b"weights")
+        7
+        >>> w.entry() == FileEntry(7, hashlib.sha256(b"weights").hexdigest())
+        True
+    """
+
+    def __init__(self, handle: Any):
+        self._handle = handle
+        self._digest = hashlib.sha256()
+        self._size_bytes = 0
+        self.hashing_s = 0.0  # seconds spent hashing (the manifest's cost)
+
+    def write(self, data: Any) -> int:
+        started = time.perf_counter()
+        self._digest.update(data)
+        self.hashing_s += time.perf_counter() - started
+        self._size_bytes += len(memoryview(data).cast("B"))
+        return self._handle.write(data)
+
+    def flush(self) -> None:
+        self._handle.flush()
+
+    def entry(self) -> FileEntry:
+        return FileEntry(self._size_bytes, self._digest.hexdigest())
+
+
 def hash_files(root: Path, names: list[str]) -> dict[str, FileEntry]:
     """Size and SHA-256 of each of ``names`` (relative to ``root``)."""
     return {name: FileEntry((root / name).stat().st_size, sha256_file(root / name)) for name in names}

@@ -18,6 +18,7 @@ from flashdist.compat.lightning import reinstall_after_lightning_signal_handlers
 from flashdist.data.sampler import sampler_for_loader
 from flashdist.errors import ConfigError
 from flashdist.launching.topology import apply_launch_topology
+from flashdist.runtime.async_checkpoint import install_async_checkpoints
 from flashdist.runtime.callbacks import FitCallbacks
 from flashdist.runtime.checkpoint import (
     init_process_group_for_restart,
@@ -51,6 +52,8 @@ class Trainer(pl.Trainer):
     update; the LR then lives in a tensor the schedule writes in place, so it never recompiles
     (flashdist/optim/compiled.py).
     ``max_tokens`` is a step budget in tokens (packed language-model data; like ``max_steps``).
+    ``async_checkpoint=True`` writes checkpoints in the background: training waits only while
+    the state is copied (DDP, one process, FSDP2; DeepSpeed is refused), runtime/async_checkpoint.py.
     ``peak_flops`` (per device, FLOP/s) sets the MFU denominator where the device's is not known.
     A ``ConfigError`` under a launcher (torchrun, srun, Lightning's own) is raised by global rank 0
     only; the other ranks exit with status 2 and print nothing (runtime/said_once.py).
@@ -73,6 +76,7 @@ class Trainer(pl.Trainer):
         compile_optimizer: bool | dict[str, Any] = False,
         max_tokens: int | None = None,
         peak_flops: float | None = None,
+        async_checkpoint: bool = False,
         **kwargs: Any,
     ):
         quiet_console()  # the dependencies' notes about flashdist's own use of them (compat/console.py), once per process
@@ -95,7 +99,10 @@ class Trainer(pl.Trainer):
         check_precision(kwargs["strategy"], kwargs.get("precision"), runs_on_cpu(kwargs.get("accelerator", "auto")))
         user_callbacks = list(kwargs.pop("callbacks", None) or [])
         super().__init__(*args, callbacks=list(user_callbacks), **kwargs)  # Lightning extends the list it is given
-        install_atomic_checkpoints(self)
+        if not isinstance(async_checkpoint, bool):
+            raise ConfigError(f"async_checkpoint={async_checkpoint!r} must be True or False.", hint="async_checkpoint: true")
+        self.async_checkpoint = async_checkpoint
+        install_async_checkpoints(self) if async_checkpoint else install_atomic_checkpoints(self)
         # The training loader keeps the user's order on every rank count (data/sampler.py), not Lightning's forced shuffle.
         route_train_sampler(self, sampler_for_loader)
         # Each fit's Preemption takes SIGTERM back the moment Lightning registers its own handler.

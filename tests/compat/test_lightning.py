@@ -338,3 +338,14 @@ def test_route_train_sampler_replaces_lightnings_injected_training_sampler(tmp_p
     val = _process_dataloader(trainer, TrainerFn.FITTING, RunningStage.VALIDATING, loader)
     assert len(seen) == 1 and type(val.sampler) is DistributedSampler  # other stages: Lightning's own
     assert isinstance(loader.sampler, SequentialSampler)  # the user's loader is untouched
+
+
+def test_fsdp2_checkpoint_metadata_file_is_lightnings_meta_pt():
+    import inspect
+
+    from lightning.fabric.strategies import model_parallel
+
+    from flashdist.compat.lightning import dcp_metadata_filename
+
+    assert dcp_metadata_filename() == "meta.pt"  # the name the asynchronous FSDP2 save writes
+    assert "_METADATA_FILENAME" in inspect.getsource(model_parallel._load_checkpoint)  # and the one Lightning reads

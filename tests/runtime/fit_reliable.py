@@ -13,7 +13,9 @@
   kill_at_step {"step", "rank"}: SIGKILL that rank after that optimizer step (first attempt only),
   kill_after_micro_batches {"count", "attempt"}: SIGKILL rank 0 after its count-th micro-batch (mid-window
     under accumulation), dropout (a Dropout layer of that p: the step draws from the global RNG),
-  kill_in_save_at_step {"step", "rank"}: SIGKILL that rank while it writes that step's checkpoint,
+  kill_in_save_at_step {"step", "rank"}: SIGKILL that rank while it writes that step's checkpoint
+    (with async_checkpoint: on the background writer, once training has gone on past that save),
+  async_checkpoint: Trainer(async_checkpoint=True),
   die_at_step {"step", "rank", "delay_s"}: that rank sleeps delay_s (the others wait in the next
     collective), then SIGKILLs itself,
   hang_at_step {"step", "rank"}: that rank stops participating (sleeps) after that step.
@@ -30,6 +32,7 @@ import json
 import os
 import signal
 import sys
+import threading
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -56,7 +59,14 @@ class DropIds(nn.Module):
 
 
 class KillWhilePickled:
+    def __init__(self, after: threading.Event | None = None):
+        self.after = after
+
     def __reduce__(self):
+        # Asynchronous: the background writer is inside torch.save, and waits until training
+        # went on past this save (a synchronous save would never get there: the wait times out).
+        if self.after is not None and not self.after.wait(timeout=120):
+            raise AssertionError("training never went on while the checkpoint was being written")
         os.kill(os.getpid(), signal.SIGKILL)
         time.sleep(60)
 
@@ -65,6 +75,7 @@ class Hooks(Callback):
     def __init__(self, config: dict):
         self.config = config
         self.root = Path(config["root"])
+        self.training_went_on: threading.Event | None = None  # set once the kill's save has returned
 
     def _pause(self, moment: str, trainer) -> None:
         spec = self.config.get("pause_at")
@@ -96,6 +107,8 @@ class Hooks(Callback):
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         self._pause("train_step", trainer)
+        if self.training_went_on is not None:
+            self.training_went_on.set()
         if self.config.get("record_samples"):
             ids = batch[0][:, -1].long().tolist()
             loss = outputs["loss"] if isinstance(outputs, dict) else outputs
@@ -129,8 +142,11 @@ class Hooks(Callback):
 
     def on_save_checkpoint(self, trainer, pl_module, checkpoint):
         self._pause("save", trainer)
-        if self._hits("kill_in_save_at_step", trainer):
-            checkpoint["kill_while_pickled"] = KillWhilePickled()
+        if self.training_went_on is not None:
+            self.training_went_on.set()  # the save that carries the kill returned: the training thread is here
+        elif self._hits("kill_in_save_at_step", trainer):
+            self.training_went_on = threading.Event() if self.config.get("async_checkpoint") else None
+            checkpoint["kill_while_pickled"] = KillWhilePickled(self.training_went_on)
 
 
 class Stream(IterableDataset):
@@ -186,6 +202,7 @@ def main(config: dict) -> None:
         enable_model_summary=False,
         callbacks=callbacks,
         resume_policy=config.get("resume_policy", "strict"),
+        async_checkpoint=config.get("async_checkpoint", False),
     )
     dataset = Stream(x, y) if config.get("iterable") else TensorDataset(x, y)
     loader = DataLoader(dataset, batch_size=config.get("batch_size", 8), drop_last=config.get("drop_last", False),

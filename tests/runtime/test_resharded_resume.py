@@ -141,8 +141,13 @@ def matrix(tmp_path_factory) -> dict:
     saves = {ranks: [{**FIT, "root": str(_save_root(workdir, s, ranks)), "strategy": s, "devices": ranks,
                       "checkpoint_every_n_epochs": 1} for s in STRATEGIES] for ranks in (1, 2)}
     ddp_save = {**FIT, "root": str(_save_root(workdir, "ddp", 2)), "strategy": "ddp", "devices": 2, "checkpoint_every_n_epochs": 1}
+    # FSDP2 with asynchronous checkpoints (torch DCP's async_save), then a 2-rank resume from its epoch-0 one.
+    fsdp_async = {**FIT, "root": str(workdir / "async" / "fsdp-2ranks"), "strategy": "fsdp", "devices": 2,
+                  "checkpoint_every_n_epochs": 1, "async_checkpoint": True}
+    fsdp_async_resume = {**fsdp_async, "root": str(workdir / "async" / "fsdp-resumed"), "checkpoint_every_n_epochs": None,
+                         "ckpt_path": str(workdir / "async" / "fsdp-2ranks" / "checkpoints" / "epoch=0-step=4.ckpt")}
     logs = {"one": _launch(saves[1], 1, workdir, "one-rank-saves")}
-    logs["two"] = _launch(saves[2] + [ddp_save] + _resumes(workdir, saved=1, ranks=2), 2, workdir, "two-ranks")
+    logs["two"] = _launch(saves[2] + [ddp_save, fsdp_async, fsdp_async_resume] + _resumes(workdir, saved=1, ranks=2), 2, workdir, "two-ranks")
     # DDP 2 → 1 rank under keep_global_batch (the accumulation doubles), with the other 2 → 1 resumes.
     ddp = _resume_root(workdir, "ddp", 2, 1, "keep_global_batch")
     ddp.mkdir(parents=True)
@@ -182,6 +187,18 @@ def test_each_saved_run_follows_the_schedule_and_writes_a_verified_sharded_check
         assert any(name.endswith(".distcp") for name in manifest.files)  # torch DCP shards
     else:
         assert sharded_dp_size(checkpoint) == ranks
+
+
+def test_fsdp2_async_checkpoint_is_verified_and_resuming_from_it_equals_the_uninterrupted_run(matrix):
+    workdir, log = matrix["workdir"], matrix["logs"]["two"]
+    synchronous, saved, resumed = _save_root(workdir, "fsdp", 2), workdir / "async" / "fsdp-2ranks", workdir / "async" / "fsdp-resumed"
+    assert _finished(saved, log)["completed"] and _finished(resumed, log)["completed"]
+    rows = (synchronous / "lr.csv").read_text().splitlines()  # step, lr, grad_norm: the norms follow the weights
+    assert (saved / "lr.csv").read_text().splitlines() == rows  # saving in the background changed no step
+    checkpoint = saved / "checkpoints" / "epoch=0-step=4.ckpt"
+    assert verify(checkpoint) == [] and not list((saved / "checkpoints").glob(".*"))
+    assert {"__0_0.distcp", "__1_0.distcp", ".metadata", "meta.pt"} <= set(read_manifest(checkpoint).files)
+    assert (resumed / "lr.csv").read_text().splitlines() == [rows[0], *rows[5:]]  # steps 5-8, bit for bit
 
 
 @pytest.mark.parametrize("policy", POLICIES)

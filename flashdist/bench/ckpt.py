@@ -1,0 +1,201 @@
+"""How long a checkpoint blocks training, synchronous against ``Trainer(async_checkpoint=True)``.
+
+``flashdist bench ckpt`` (or ``python -m flashdist.bench.ckpt``): one ``torchrun`` of 2 CPU
+processes (gloo) runs, for each strategy (``ddp``, ``fsdp``), real flashdist fits of a model of
+``--model-mb`` MB of float32 parameters (plain SGD, so a checkpoint is about the model's size),
+alternating synchronous and asynchronous fits in rounds (paired: same process, same data,
+the order flipped every round). Each fit takes ``--steps`` optimizer steps and saves with
+``trainer.save_checkpoint`` every ``--save-every`` steps from a callback (the path
+``ModelCheckpoint`` takes), into a fresh temporary directory.
+
+Reported per strategy and mode (rank 0; both ranks are blocked either way): the median seconds
+``save_checkpoint`` held the training thread (``blocked``), the ratio async ÷ sync of those
+medians, paired per round with a bootstrap CI, and the median step time with no save in flight
+and, asynchronous, while one was in flight (the background writer shares the CPU with
+training). The first step of each fit is dropped (warm-up). The load average is printed
+beside the numbers: the machine this ran on may be shared.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+STRATEGIES = ("ddp", "fsdp")
+
+
+def _model(model_mb: int) -> Any:
+    from torch import nn
+
+    width = 2048  # a 2048² float32 layer is 16 MB
+    layers = max(1, round(model_mb / 16))
+    return nn.Sequential(*[nn.Sequential(nn.Linear(width, width, bias=False), nn.ReLU()) for _ in range(layers)], nn.Linear(width, 2))
+
+
+def _fit(strategy: str, asynchronous: bool, config: dict, directory: Path) -> dict[str, list[float]]:
+    import torch
+    from lightning.pytorch import Callback
+    from torch.utils.data import DataLoader, TensorDataset
+
+    import flashdist
+    from flashdist.runtime.async_checkpoint import background_writer
+    from flashdist.tasks.classification import ClassificationTask
+
+    class TimedSaves(Callback):
+        def __init__(self) -> None:
+            self.blocked_s: list[float] = []
+            self.step_s: dict[str, list[float]] = {"idle": [], "in_flight": []}
+            self._last_end: float | None = None
+            self._busy = False
+
+        def on_train_batch_end(self, trainer: Any, *args: Any) -> None:
+            now = time.perf_counter()
+            if self._last_end is not None and trainer.global_step > 2:  # the first steps warm up
+                self.step_s["in_flight" if self._busy else "idle"].append(now - self._last_end)
+            if trainer.global_step % config["save_every"] == 0:
+                started = time.perf_counter()
+                trainer.save_checkpoint(directory / f"step={trainer.global_step}.ckpt")
+                self.blocked_s.append(time.perf_counter() - started)
+            writer = background_writer(trainer.strategy)
+            self._busy = writer is not None and writer.busy
+            self._last_end = time.perf_counter()
+
+    timed = TimedSaves()
+    steps, batch = config["steps"], 8
+    x = torch.randn(steps * batch * 2, 2048, generator=torch.Generator().manual_seed(0))
+    task = ClassificationTask(_model(config["model_mb"]), num_classes=2, optimizer="sgd", learning_rate=1e-4)
+    trainer = flashdist.Trainer(
+        accelerator="cpu", devices=2, strategy=strategy, max_steps=steps, logger=False, enable_progress_bar=False,
+        enable_model_summary=False, enable_checkpointing=False, callbacks=[timed], default_root_dir=directory,
+        async_checkpoint=asynchronous,
+    )
+    trainer.fit(task, DataLoader(TensorDataset(x, (x[:, 0] > 0).long()), batch_size=batch))
+    return {"blocked_s": timed.blocked_s, **{f"step_{k}_s": v for k, v in timed.step_s.items()}}
+
+
+def worker(config: dict) -> None:
+    """One torchrun rank: every (strategy, mode) fit of every round; rank 0 writes the raw times."""
+    import shutil
+
+    import torch
+
+    torch.set_num_threads(1)
+    rank = int(os.environ.get("RANK", "0"))
+    raw: dict[str, Any] = {}
+    for round_index in range(config["rounds"]):
+        for strategy in config["strategies"]:
+            modes = [False, True] if round_index % 2 == 0 else [True, False]
+            for asynchronous in modes:
+                name = f"{strategy}/{'async' if asynchronous else 'sync'}"
+                directory = Path(config["directory"]) / f"{strategy}-{round_index}-{int(asynchronous)}"
+                times = _fit(strategy, asynchronous, config, directory)
+                raw.setdefault(name, []).append(times)
+                if rank == 0:
+                    shutil.rmtree(directory, ignore_errors=True)
+                    print(f"bench ckpt: round {round_index} {name}: blocked {[round(t, 3) for t in times['blocked_s']]} s", file=sys.stderr, flush=True)
+    if rank == 0:
+        Path(config["out"]).write_text(json.dumps(raw))
+
+
+def summarize(raw: dict[str, list[dict[str, list[float]]]]) -> dict[str, Any]:
+    """Medians per (strategy, mode) and the paired async ÷ sync ratio of blocked time per round."""
+    from flashdist.bench.stats import bootstrap_ci, median
+
+    out: dict[str, Any] = {}
+    for strategy in sorted({name.split("/")[0] for name in raw}):
+        sync, asynchronous = raw[f"{strategy}/sync"], raw[f"{strategy}/async"]
+        ratios = [median(a["blocked_s"]) / median(s["blocked_s"]) for s, a in zip(sync, asynchronous, strict=True)]
+        flat = lambda runs, key: [t for run in runs for t in run[key]]  # noqa: E731
+        out[strategy] = {
+            "sync_blocked_s": median(flat(sync, "blocked_s")),
+            "async_blocked_s": median(flat(asynchronous, "blocked_s")),
+            "async_over_sync_blocked": median(ratios),
+            "async_over_sync_blocked_ci95": bootstrap_ci(ratios),
+            "sync_step_s": median(flat(sync, "step_idle_s")),
+            "async_step_idle_s": median(flat(asynchronous, "step_idle_s")) if flat(asynchronous, "step_idle_s") else None,
+            "async_step_in_flight_s": median(flat(asynchronous, "step_in_flight_s")) if flat(asynchronous, "step_in_flight_s") else None,
+            "saves_per_mode": len(flat(sync, "blocked_s")),
+            "steps_in_flight": len(flat(asynchronous, "step_in_flight_s")),
+        }
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="flashdist bench ckpt", description=__doc__.split("\n\n")[0])
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    return measure(args)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model-mb", type=int, default=256, help="model size in MB of float32 parameters (default 256)")
+    parser.add_argument("--steps", type=int, default=9, help="optimizer steps per fit (default 9)")
+    parser.add_argument("--save-every", type=int, default=3, help="save every N steps (default 3)")
+    parser.add_argument("--rounds", type=int, default=2, help="paired rounds, the order flipped each round (default 2)")
+    parser.add_argument("--strategies", type=lambda t: [s for s in t.split(",") if s], default=list(STRATEGIES),
+                        help="comma-separated: ddp,fsdp (default both)")
+    parser.add_argument("--directory", default=None, help="where the checkpoints are written (default: a temporary directory)")
+    parser.add_argument("--json", dest="json_path", default=None, help="write the results here")
+
+
+def measure(args: argparse.Namespace) -> int:
+    from flashdist.bench.stats import environment
+
+    unknown = sorted(set(args.strategies) - set(STRATEGIES))
+    if unknown:
+        print(f"--strategies: {unknown} not known; accepted: {', '.join(STRATEGIES)}", file=sys.stderr)
+        return 2
+    before = environment()
+    with tempfile.TemporaryDirectory(dir=args.directory) as directory:
+        out = Path(directory) / "raw.json"
+        config = {"model_mb": args.model_mb, "steps": args.steps, "save_every": args.save_every, "rounds": args.rounds,
+                  "strategies": args.strategies, "directory": directory, "out": str(out)}
+        torchrun = Path(sys.executable).with_name("torchrun")
+        import socket
+
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        command = [str(torchrun), "--nproc-per-node", "2", "--rdzv-backend", "c10d", "--rdzv-endpoint", f"127.0.0.1:{port}",
+                   "-m", "flashdist.bench.ckpt", "--worker", json.dumps(config)]
+        started = time.perf_counter()
+        proc = subprocess.run(command, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        if proc.returncode != 0:
+            return proc.returncode
+        raw = json.loads(out.read_text())
+    result = {"method": __doc__, "config": {k: v for k, v in config.items() if k not in ("directory", "out")},
+              "environment_before": before, "load_average_after": environment()["load_average_1_5_15min"],
+              "wall_s": round(time.perf_counter() - started, 1), "results": summarize(raw), "raw": raw}
+    _print(result)
+    if args.json_path:
+        Path(args.json_path).write_text(json.dumps(result, indent=1))
+    return 0
+
+
+def _print(result: dict[str, Any]) -> None:
+    env = result["environment_before"]
+    print(f"bench ckpt: {result['config']['model_mb']} MB model, 2 CPU processes (gloo), {result['config']['rounds']} paired rounds, "
+          f"wall {result['wall_s']} s; load average before {env['load_average_1_5_15min']}, after {result['load_average_after']} "
+          f"({env['cpu_count']} CPUs), torch {env['torch']}, commit {env['git_commit']}")
+    print(f"{'strategy':8} {'sync blocked':>13} {'async blocked':>14} {'async÷sync [95% CI]':>26} {'step sync':>10} "
+          f"{'step async idle':>16} {'step async in flight':>21}")
+    fmt = lambda v: "—" if v is None else f"{v:.3f} s"  # noqa: E731
+    for strategy, r in result["results"].items():
+        low, high = r["async_over_sync_blocked_ci95"]
+        print(f"{strategy:8} {fmt(r['sync_blocked_s']):>13} {fmt(r['async_blocked_s']):>14} "
+              f"{r['async_over_sync_blocked']:>9.3f} [{low:.3f}, {high:.3f}] {fmt(r['sync_step_s']):>10} "
+              f"{fmt(r['async_step_idle_s']):>16} {fmt(r['async_step_in_flight_s']):>21}")
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 3 and sys.argv[1] == "--worker":
+        worker(json.loads(sys.argv[2]))
+    else:
+        sys.exit(main())

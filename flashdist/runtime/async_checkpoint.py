@@ -1,0 +1,319 @@
+"""Checkpoints that do not stop training: ``Trainer(async_checkpoint=True)``.
+
+Training is blocked only while the checkpoint's state is copied (snapshotted); writing,
+``fsync``, hashing, the manifest and the rename run on one background thread, in the same
+order as a synchronous save (runtime/checkpoint.py), so a checkpoint is still whole or absent:
+
+- one-file checkpoints (DDP, one process): the tensors are cloned on the caller's thread
+  (to pinned CPU memory from a GPU), then :class:`AtomicCheckpointIO` writes them in the
+  background (Lightning's experimental ``AsyncCheckpointIO`` takes the same snapshot, but
+  queues saves without bound and writes no manifest);
+- FSDP2 (``ModelParallelStrategy``'s torch DCP directories): ``torch.distributed.checkpoint.
+  async_save`` stages the shards to CPU before it returns (pinned where CUDA is present) and
+  writes them on its own thread; the flashdist thread then waits for that, hashes the rank's
+  shards, and (rank 0) writes the manifest and renames the directory into place. Its
+  collectives run on a gloo process group of their own, never the one training uses;
+- DeepSpeed is refused: its engine's ``save_checkpoint`` writes the live optimizer state
+  itself, synchronously, and offers no snapshot to hand to a background writer.
+
+At most one save is in flight: the next one waits for it (and says so on stderr), so one
+snapshot is held at a time. A checkpoint removal (``ModelCheckpoint(save_top_k=k)``) is queued
+behind the save in flight, so an older checkpoint is never deleted before the newer one is
+complete. The end of training, a preemption's stop and an exception wait for the save in
+flight (:class:`AwaitCheckpoint`, and the strategy's teardown). A background failure is
+raised on the training thread at the next save or wait.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import threading
+import time
+import weakref
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import torch
+from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
+from lightning.pytorch import Callback
+from lightning_utilities.core.apply_func import apply_to_collection
+
+from flashdist.compat.lightning import dcp_metadata_filename
+from flashdist.errors import ConfigError
+from flashdist.runtime.checkpoint import (
+    AtomicCheckpointIO,
+    _fsync_dir,
+    _partial_name,
+    _write_sharded_manifest,
+    make_sharded_saves_atomic,
+    remove_partials,
+    writes_directories,
+)
+
+# The background writer of each strategy (FSDP2's is not a CheckpointIO): looked up, never stashed on it.
+_WRITERS: weakref.WeakKeyDictionary[Any, BackgroundWriter] = weakref.WeakKeyDictionary()
+
+
+def snapshot(checkpoint: Any) -> Any:
+    """A copy of ``checkpoint`` whose tensors training can no longer change (containers rebuilt).
+
+    Example:
+        >>> live = {"w": torch.zeros(2)}; copy = snapshot(live); live["w"] += 1
+        >>> copy["w"].tolist()
+        [0.0, 0.0]
+    """
+    on_gpu = []
+
+    def copy(tensor: torch.Tensor) -> torch.Tensor:
+        tensor = tensor.detach()
+        if tensor.device.type == "cpu":
+            return tensor.clone()
+        on_gpu.append(tensor)
+        return torch.empty_like(tensor, device="cpu", pin_memory=True).copy_(tensor, non_blocking=True)
+
+    copied = apply_to_collection(checkpoint, torch.Tensor, copy)
+    if on_gpu and torch.cuda.is_available():
+        torch.cuda.synchronize()  # the non-blocking device-to-host copies are complete
+    return copied
+
+
+class BackgroundWriter:
+    """One background thread; at most one save in flight; errors raised on the caller's thread."""
+
+    def __init__(self, say: Callable[[str], None] | None = None):
+        self._say = say or (lambda line: print(line, file=sys.stderr, flush=True))
+        self._executor: ThreadPoolExecutor | None = None
+        self._in_flight: tuple[str, Future] | None = None
+        self._error: BaseException | None = None
+        self._lock = threading.Lock()
+        self.blocked_s: list[float] = []  # seconds each save held the caller (the bench reads it)
+
+    @property
+    def busy(self) -> bool:
+        """A save is being written right now."""
+        return self._in_flight is not None and not self._in_flight[1].done()
+
+    def wait_for_save_in_flight(self, next_name: str | None = None) -> None:
+        """Block until the save in flight (if any) is complete; raise its error, if it failed."""
+        in_flight = self._in_flight
+        if in_flight is not None:
+            name, future = in_flight
+            if not future.done() and next_name is not None:
+                self._say(f"flashdist: checkpoint {next_name} waits for {name}, still being written in the background")
+            future.exception()  # waits; the error itself is recorded by the job
+            self._in_flight = None
+        self.raise_error()
+
+    def submit_save(self, name: str, job: Callable[[], None]) -> None:
+        self._in_flight = (name, self._pool().submit(self._guarded, job))
+
+    def submit_after(self, job: Callable[[], None]) -> None:
+        """Run ``job`` after the save in flight, and only if no background save failed."""
+        if self._in_flight is None:
+            job()
+        else:
+            self._pool().submit(self._guarded, job)
+
+    def close(self) -> None:
+        """Wait for everything queued, stop the thread, raise a background failure."""
+        try:
+            self.wait_for_save_in_flight()
+        finally:
+            if self._executor is not None:
+                self._executor.shutdown(wait=True)
+                self._executor = None
+        self.raise_error()
+
+    def raise_error(self) -> None:
+        with self._lock:
+            error, self._error = self._error, None
+        if error is not None:
+            raise RuntimeError(f"flashdist: a background checkpoint save failed: {type(error).__name__}: {error}") from error
+
+    def _pool(self) -> ThreadPoolExecutor:
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="flashdist-checkpoint")
+        return self._executor
+
+    def _guarded(self, job: Callable[[], None]) -> None:
+        if self._error is not None:
+            return  # a save failed: nothing queued after it (a removal) may run
+        try:
+            job()
+        except BaseException as error:  # noqa: BLE001 - handed to the training thread
+            with self._lock:
+                self._error = error
+
+
+class AsyncAtomicCheckpointIO(AtomicCheckpointIO):
+    """:class:`AtomicCheckpointIO` on a background thread, after a snapshot on the caller's.
+
+    Example:
+        >>> import tempfile; target = Path(tempfile.mkdtemp()) / "step=1.ckpt"
+        >>> io = AsyncAtomicCheckpointIO(); io.save_checkpoint({"global_step": 1}, target); io.teardown()
+        >>> sorted(p.name for p in target.parent.iterdir())
+        ['step=1.ckpt', 'step=1.ckpt.manifest.json']
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writer = BackgroundWriter()
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any = None) -> None:
+        if storage_options is not None:
+            raise TypeError(f"{type(self).__name__} takes no storage_options.")
+        started = time.perf_counter()
+        self.writer.wait_for_save_in_flight(next_name=Path(path).name)
+        copied = snapshot(checkpoint)
+        write = super().save_checkpoint
+        self.writer.submit_save(Path(path).name, lambda: write(copied, path))
+        self.writer.blocked_s.append(time.perf_counter() - started)
+
+    def remove_checkpoint(self, path: Any) -> None:
+        remove = super().remove_checkpoint
+        self.writer.submit_after(lambda: remove(path))
+
+    def wait(self) -> None:
+        self.writer.wait_for_save_in_flight()
+
+    def teardown(self) -> None:
+        self.writer.close()
+
+
+def install_async_checkpoints(trainer: Any) -> None:
+    """Make this Trainer's checkpoints asynchronous and atomic, or refuse (before any work) where they cannot be."""
+    strategy = trainer.strategy
+    if hasattr(type(strategy), "zero_stage_3"):
+        raise ConfigError(
+            "async_checkpoint=True with a DeepSpeed strategy: DeepSpeed's engine writes its live optimizer "
+            "state itself, synchronously, and offers no snapshot a background writer could take over.",
+            hint="drop async_checkpoint, or train with strategy='ddp' / 'fsdp' for asynchronous checkpoints.",
+        )
+    if writes_directories(strategy):
+        make_sharded_saves_async(strategy)
+        return
+    if type(strategy.checkpoint_io) not in (TorchCheckpointIO, AtomicCheckpointIO):
+        raise ConfigError(
+            f"async_checkpoint=True with the checkpoint plugin {type(strategy.checkpoint_io).__name__}: "
+            "flashdist makes only torch.save checkpoints asynchronous.",
+            hint="drop async_checkpoint, or drop the checkpoint_io plugin.",
+        )
+    strategy.checkpoint_io = AsyncAtomicCheckpointIO()
+    _WRITERS[strategy] = strategy.checkpoint_io.writer
+
+
+def make_sharded_saves_async(strategy: Any) -> None:
+    """FSDP2: ``dcp.async_save`` into ``.<name>.partial/``; hashed, manifest, renamed by rank 0 in the background.
+
+    A strategy told to write one consolidated file (``save_distributed_checkpoint=False``)
+    keeps its synchronous atomic save.
+    """
+    if getattr(strategy.save_checkpoint, "atomic", False):
+        return
+    if not getattr(strategy, "_save_distributed_checkpoint", True):
+        make_sharded_saves_atomic(strategy)
+        return
+    writer = _WRITERS[strategy] = BackgroundWriter()
+    original_remove = strategy.remove_checkpoint
+    group: list[Any] = []  # the checkpoint's own gloo process group, made by every rank at the first save
+
+    def save_checkpoint(checkpoint: dict, filepath: Any, storage_options: Any = None) -> None:
+        if storage_options is not None:
+            raise TypeError(f"{type(strategy).__name__}.save_checkpoint takes no storage_options.")
+        target = Path(strategy.broadcast(str(filepath)))
+        started = time.perf_counter()
+        writer.wait_for_save_in_flight(next_name=target.name)  # each rank's last job ends after the others' rename
+        if not group:
+            group.append(_new_gloo_group())
+        partial = _partial_name(target)
+        if strategy.is_global_zero:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            remove_partials(target.parent)
+        strategy.barrier("flashdist_checkpoint_begin")
+        state = {"state_dict": checkpoint.pop("state_dict")}
+        state.update({f"optimizer_{i}": s for i, s in enumerate(checkpoint.pop("optimizer_states", []))})
+        metadata = snapshot(checkpoint) if strategy.is_global_zero else None
+        upload, stager = _dcp_async_save(state, partial, group[0])
+        writer.submit_save(target.name, lambda: _finish_sharded(strategy, upload, stager, metadata, partial, target, group[0]))
+        writer.blocked_s.append(time.perf_counter() - started)
+
+    def remove_checkpoint(filepath: Any) -> None:
+        writer.submit_after(lambda: original_remove(filepath))
+
+    save_checkpoint.atomic = True  # type: ignore[attr-defined]
+    strategy.save_checkpoint, strategy.remove_checkpoint = save_checkpoint, remove_checkpoint
+
+
+def _new_gloo_group() -> Any:
+    """A process group for the checkpoint's collectives, so they never interleave with training's."""
+    import torch.distributed as dist
+
+    return dist.new_group(backend="gloo") if dist.is_available() and dist.is_initialized() else None
+
+
+def _dcp_async_save(state: dict, partial: Path, group: Any) -> tuple[Future, Any]:
+    """torch DCP's ``async_save``: staged to CPU (pinned with CUDA) before it returns, written on DCP's thread."""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.staging import DefaultStager, StagingOptions
+
+    cuda = torch.cuda.is_available()
+    stager = DefaultStager(StagingOptions(use_pinned_memory=cuda, use_shared_memory=False, use_async_staging=False, use_non_blocking_copy=cuda))
+    partial.mkdir(parents=True, exist_ok=True)
+    upload = dcp.async_save(state, checkpoint_id=partial, process_group=group, async_stager=stager, no_dist=group is None)
+    return upload, stager
+
+
+def _finish_sharded(strategy: Any, upload: Future, stager: Any, metadata: Any, partial: Path, target: Path, group: Any) -> None:
+    """On the background thread: the shards are written; then the manifest, the rename, and every rank agrees."""
+    import torch.distributed as dist
+
+    try:
+        upload.result()
+    finally:
+        stager.close()
+    if metadata is not None:
+        torch.save(metadata, partial / dcp_metadata_filename())  # Lightning's non-tensor state, as its own save writes it
+    _write_sharded_manifest(strategy, partial, metadata or {}, group=group)
+    if strategy.is_global_zero:
+        if target.exists():
+            shutil.rmtree(target) if target.is_dir() else target.unlink()
+        os.replace(partial, target)
+        _fsync_dir(target.parent)
+    if group is not None:
+        dist.barrier(group=group)  # every rank's save ends once rank 0 renamed it
+
+
+def wait_for_checkpoints(strategy: Any) -> None:
+    """Block until this strategy's checkpoint in flight (if any) is complete; a no-op when saves are synchronous.
+
+    Example:
+        >>> trainer.save_checkpoint("x.ckpt"); wait_for_checkpoints(trainer.strategy)  # doctest: +SKIP
+    """
+    writer = _WRITERS.get(strategy)
+    if writer is not None:
+        writer.wait_for_save_in_flight()
+
+
+def background_writer(strategy: Any) -> BackgroundWriter | None:
+    """The strategy's background writer (its ``blocked_s`` per save), or None when saves are synchronous."""
+    return _WRITERS.get(strategy)
+
+
+class AwaitCheckpoint(Callback):
+    """First at the end of training: the save in flight is on disk before the summary says the run ended.
+
+    (A preemption's checkpoint is saved at a step boundary; the fit then ends here too.)
+    """
+
+    def on_train_end(self, trainer: Any, pl_module: Any) -> None:
+        wait_for_checkpoints(trainer.strategy)
+
+    def on_exception(self, trainer: Any, pl_module: Any, exception: BaseException) -> None:
+        try:
+            wait_for_checkpoints(trainer.strategy)
+        except RuntimeError as error:  # the fit's own exception is the one to raise
+            print(str(error), file=sys.stderr, flush=True)

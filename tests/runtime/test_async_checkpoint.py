@@ -61,6 +61,19 @@ def test_a_save_returns_before_it_is_written_and_auto_sees_only_complete_checkpo
     assert said == []  # no save had to wait
 
 
+def test_a_snapshot_reuses_the_previous_buffers_and_still_copies():
+    from flashdist.runtime.async_checkpoint import snapshot
+
+    live, buffers = {"w": torch.zeros(3), "step": 1}, []
+    first = snapshot(live, reuse=buffers)
+    reused = buffers[0]
+    live["w"] += 1
+    second = snapshot(live, reuse=buffers)
+    assert second["w"] is reused and second["w"].tolist() == [1.0] * 3 and second["step"] == 1
+    live["w"] += 1
+    assert second["w"].tolist() == [1.0] * 3 and first["w"] is reused  # the buffer of the save that is complete
+
+
 def test_one_save_in_flight_the_next_waits_and_says_so_and_removal_waits_for_the_newer_save(tmp_path: Path):
     said: list[str] = []
     io = _io(said)
@@ -102,16 +115,19 @@ def test_dcp_async_save_stages_a_copy_before_it_returns(tmp_path: Path):
     # The FSDP2 route relies on it: the tensors training changes after async_save returned are not the ones written.
     import torch.distributed.checkpoint as dcp
 
-    from flashdist.runtime.async_checkpoint import _dcp_async_save
+    from flashdist.runtime.async_checkpoint import _dcp_async_save, _stager
 
-    weights = torch.zeros(8)
-    upload, stager = _dcp_async_save({"w": weights}, tmp_path / "c", None)
-    weights += 1
-    upload.result()
+    weights, stager = torch.zeros(8), _stager()  # one stager for every save, as the FSDP2 route keeps it
+    for value, name in ((0.0, "a"), (1.0, "b")):
+        weights.fill_(value)
+        upload = _dcp_async_save({"w": weights}, tmp_path / name, None, stager)
+        weights += 10  # training goes on
+        upload.result()
     stager.close()
-    loaded = {"w": torch.empty(8)}
-    dcp.load(loaded, checkpoint_id=tmp_path / "c", no_dist=True)
-    assert loaded["w"].tolist() == [0.0] * 8
+    for value, name in ((0.0, "a"), (1.0, "b")):
+        loaded = {"w": torch.empty(8)}
+        dcp.load(loaded, checkpoint_id=tmp_path / name, no_dist=True)
+        assert loaded["w"].tolist() == [value] * 8
 
 
 def test_async_checkpoint_refusals_come_before_any_work():

@@ -36,6 +36,8 @@ def test_worker_killed_during_checkpoint_write_restarts_and_resumes_from_last_co
     assert summary["completed"] and summary["resumed_from"].endswith("last.ckpt")
     assert summary["optimizer_steps"] == summary["planned_total_steps"] == summary["scheduler_steps"] == 16
     assert harness.lrs(root) == uninterrupted_2ranks.lrs
+    # every update's grad norm too (lr.csv's last column): the resumed weights and optimizer state are exact
+    assert (root / "lr.csv").read_text() == (uninterrupted_2ranks.root / "lr.csv").read_text()
 
     records = harness.samples(root)
     assert min(r["step"] for r in records if r["attempt"] > 0) == 4, "resumed after step 3, the last complete checkpoint"

@@ -98,6 +98,12 @@ class Registry(Generic[E]):
                     )
 
     def register(self, entry: E, override: bool = False) -> None:
+        if not isinstance(entry.name, str) or not entry.name.strip():
+            raise ConfigError(
+                f"a {self.kind} cannot be registered under the name {entry.name!r} ({type(entry.name).__name__}).",
+                accepted="a non-empty string",
+                hint="pass name='my_name' (a string), or leave name out to use the function's __name__.",
+            )
         key = normalize_name(entry.name)
         if not override and key in self:
             raise ConfigError(

@@ -71,11 +71,13 @@ def build_lr_scheduler(
     num_training_steps: int | None = None,
     *,
     plan: StepPlan | None = None,
+    custom_step: bool = False,
 ) -> tuple[Any, dict[str, Any]]:
     """Build the scheduler ``spec`` describes and return it with its Lightning config.
 
     ``plan`` (from the Trainer) resolves every duration unit; ``num_training_steps`` alone
-    resolves step counts and fractions.
+    resolves step counts and fractions. ``custom_step``: the Task overrides
+    ``lr_scheduler_step``, which decides how ``step()`` is called (see :func:`check_scheduler_api`).
 
     Example:
         >>> opt = torch.optim.SGD(torch.nn.Linear(2, 1).parameters(), lr=0.1)
@@ -95,10 +97,12 @@ def build_lr_scheduler(
         problem = schedule_length_conflict(spec, kwargs, num_training_steps)
         if problem:
             raise ConfigError(problem, hint="leave the total out: it is filled from num_training_steps.")
-    return instantiate_scheduler(optimizer, spec, kwargs)
+    return instantiate_scheduler(optimizer, spec, kwargs, custom_step=custom_step)
 
 
-def instantiate_scheduler(optimizer: torch.optim.Optimizer, spec: SchedulerSpec, kwargs: dict[str, Any] | None) -> tuple[Any, dict[str, Any]]:
+def instantiate_scheduler(
+    optimizer: torch.optim.Optimizer, spec: SchedulerSpec, kwargs: dict[str, Any] | None, *, custom_step: bool = False
+) -> tuple[Any, dict[str, Any]]:
     """Construct the scheduler from kwargs already resolved by :func:`resolve_scheduler_kwargs`.
 
     A recipe or callable may return a scheduler or a Lightning scheduler config
@@ -119,16 +123,19 @@ def instantiate_scheduler(optimizer: torch.optim.Optimizer, spec: SchedulerSpec,
                 hint="return the scheduler, or a Lightning scheduler config {'scheduler': scheduler, 'interval': 'step'}.",
             )
         config, built = merge_lightning_config(spec, built), built["scheduler"]
-    check_scheduler_api(built, config, f"lr_scheduler {spec.name!r}")
+    check_scheduler_api(built, config, f"lr_scheduler {spec.name!r}", custom_step=custom_step)
     return built, {**config, "scheduler": built}
 
 
-def check_scheduler_api(scheduler: Any, config: Mapping[str, Any], what: str = "lr_scheduler") -> None:
+def check_scheduler_api(scheduler: Any, config: Mapping[str, Any], what: str = "lr_scheduler", *, custom_step: bool = False) -> None:
     """Refuse what Lightning could not step: Lightning's own check, which the Task's
     ``lr_scheduler_step`` override (for transformers' metric-driven GreedyLR) would skip.
 
     A scheduler needs ``step()``, ``state_dict()`` and ``load_state_dict()``. Lightning calls
-    ``step()`` with no argument, or ``step(metric)`` when the config says ``reduce_on_plateau``.
+    ``step()`` with no argument, or ``step(metric)`` when the config says ``reduce_on_plateau``;
+    unless the user's Task overrides ``lr_scheduler_step`` (``custom_step``): then their
+    override calls ``step()`` its own way (``step(epoch)``, ``step(foobar)``), and Lightning
+    skips its check, so the signature is not checked here either.
 
     Example:
         >>> opt = torch.optim.SGD(torch.nn.Linear(2, 1).parameters(), lr=0.1)
@@ -143,7 +150,7 @@ def check_scheduler_api(scheduler: Any, config: Mapping[str, Any], what: str = "
             f"{what} gave a {type(scheduler).__name__}, which is not an LR scheduler (it lacks {', '.join(missing)}).",
             hint=hint,
         )
-    if isinstance(scheduler, (torch.optim.lr_scheduler.LRScheduler, torch.optim.lr_scheduler.ReduceLROnPlateau)):
+    if custom_step or isinstance(scheduler, (torch.optim.lr_scheduler.LRScheduler, torch.optim.lr_scheduler.ReduceLROnPlateau)):
         return
     try:
         params = list(inspect.signature(scheduler.step).parameters.values())
@@ -281,8 +288,12 @@ def _plan_of_total(total_steps: int) -> StepPlan:
     )
 
 
-def dry_run(optimizer_spec: OptimizerSpec, scheduler_spec: SchedulerSpec | None, learning_rate: float | None) -> None:
-    """Build both on a dummy parameter, turning any failure into a ConfigError now, not at fit."""
+def dry_run(
+    optimizer_spec: OptimizerSpec, scheduler_spec: SchedulerSpec | None, learning_rate: float | None, *, custom_step: bool = False
+) -> None:
+    """Build both on a dummy parameter, turning any failure into a ConfigError now, not at fit.
+
+    ``custom_step``: the Task overrides ``lr_scheduler_step`` (see :func:`check_scheduler_api`)."""
     required = scheduler_spec.entry.requires_optimizer if scheduler_spec is not None and scheduler_spec.entry else None
     if required is not None and (optimizer_spec.entry is None or optimizer_spec.entry.name.lower() != required):
         raise ConfigError(
@@ -304,7 +315,7 @@ def dry_run(optimizer_spec: OptimizerSpec, scheduler_spec: SchedulerSpec | None,
     if scheduler_spec is not None:
         _attempt(
             f"lr_scheduler {scheduler_spec.describe()}",
-            lambda: build_lr_scheduler(optimizer, scheduler_spec, plan=_placeholder_plan(scheduler_spec)),
+            lambda: build_lr_scheduler(optimizer, scheduler_spec, plan=_placeholder_plan(scheduler_spec), custom_step=custom_step),
         )
 
 

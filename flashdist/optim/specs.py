@@ -295,6 +295,8 @@ def _check_number_strings(name: str, what: str, params: Mapping[str, inspect.Par
 def _lightning_config(
     given: dict[str, Any], default_interval: str, requires_monitor: bool, name: str = "", demand_monitor: bool = True
 ) -> Mapping[str, Any]:
+    if "opt_idx" in given:
+        given = _without_opt_idx(given, name)
     unknown = set(given) - LIGHTNING_CONFIG_KEYS
     if unknown:
         raise ConfigError(
@@ -327,6 +329,25 @@ def _lightning_config(
     if requires_monitor:
         config["reduce_on_plateau"] = True  # tells Lightning to pass the monitored value to step()
     return MappingProxyType(config)
+
+
+def _without_opt_idx(given: Mapping[str, Any], name: str) -> dict[str, Any]:
+    """Lightning 1.x's ``opt_idx`` (which optimizer a scheduler belongs to), as Flash's recipes
+    returned it: with one optimizer it says nothing, so it is dropped with a deprecation warning,
+    as Lightning 2 ignores it; an index of another optimizer is refused. A copy: the user's
+    dict is left as it was."""
+    if given["opt_idx"] not in (None, 0):
+        raise ConfigError(
+            f"lr_scheduler {name!r}: opt_idx={given['opt_idx']!r} names an optimizer other than the Task's one.",
+            hint="a flashdist Task has one optimizer: drop opt_idx (Lightning 2 no longer reads it).",
+        )
+    warnings.warn(
+        f"lr_scheduler {name!r}: the scheduler config's 'opt_idx' is a Lightning 1.x key that Lightning 2 no longer reads; "
+        "it is dropped (a Task has one optimizer). Remove it from the returned dict.",
+        FutureWarning,
+        stacklevel=5,
+    )
+    return {k: v for k, v in given.items() if k != "opt_idx"}
 
 
 def merge_lightning_config(spec: SchedulerSpec, returned: Mapping[str, Any]) -> Mapping[str, Any]:

@@ -81,7 +81,7 @@ class Task(LightningModule):
                 f"weight_decay={weight_decay} given both to the Task and in the optimizer kwargs.",
                 hint="Task(weight_decay=...) decays weights but not biases/norms; use one place.",
             )
-        dry_run(self.optimizer_spec, self.scheduler_spec, learning_rate)
+        dry_run(self.optimizer_spec, self.scheduler_spec, learning_rate, custom_step=self._steps_schedulers_itself())
         self.grouping = grouping_for(self, param_groups, layer_decay)
         self.val_metrics = torchmetrics.MetricCollection(_as_metric_dict(metrics), prefix="val_")
 
@@ -175,7 +175,7 @@ class Task(LightningModule):
         if wants_tensor_lr(optimizer, compiled_step=compile_kwargs is not None):
             target = spec.entry.target if spec.entry is not None and not spec.entry.is_recipe else None
             build_kwargs = tensor_lr_kwargs(optimizer, target, kwargs, compile_kwargs is not None, spec.name)
-        scheduler, config = instantiate_scheduler(optimizer, spec, build_kwargs)
+        scheduler, config = instantiate_scheduler(optimizer, spec, build_kwargs, custom_step=self._steps_schedulers_itself())
         if compile_kwargs is not None:  # after the scheduler, which wraps optimizer.step itself
             compile_optimizer_step(optimizer, **compile_kwargs)
         # the schedule's identity (checked on resume) is the same compiled or not: LRs are the same
@@ -191,6 +191,12 @@ class Task(LightningModule):
             rank_zero_warn(f"{problem} Kept (strict_ledger=False).", category=UserWarning, stacklevel=3)
             return
         raise ConfigError(problem, hint="leave the total out: flashdist fills it from the plan (or pass Trainer(strict_ledger=False) to keep yours).")
+
+    def _steps_schedulers_itself(self) -> bool:
+        """The user overrides ``lr_scheduler_step`` (on their subclass, or on this instance, as
+        Lightning's own tests do): their override decides how ``step()`` is called, and
+        Lightning skips its scheduler check for them; so does flashdist's."""
+        return type(self).lr_scheduler_step is not Task.lr_scheduler_step or "lr_scheduler_step" in vars(self)
 
     def lr_scheduler_step(self, scheduler: Any, metric: Any) -> None:
         # Lightning's own rule, extended to metric-driven schedules that are not

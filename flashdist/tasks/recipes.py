@@ -27,7 +27,8 @@ class RecipeRegistry(Registry):
 
     def __call__(self, fn: Callable | None = None, *, name: str | None = None, override: bool = False) -> Any:
         def register(fn: Callable) -> Callable:
-            self.register(self._make_entry(name or fn.__name__, fn), override=override)
+            # `name or ...` would quietly take fn.__name__ for name=0 or ""; register() refuses a non-string name
+            self.register(self._make_entry(fn.__name__ if name is None else name, fn), override=override)
             return fn
 
         return register(fn) if fn is not None else register

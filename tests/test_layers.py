@@ -10,7 +10,7 @@ import flashdist
 PACKAGE = Path(flashdist.__file__).parent
 # Lowest first. A module may import its own layer and the layers below it, never one above.
 LAYERS: tuple[tuple[str, ...], ...] = (
-    ("errors", "version", "registry", "plan", "strategy_names", "compat", "optim", "data", "launching"),
+    ("errors", "version", "registry", "plan", "strategy_names", "spec_text", "compat", "optim", "data", "launching"),
     ("strategies",),
     ("tasks", "image", "text"),
     ("runtime",),

@@ -106,6 +106,15 @@ class LrLog:
         return [[float(v) for v in line.split(",")[1:end]] for line in _read_rows(self.path)]
 
 
+def _lr_entry(lr: Any) -> Any:
+    """A group's LR for the row: a float, NaN for None, a tensor kept as a copy (the optimizer updates its own in place)."""
+    if lr is None:
+        return math.nan
+    if isinstance(lr, torch.Tensor):
+        return lr.detach().clone()
+    return float(lr)
+
+
 def _unknown(value: float | PendingNorm) -> bool:
     return isinstance(value, PendingNorm) and value.value is None
 
@@ -126,6 +135,7 @@ class StepLedger(Callback):
         self._restored: dict[str, Any] = {}
         self._hook: Any = None
         self._started_at = 0.0
+        self._lr_tensors: tuple[torch.Tensor, torch.Tensor] | None = None  # (first, peak) of tensor LRs, read when reported
 
     @property
     def optimizer_steps(self) -> int:
@@ -136,6 +146,7 @@ class StepLedger(Callback):
         run = self.run
         self.resumed_from = trainer.ckpt_path
         restored = self._restored
+        self._lr_tensors = None
         counts = run.counts = LedgerCounts(
             optimizer_steps=restored.get("optimizer_steps", 0), lr_first=restored.get("lr_first"), lr_peak=restored.get("lr_peak")
         )
@@ -155,10 +166,15 @@ class StepLedger(Callback):
         counts = self.run.counts
         counts.optimizer_steps += 1
         # lr None: the optimizer sizes each step itself (transformers' Adafactor with relative_step),
-        # so there is no group LR to report: NaN in lr.csv, None in summary.json.
-        lrs = [float(lr) if (lr := group["lr"]) is not None else math.nan for group in optimizer.param_groups]
+        # so there is no group LR to report: NaN in lr.csv, None in summary.json. A tensor LR (a
+        # compiled or capturable step, a fused kernel on a GPU) stays a tensor until lr.csv is
+        # written: reading it now would be a host sync per update.
+        lrs = [_lr_entry(group["lr"]) for group in optimizer.param_groups]
         first = lrs[0]
-        if first == first:  # not NaN
+        if isinstance(first, torch.Tensor):
+            self._lr_tensors = (first if self._lr_tensors is None else self._lr_tensors[0],
+                                first if self._lr_tensors is None else torch.maximum(self._lr_tensors[1], first))
+        elif first == first:  # not NaN
             if counts.lr_first is None:
                 counts.lr_first = first
             counts.lr_peak = first if counts.lr_peak is None else max(counts.lr_peak, first)
@@ -168,6 +184,16 @@ class StepLedger(Callback):
             # filled in before lr.csv is flushed for a checkpoint or at the end).
             norm = self.run.route.grad_norm_entry() if self.run.route is not None else None
             self.run.lr_log.append([*lrs, math.nan if norm is None else norm])
+
+    def _settle_lr_counts(self) -> None:
+        """Fold the tensor LRs' first and peak into the counts (a host read: at checkpoints and reports only)."""
+        if self._lr_tensors is None:
+            return
+        counts, (first, peak) = self.run.counts, self._lr_tensors
+        self._lr_tensors = None
+        if counts.lr_first is None:
+            counts.lr_first = float(first)
+        counts.lr_peak = float(peak) if counts.lr_peak is None else max(counts.lr_peak, float(peak))
 
     @property
     def lr_rows(self) -> list[list[float]]:
@@ -187,6 +213,7 @@ class StepLedger(Callback):
             run.route.finish_grad_norms()  # every rank saves together: the pending norms' collective
         if run.lr_log is not None:
             run.lr_log.flush()  # the rows this checkpoint covers are on disk before it is
+        self._settle_lr_counts()
         return {
             "optimizer_steps": run.counts.optimizer_steps,
             "scheduler_steps": self.scheduler_steps(run.trainer),
@@ -236,6 +263,7 @@ class StepLedger(Callback):
         warnings.warn(message, RuntimeWarning, stacklevel=2)
 
     def summary(self, trainer: Any, pl_module: Any, completed: bool) -> dict[str, Any]:
+        self._settle_lr_counts()
         run = self.run
         plan, schedule, route, counts = run.plan, run.schedule, run.route, run.counts
         scheduler = _scheduler(trainer)

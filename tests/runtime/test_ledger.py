@@ -122,3 +122,31 @@ def test_state_dict_holds_the_counters_a_resume_restores(tmp_path):
     trainer = _fit(tmp_path)
     state = trainer.ledger.state_dict()
     assert state == {"optimizer_steps": 10, "scheduler_steps": 10, "lr_first": 0.0, "lr_peak": 0.1}
+
+
+def test_a_tensor_lr_is_read_when_lr_csv_is_written_not_at_each_update(tmp_path):
+    from lightning.pytorch import LightningModule
+
+    from flashdist.bench.syncs import syncs_during
+
+    class TensorLr(LightningModule):  # what a compiled or capturable step, or a fused kernel on a GPU, runs with
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = nn.Linear(3, 1)
+
+        def training_step(self, batch, batch_idx):
+            return nn.functional.mse_loss(self.model(batch[0]), batch[1])
+
+        def configure_optimizers(self):
+            optimizer = torch.optim.SGD(self.parameters(), lr=torch.tensor(0.5), foreach=False)
+            scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1 / (step + 1))
+            return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    x = torch.randn(16, 3, generator=torch.Generator().manual_seed(1))
+    trainer = flashdist.Trainer(default_root_dir=tmp_path, accelerator="cpu", devices=1, max_epochs=1, logger=False,
+                                enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False)
+    syncs = syncs_during(lambda: trainer.fit(TensorLr(), DataLoader(TensorDataset(x, x[:, :1]), batch_size=4)))
+    assert not [where for where in syncs if "ledger.py" in where and ": _count" in where]  # the per-update hook
+    assert [r[0] for r in trainer.fit_run.lr_log.read_rows()] == pytest.approx([0.5, 0.25, 0.5 / 3, 0.125])
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["lr"]["first"] == pytest.approx(0.5) and summary["lr"]["peak"] == pytest.approx(0.5)

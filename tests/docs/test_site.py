@@ -7,6 +7,7 @@ mkdocstrings cannot render, or a `flashdist ... --help` that fails (docs/hooks/c
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -27,3 +28,13 @@ def test_site_builds_strictly_with_generated_references(tmp_path: Path):
     api = (site / "reference" / "api" / "index.html").read_text()
     for name in ("build_optimizer", "plan_steps", "ConfigError", "LanguageModelingDataModule"):
         assert name in api, f"the API reference lacks {name!r}"
+
+
+def test_readme_links_point_at_files_that_exist():
+    # The README is not part of the site (mkdocs checks the site's links); its links into docs/
+    # are checked here.
+    readme = (REPO / "README.md").read_text()
+    targets = [t.split("#")[0] for t in re.findall(r"\]\(([^)\s]+)\)", readme) if "://" not in t]
+    assert targets, "the README links into the docs"
+    missing = [t for t in targets if not (REPO / t).exists()]
+    assert not missing, f"README links to missing files: {missing}"

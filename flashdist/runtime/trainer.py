@@ -32,6 +32,7 @@ from flashdist.runtime.planning import data_parallel_size, plan_before_launch
 from flashdist.runtime.preemption import finish_preempted_fit
 from flashdist.runtime.resume import RESUME_POLICIES, ResumePolicy
 from flashdist.compat.console import quiet_console
+from flashdist.runtime.progress import default_progress_bar
 from flashdist.runtime.said_once import said_once
 from flashdist.strategies.checks import LaunchFacts, check_before_launch, check_precision, needs_step_plan
 from flashdist.runtime.reshard import prepare_deepspeed_reshard, universal_path_for_load
@@ -98,7 +99,8 @@ class Trainer(pl.Trainer):
         self.compile_optimizer = checked_compile_option(compile_optimizer, kwargs["strategy"])
         check_precision(kwargs["strategy"], kwargs.get("precision"), runs_on_cpu(kwargs.get("accelerator", "auto")))
         user_callbacks = list(kwargs.pop("callbacks", None) or [])
-        super().__init__(*args, callbacks=list(user_callbacks), **kwargs)  # Lightning extends the list it is given
+        bar = default_progress_bar(user_callbacks, kwargs.get("enable_progress_bar"))  # Lightning's rich bar, v_num an integer
+        super().__init__(*args, callbacks=list(user_callbacks) + ([bar] if bar else []), **kwargs)  # Lightning extends the list
         if not isinstance(async_checkpoint, bool):
             raise ConfigError(f"async_checkpoint={async_checkpoint!r} must be True or False.", hint="async_checkpoint: true")
         self.async_checkpoint = async_checkpoint

@@ -118,6 +118,7 @@ def test_a_lora_deepspeed_fit_on_a_terminal_shows_only_the_users_business(tmp_pa
     text = ANSI.sub("", raw).replace("\r\n", "\n")
     assert not [line for line in text.splitlines() if any(noise in line for noise in NOISE)], text
     assert text.count("flashdist: tokenized ") == 1 and "exported the trained model" in text, text
+    assert re.search(r"v_num: \d+ ", text) and "v_num: 0.000" not in text, text  # the run's version, an integer
     assert_console_shape("\n".join(line.split("\r")[-1] for line in text.splitlines()), tmp_path / "run")  # what a terminal shows
 
 

@@ -71,7 +71,7 @@ def test_flashdist_callbacks_run_in_the_declared_order_before_lightnings_own(tmp
     assert own == [f.type for f in FitCallbacks.__dataclass_fields__.values()]
     start = names.index(own[0])
     assert trainer.callbacks[0] is user and names[start:start + len(own)] == own
-    assert names.index("ModelCheckpoint") > start + len(own) - 1 and names.index("RichProgressBar") > start
+    assert names.index("ModelCheckpoint") > start + len(own) - 1 and trainer.callbacks.index(trainer.progress_bar_callback) > start
 
 
 def test_a_task_fitted_by_a_plain_lightning_trainer_is_told_to_use_flashdists(tmp_path):

@@ -154,3 +154,35 @@ def test_a_one_process_fit_with_async_checkpoints_ends_with_every_checkpoint_com
     names = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
     assert names == ["epoch=0-step=8.ckpt", "epoch=0-step=8.ckpt.manifest.json"]  # top-1 kept, the others removed after it
     assert verify(tmp_path / "checkpoints" / "epoch=0-step=8.ckpt") == []
+
+
+def test_a_fit_that_raises_waits_for_the_save_in_flight(tmp_path: Path):
+    from lightning.pytorch import Callback
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from flashdist.tasks.classification import ClassificationTask
+
+    hold = HoldsTheWriter()
+
+    class SaveThenFail(Callback):
+        def on_train_batch_end(self, trainer, *args):
+            if trainer.global_step == 2:
+                trainer.save_checkpoint(tmp_path / "step=2.ckpt")  # held inside torch.save
+            if trainer.global_step == 3:
+                assert hold.inside.wait(timeout=60)
+                raise RuntimeError("the user's bug")
+
+        def on_save_checkpoint(self, trainer, pl_module, checkpoint):
+            checkpoint["hold"] = hold
+
+        def on_exception(self, trainer, pl_module, exception):  # runs before flashdist's (user callbacks come first)
+            hold.release.set()
+
+    x = torch.randn(32, 4)
+    trainer = flashdist.Trainer(default_root_dir=tmp_path, accelerator="cpu", devices=1, max_epochs=1, logger=False,
+                                enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False,
+                                async_checkpoint=True, callbacks=[SaveThenFail()])
+    task = ClassificationTask(torch.nn.Linear(4, 2), num_classes=2, optimizer="adamw", learning_rate=0.01)
+    with pytest.raises(RuntimeError, match="the user's bug"):
+        trainer.fit(task, DataLoader(TensorDataset(x, (x[:, 0] > 0).long()), batch_size=4))
+    assert verify(tmp_path / "step=2.ckpt") == []  # written, hashed and renamed before fit raised

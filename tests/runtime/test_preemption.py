@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from flashdist.runtime.preemption import EXIT_PREEMPTED
+from flashdist.runtime.trust import verify
 from tests.runtime import harness
 
 
@@ -86,11 +87,13 @@ def test_sigusr1_to_rank0_stops_both_ranks_at_one_step_then_auto_resume_is_exact
 @pytest.mark.multiprocess
 def test_sigterm_to_rank1_only_stops_both_ranks_with_exit_75(tmp_path):
     root = tmp_path / "run"
-    proc = harness.start(root, record_samples=True, pause_at_step={"step": 2, "rank": 1})
+    # asynchronous checkpoints: the preemption's save is in the background, and the exit waits for it
+    proc = harness.start(root, record_samples=True, pause_at_step={"step": 2, "rank": 1}, async_checkpoint=True)
     harness.pause_and_signal(proc, root, 2, lambda: os.kill(_child_pid(proc.pid), signal.SIGTERM))
     output = proc.communicate(timeout=120)[0]
     assert proc.returncode == EXIT_PREEMPTED, output[-4000:]
     preempted = harness.ckpt(root, "preempted-step=*.ckpt")
+    assert verify(preempted) == [] and not list((root / "checkpoints").glob(".*"))  # complete, with its manifest
     step = int(preempted.stem.split("=")[1])
     assert f"rank 1: preempted (signal {int(signal.SIGTERM)})" in output
     assert f"rank 0: preempted (signal of another rank); saved {preempted} at step {step}" in output

@@ -5,6 +5,11 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 
+# The exit status of a process that stopped on a ConfigError, on every rank (runtime/said_once.py
+# exits with it; launching/agent.py recognises it in torchrun's failure log).
+CONFIG_ERROR_EXIT_STATUS = 2
+
+
 class ConfigError(ValueError):
     """A user-facing configuration error: what was given, what is accepted, and a hint.
 

@@ -16,7 +16,7 @@ import re
 import signal
 import sys
 
-from flashdist.runtime.said_once import CONFIG_ERROR_EXIT_STATUS
+from flashdist.errors import CONFIG_ERROR_EXIT_STATUS
 
 # torch/distributed/elastic/agent/server/api.py and multiprocessing/api.py log the first failure
 # as "failed (exitcode: N) local_rank: ..." at ERROR before raising ChildFailedError.

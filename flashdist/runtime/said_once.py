@@ -30,9 +30,7 @@ from collections.abc import Callable, Iterator, Mapping
 from types import TracebackType
 from typing import Any, NoReturn, TypeVar
 
-from flashdist.errors import ConfigError
-
-CONFIG_ERROR_EXIT_STATUS = 2  # flashdist fit's status for a config error, on every rank
+from flashdist.errors import CONFIG_ERROR_EXIT_STATUS, ConfigError
 # How long a quiet rank waits for its launcher to stop it (torchrun's agent does within ~0.1 s of
 # rank 0's exit; srun with --kill-on-bad-exit, as flashdist's sbatch runs it, too). Rank 0 is
 # doing the same work and is rarely more than a few seconds behind; past this the rank leaves anyway.

@@ -246,7 +246,8 @@ def make_sharded_saves_async(strategy: Any) -> None:
             raise TypeError(f"{type(strategy).__name__}.save_checkpoint takes no storage_options.")
         target = Path(strategy.broadcast(str(filepath)))
         started = time.perf_counter()
-        writer.wait_for_save_in_flight(next_name=target.name)  # each rank's last job ends after the others' rename
+        # each rank's last job ends after the others' rename; rank 0 alone says that it waits
+        writer.wait_for_save_in_flight(next_name=target.name if strategy.is_global_zero else None)
         if not group:
             group.append(_new_gloo_group())
         partial = _partial_name(target)

@@ -74,6 +74,16 @@ FILTERS: tuple[ConsoleFilter, ...] = (
         when=lambda: not _cuda_available(),
     ),
     ConsoleFilter(
+        "Lightning's sync_dist hint for metrics flashdist reduced itself",
+        "warning",
+        r"It is recommended to use `self\.log\('(val_loss|val_perplexity)', \.\.\., sync_dist=True\)`",
+        # CausalLM sums the validation loss and the token count over the ranks itself (one all-reduce
+        # per validation run: a mean over batches would weight tokens unequally) and logs the same
+        # number on every rank; sync_dist=True would add a second, useless collective. Lightning
+        # hints at any epoch-level tensor logged without sync_dist, so only these names are matched.
+        why="Lightning's hint for val_loss / val_perplexity, which CausalLM has already reduced over the ranks",
+    ),
+    ConsoleFilter(
         "torch all_gather_into_tensor deprecation",
         "warning",
         r"`torch\.distributed\.all_gather_into_tensor` is deprecated",

@@ -46,23 +46,30 @@ class CausalLM(Task):
         lr_scheduler: SchedulerArg = None,
         weight_decay: float | None = None,
         export: bool = True,
+        activation_checkpointing: bool = False,
     ):
         if not isinstance(backbone, str):
             raise ConfigError(f"backbone={backbone!r} must be a string: a built-in name or a directory.")
         settings = LoraSettings.from_user(lora) if lora is not None else None
         if not isinstance(export, bool):
             raise ConfigError(f"export={export!r} must be true or false.")
+        if not isinstance(activation_checkpointing, bool):
+            raise ConfigError(f"activation_checkpointing={activation_checkpointing!r} must be true or false.",
+                              hint="activation_checkpointing: true recomputes each decoder block in the backward.")
         model, info = load_causal_lm(backbone)
         model.train()  # from_pretrained returns eval mode; Lightning keeps whatever mode a module is in
         self.base_config = model.config  # before peft wraps it: what an export rebuilds
         if settings is not None:
             model = apply_lora(model, settings)
+        if activation_checkpointing:
+            enable_activation_checkpointing(model.get_base_model() if settings is not None else model)
         super().__init__(model=model, learning_rate=learning_rate, optimizer=optimizer, lr_scheduler=lr_scheduler,
                          weight_decay=weight_decay)
         self.backbone = backbone
         self.backbone_info: Backbone = info
         self.lora = settings
         self.export = export
+        self.activation_checkpointing = activation_checkpointing
         self._val_sums: list[torch.Tensor] = []
 
     # ---- what the data module and the throughput meter read ---------------------------------
@@ -140,6 +147,23 @@ class CausalLM(Task):
         from flashdist.text.export import save_hf_model
 
         return save_hf_model(export_metadata(self), state_dict, Path(out_dir))
+
+
+def enable_activation_checkpointing(model: Any) -> None:
+    """The HF model's own per-decoder-block checkpointing, non-reentrant.
+
+    Each decoder layer (transformers' ``GradientCheckpointingLayer``) runs its ``forward`` under
+    ``torch.utils.checkpoint``, its module hooks outside: under FSDP2, whose ``fully_shard`` is
+    applied to those same blocks, a block's all-gather hooks wrap its checkpointed forward, the
+    layout torchtitan gets from ``checkpoint_wrapper`` inside ``fully_shard``. Non-reentrant needs
+    no input that requires grad, so a LoRA model (frozen embeddings) works without
+    ``enable_input_require_grads``. Called on the base model after the LoRA wrap: peft then does not read the deprecated
+    ``is_gradient_checkpointing`` to prepare the model a second time.
+    """
+    if not getattr(model, "supports_gradient_checkpointing", False):
+        raise ConfigError(f"activation_checkpointing=True: {type(model).__name__} does not support activation checkpointing.",
+                          hint="set activation_checkpointing: false for this model.")
+    model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
 
 
 def export_metadata(task: CausalLM) -> dict[str, Any]:

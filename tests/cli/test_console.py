@@ -46,11 +46,15 @@ def test_each_filter_drops_its_message_and_nothing_else(caplog):
         warnings.warn("The `srun` command is available on your system but is not used. HINT: ...", UserWarning)
         warnings.warn("`isinstance(treespec, LeafSpec)` is deprecated, use ...", FutureWarning)
         warnings.warn("a real warning", UserWarning)
+        hint = ("It is recommended to use `self.log({!r}, ..., sync_dist=True)` when logging on epoch level in distributed"
+                " setting to accumulate the metric across devices.")
+        warnings.warn(hint.format("val_loss"), UserWarning)  # CausalLM reduced it over the ranks itself
+        warnings.warn(hint.format("val_acc"), UserWarning)  # a user's own metric: the hint is theirs
         with caplog.at_level(logging.INFO, logger="lightning.pytorch.utilities.rank_zero"):
             rank_zero_info("💡 Tip: For seamless cloud logging, try installing [litlogger]")
             rank_zero_info("GPU available: False, used: False")
     tip_logger.filters[:] = filters_before
-    assert [str(w.message) for w in caught] == ["a real warning"]
+    assert [str(w.message) for w in caught] == ["a real warning", hint.format("val_acc")]
     assert [r.getMessage() for r in caplog.records] == ["GPU available: False, used: False"]
 
 

@@ -7,7 +7,7 @@ tests/scripts/fit_matrix.py does). Keys: root, model_dir, data_file, strategy, l
 null), devices, batch_size, seq_length, accumulate_grad_batches, max_tokens, warmup (a
 duration), checkpoint (bool: save last.ckpt at the end), ckpt_path (e.g. "auto"),
 data_fields (the data module's field options; default prompt_field/completion_field, e.g.
-{"messages_field": "messages"} for conversations), signal_at_step (rank 0 sends itself SIGUSR1 after that optimizer step: a real preemption, whose
+{"messages_field": "messages"} for conversations), activation_checkpointing (bool), val_check_interval, signal_at_step (rank 0 sends itself SIGUSR1 after that optimizer step: a real preemption, whose
 exit 75 is recorded in exit-rank<R>.json instead of ending the list), cache_dir_per_rank (bool: each rank
 reads and writes ``<root>/local-disk-rank<R>/cache``, as a node-local disk would give it, so
 rank 1 cannot see the cache rank 0 built).
@@ -50,6 +50,7 @@ def main(config: dict) -> None:
     seed_everything(0, workers=True)
     seq_length = config.get("seq_length", 32)
     lm = CausalLM(backbone=config["model_dir"], lora=config.get("lora"), learning_rate=5e-3, weight_decay=0.01,
+                  activation_checkpointing=config.get("activation_checkpointing", False),
                   lr_scheduler=("linear_schedule_with_warmup", {"num_warmup_steps": config["warmup"]}))
     cache_dir = f"{config['root']}/local-disk-rank{os.environ['RANK']}/cache" if config.get("cache_dir_per_rank") else None
     fields = config.get("data_fields", {"prompt_field": "prompt", "completion_field": "completion"})
@@ -63,7 +64,7 @@ def main(config: dict) -> None:
         default_root_dir=config["root"], accelerator="cpu", devices=config.get("devices", 2), strategy=config["strategy"],
         accumulate_grad_batches=config.get("accumulate_grad_batches", 1), max_tokens=config["max_tokens"],
         logger=False, enable_checkpointing=bool(config.get("checkpoint")), callbacks=callbacks, enable_progress_bar=False,
-        enable_model_summary=False, log_every_n_steps=2,
+        enable_model_summary=False, log_every_n_steps=2, val_check_interval=config.get("val_check_interval"),
     )
     try:
         trainer.fit(lm, datamodule=data, ckpt_path=config.get("ckpt_path"))
@@ -82,7 +83,8 @@ def main(config: dict) -> None:
 
         extra = {"strategy_class": type(trainer.strategy).__name__,
                  "sharded_modules": [n for n, m in trainer.lightning_module.named_modules() if isinstance(m, FSDPModule)],
-                 "trainable": lm.trainable_parameters()}
+                 "trainable": lm.trainable_parameters(),
+                 "val_loss": float(trainer.callback_metrics["val_loss"]) if "val_loss" in trainer.callback_metrics else None}
         Path(config["root"], "lm_extra.json").write_text(json.dumps(extra))
 
 

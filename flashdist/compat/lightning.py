@@ -290,28 +290,43 @@ def distributed_sampler_injected(trainer: Any) -> bool:
 
 
 def route_train_sampler(trainer: Any, make: Callable[..., Any]) -> None:
-    """Where Lightning would inject its ``DistributedSampler`` into the training loader, use ``make(loader, **kwargs)``'s.
+    """Give the training loader ``make(loader, num_replicas=, rank=)``'s sampler where Lightning prepares it.
 
-    Relies on ``_DataConnector._resolve_sampler(dataloader, shuffle, mode)``, looked up on the
-    instance, being the one place the injected sampler is chosen (Lightning 2.6): the loader is
-    then rebuilt around what it returns (``_update_dataloader``). Lightning passes
-    ``shuffle=True`` for every training loader (``_process_dataloader``; Lightning #10170) and
-    wraps a custom sampler in a reshuffling ``DistributedSamplerWrapper``: no public setting keeps
-    the user's order (``use_distributed_sampler=False`` turns off sharding as well). ``kwargs`` are
-    ``trainer.distributed_sampler_kwargs`` (``num_replicas``, ``rank``). Other stages are unchanged.
-    Tested by ``test_route_train_sampler_replaces_lightnings_injected_training_sampler``.
+    Relies on ``_DataConnector._prepare_dataloader(dataloader, shuffle, mode)``, looked up on
+    the instance, being where Lightning injects its ``DistributedSampler`` (Lightning 2.6), before
+    ``fit_loop.setup_data`` creates the epoch's iterator (with ``num_workers > 0`` that iterator
+    already draws indices, so a sampler swapped later, at ``on_train_start``, comes too late), and
+    on ``lightning.pytorch.utilities.data._update_dataloader`` rebuilding a loader around a sampler.
+    Lightning passes ``shuffle=True`` for every training loader (``_process_dataloader``; Lightning
+    #10170) and wraps a custom sampler in a reshuffling ``DistributedSamplerWrapper``: no public
+    setting keeps the user's order (``use_distributed_sampler=False`` turns off sharding as well).
+    Where Lightning injects, ``make`` gets ``trainer.distributed_sampler_kwargs``; on one process
+    (``use_distributed_sampler`` on, a map-style loader with a plain ``BatchSampler``) it gets one
+    replica, and may return None to leave the loader as it is. Other stages are unchanged, and the
+    user's loader is rebuilt, never changed. Tested by
+    ``test_route_train_sampler_replaces_lightnings_injected_training_sampler``.
     """
     from lightning.pytorch.trainer.states import RunningStage
+    from lightning.pytorch.utilities.data import _update_dataloader, has_iterable_dataset
+    from torch.utils.data import BatchSampler, DataLoader
 
     connector = trainer._data_connector
-    original = type(connector)._resolve_sampler.__get__(connector)
+    accelerator = trainer._accelerator_connector
+    original = type(connector)._prepare_dataloader.__get__(connector)
 
-    def resolve_sampler(dataloader: Any, shuffle: bool, mode: Any = None) -> Any:
-        if mode == RunningStage.TRAINING and connector._requires_distributed_sampler(dataloader):
-            return make(dataloader, **(trainer.distributed_sampler_kwargs or {}))
-        return original(dataloader, shuffle, mode)
+    def prepare_dataloader(dataloader: Any, shuffle: bool, mode: Any) -> Any:
+        if mode != RunningStage.TRAINING or not isinstance(dataloader, DataLoader):
+            return original(dataloader, shuffle, mode)
+        if connector._requires_distributed_sampler(dataloader):
+            sampler = make(dataloader, **(trainer.distributed_sampler_kwargs or {}))
+        elif (accelerator.use_distributed_sampler and not accelerator.is_distributed
+              and type(dataloader.batch_sampler) is BatchSampler and not has_iterable_dataset(dataloader)):
+            sampler = make(dataloader, num_replicas=1, rank=0)
+        else:
+            sampler = None
+        return original(dataloader, shuffle, mode) if sampler is None else _update_dataloader(dataloader, sampler, mode=mode)
 
-    connector._resolve_sampler = resolve_sampler
+    connector._prepare_dataloader = prepare_dataloader
 
 
 def dcp_metadata_filename() -> str:

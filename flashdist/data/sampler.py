@@ -192,12 +192,21 @@ def describe_order(loader: Any) -> str:
         return f"sampler {type(sampler).__name__} (no length), not resumable mid-epoch"
 
 
-def sampler_for_loader(loader: Any, num_replicas: int, rank: int, **_: Any) -> ResumableDistributedSampler:
+def sampler_for_loader(loader: Any, num_replicas: int, rank: int, **_: Any) -> ResumableDistributedSampler | None:
     """The sampler flashdist gives a training loader on ``num_replicas`` ranks, in place of Lightning's injected one.
+
+    None on one process for a sampler it cannot split (no length): that loader is read as it is.
 
     Example:
         >>> from torch.utils.data import DataLoader
         >>> list(sampler_for_loader(DataLoader(range(6), shuffle=False), num_replicas=2, rank=0))
         [0, 2, 4]
     """
-    return sampler_for_user_choice(loader.sampler, loader.dataset, num_replicas=num_replicas, rank=rank)
+    if isinstance(loader.sampler, ResumableDistributedSampler):
+        return None
+    try:
+        return sampler_for_user_choice(loader.sampler, loader.dataset, num_replicas=num_replicas, rank=rank)
+    except ConfigError:
+        if num_replicas > 1:
+            raise
+        return None

@@ -32,7 +32,7 @@ from typing import Any, Literal
 
 from lightning.pytorch import Callback
 
-from flashdist.data.sampler import ResumableDistributedSampler
+from flashdist.data.sampler import ResumableDistributedSampler, sampler_for_loader
 from flashdist.errors import ConfigError
 from flashdist.plan import StepPlan
 from flashdist.runtime.fit_run import FitRun, ResumeState
@@ -237,6 +237,25 @@ class ResumeGuard(Callback):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self._loaded = state
+
+    def train_sampler(self, loader: Any, num_replicas: int, rank: int) -> ResumableDistributedSampler | None:
+        """The training loader's sampler, already where the resumed epoch continues.
+
+        Lightning creates the first epoch's iterator before ``on_train_start`` (and before it sets
+        the sampler's epoch); with ``num_workers > 0`` that iterator draws its first indices at
+        once. The checkpoint's state and the loop's epoch are restored by then.
+        """
+        sampler = sampler_for_loader(loader, num_replicas=num_replicas, rank=rank)
+        if sampler is None:
+            return None
+        trainer = self.run.trainer
+        sampler.set_epoch(trainer.current_epoch)
+        if self._loaded:
+            continue_order(sampler, self._loaded.get("order_seed"))
+            position = self._loaded.get("position")
+            if position and position["epoch"] == trainer.current_epoch and 0 < position["samples_done"] < len(sampler.dataset):
+                sampler.resume_at(position["epoch"], position["samples_done"])
+        return sampler
 
     def state_dict(self) -> dict[str, Any]:
         state = self.run.resume

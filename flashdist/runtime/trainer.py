@@ -15,7 +15,6 @@ from lightning.pytorch import Callback
 from lightning.pytorch.callbacks import Checkpoint
 
 from flashdist.compat.lightning import reinstall_after_lightning_signal_handlers, route_train_sampler
-from flashdist.data.sampler import sampler_for_loader
 from flashdist.errors import ConfigError
 from flashdist.launching.topology import apply_launch_topology
 from flashdist.runtime.async_checkpoint import install_async_checkpoints
@@ -106,7 +105,8 @@ class Trainer(pl.Trainer):
         self.async_checkpoint = async_checkpoint
         install_async_checkpoints(self) if async_checkpoint else install_atomic_checkpoints(self)
         # The training loader keeps the user's order on every rank count (data/sampler.py), not Lightning's forced shuffle.
-        route_train_sampler(self, sampler_for_loader)
+        # Built where Lightning prepares the loader: before it creates the first epoch's iterator.
+        route_train_sampler(self, lambda loader, **kwargs: self.fit_callbacks.resume.train_sampler(loader, **kwargs))
         # Each fit's Preemption takes SIGTERM back the moment Lightning registers its own handler.
         reinstall_after_lightning_signal_handlers(self, lambda: self.fit_callbacks.preemption.install())
         # A ledger and callbacks exist before the first fit, as Lightning's do: placed after the

@@ -323,20 +323,22 @@ def test_route_train_sampler_replaces_lightnings_injected_training_sampler(tmp_p
     from lightning.pytorch.trainer.states import RunningStage, TrainerFn
     from torch.utils.data import DistributedSampler, SequentialSampler
 
-    trainer = pl.Trainer(default_root_dir=tmp_path, accelerator="cpu", devices=2, strategy="ddp", logger=False)
     seen = []
 
     def make(loader, num_replicas, rank, **kwargs):
         seen.append((type(loader.sampler).__name__, num_replicas, rank))
         return DistributedSampler(loader.dataset, num_replicas=num_replicas, rank=rank, shuffle=False)
 
-    compat.route_train_sampler(trainer, make)
     loader = DataLoader(TensorDataset(torch.arange(8.0)), batch_size=2, shuffle=False)
-    train = _process_dataloader(trainer, TrainerFn.FITTING, RunningStage.TRAINING, loader)
-    assert seen == [("SequentialSampler", 2, 0)]  # Lightning asked with shuffle=True; ours was built instead
-    assert isinstance(train.sampler, DistributedSampler) and not train.sampler.shuffle
-    val = _process_dataloader(trainer, TrainerFn.FITTING, RunningStage.VALIDATING, loader)
-    assert len(seen) == 1 and type(val.sampler) is DistributedSampler  # other stages: Lightning's own
+    for devices in (2, 1):
+        trainer = pl.Trainer(default_root_dir=tmp_path, accelerator="cpu", devices=devices, strategy="ddp" if devices > 1 else "auto",
+                             logger=False)
+        compat.route_train_sampler(trainer, make)
+        train = _process_dataloader(trainer, TrainerFn.FITTING, RunningStage.TRAINING, loader)
+        assert seen[-1] == ("SequentialSampler", devices, 0)  # Lightning asks with shuffle=True; ours is built instead
+        assert isinstance(train.sampler, DistributedSampler) and not train.sampler.shuffle and train is not loader
+        val = _process_dataloader(trainer, TrainerFn.FITTING, RunningStage.VALIDATING, loader)
+        assert len(seen) == (1 if devices == 2 else 2) and val.sampler is not train.sampler  # other stages: Lightning's own
     assert isinstance(loader.sampler, SequentialSampler)  # the user's loader is untouched
 
 

@@ -14,7 +14,10 @@ import lightning.pytorch as pl
 from lightning.pytorch import Callback
 from lightning.pytorch.callbacks import Checkpoint
 
-from flashdist.compat.lightning import reinstall_after_lightning_signal_handlers, route_train_sampler
+from torch.utils.data import DistributedSampler
+
+from flashdist.compat.lightning import distributed_sampler_injected, reinstall_after_lightning_signal_handlers, route_train_sampler
+from flashdist.data.sampler import sampler_for_user_choice
 from flashdist.errors import ConfigError
 from flashdist.launching.topology import apply_launch_topology
 from flashdist.runtime.async_checkpoint import install_async_checkpoints
@@ -200,9 +203,20 @@ def check_fit_before_launch(trainer: Trainer, model: Any, data: Any) -> None:
         >>> check_fit_before_launch(trainer, task, datamodule)  # doctest: +SKIP
     """
     check_strategy_before_launch(trainer, model)
+    check_order_splits(trainer, data)
     datamodule_before_launch(trainer, model, data)
     if needs_step_plan(trainer.strategy):
         check_strategy_before_launch(trainer, model, data)
+
+
+def check_order_splits(trainer: Trainer, data: Any) -> None:
+    """A train DataLoader given to ``fit`` whose sampler cannot be split across the ranks is refused here, once."""
+    from torch.utils.data import BatchSampler, DataLoader, IterableDataset
+
+    if not isinstance(data, DataLoader) or isinstance(data.dataset, IterableDataset) or type(data.batch_sampler) is not BatchSampler:
+        return
+    if distributed_sampler_injected(trainer) and not isinstance(data.sampler, DistributedSampler):
+        sampler_for_user_choice(data.sampler, data.dataset, num_replicas=data_parallel_size(trainer), rank=0)
 
 
 def check_strategy_before_launch(trainer: pl.Trainer, model: Any, data: Any = None) -> None:

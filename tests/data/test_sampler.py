@@ -147,3 +147,23 @@ def test_a_fit_plans_and_reads_a_custom_samplers_order_not_the_datasets_length(t
     trainer.fit(ClassificationTask(nn.Linear(4, 2), num_classes=2, optimizer="adamw"), loader)
     assert seen == list(range(0, 32, 2)) * 2
     assert trainer.ledger.optimizer_steps == trainer.fit_run.plan.planned_total_steps == 8  # 16 samples / 4, 2 epochs
+
+
+def test_an_unsized_custom_sampler_on_2_ranks_is_refused_before_any_process_starts(tmp_path):
+    import flashdist
+    from torch import nn
+    from torch.utils.data import TensorDataset
+
+    from flashdist.tasks.classification import ClassificationTask
+
+    class Endless(Sampler):
+        def __iter__(self):
+            yield from range(8)
+
+    x = torch.randn(8, 4)
+    loader = DataLoader(TensorDataset(x, (x[:, 0] > 0).long()), batch_size=2, sampler=Endless())
+    trainer = flashdist.Trainer(default_root_dir=tmp_path, accelerator="cpu", devices=2, strategy="ddp", max_epochs=1,
+                                logger=False, enable_progress_bar=False, enable_checkpointing=False)
+    with pytest.raises(ConfigError, match="sampler Endless has no length"):
+        trainer.fit(ClassificationTask(nn.Linear(4, 2), num_classes=2, optimizer="adamw"), loader)
+    assert trainer.ledger.optimizer_steps == 0 and not (tmp_path / "summary.json").exists()

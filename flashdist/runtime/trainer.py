@@ -216,7 +216,9 @@ def check_order_splits(trainer: Trainer, data: Any) -> None:
     if not isinstance(data, DataLoader) or isinstance(data.dataset, IterableDataset) or type(data.batch_sampler) is not BatchSampler:
         return
     if distributed_sampler_injected(trainer) and not isinstance(data.sampler, DistributedSampler):
-        sampler_for_user_choice(data.sampler, data.dataset, num_replicas=data_parallel_size(trainer), rank=0)
+        # Only whether it can be split (a length) is checked: the data-parallel size is not knowable
+        # here for every strategy (FSDP2's device mesh exists once the processes do).
+        sampler_for_user_choice(data.sampler, data.dataset, num_replicas=1, rank=0)
 
 
 def check_strategy_before_launch(trainer: pl.Trainer, model: Any, data: Any = None) -> None:

@@ -109,7 +109,9 @@ class Trainer(pl.Trainer):
         install_async_checkpoints(self) if async_checkpoint else install_atomic_checkpoints(self)
         # The training loader keeps the user's order on every rank count (data/sampler.py), not Lightning's forced shuffle.
         # Built where Lightning prepares the loader: before it creates the first epoch's iterator.
-        route_train_sampler(self, lambda loader, **kwargs: self.fit_callbacks.resume.train_sampler(loader, **kwargs))
+        # (Named parameters, not **kwargs: flashdist's config check reads this __init__'s source, and
+        # a **kwargs used here would read as Trainer's own, leaving every trainer key unchecked.)
+        route_train_sampler(self, lambda loader, num_replicas, rank: self.fit_callbacks.resume.train_sampler(loader, num_replicas, rank))
         # Each fit's Preemption takes SIGTERM back the moment Lightning registers its own handler.
         reinstall_after_lightning_signal_handlers(self, lambda: self.fit_callbacks.preemption.install())
         # A ledger and callbacks exist before the first fit, as Lightning's do: placed after the

@@ -154,7 +154,9 @@ class StepLedger(Callback):
         counts.scheduler_base = (_scheduler_position(scheduler) or 0) - restored.get("scheduler_steps", 0)
         if trainer.optimizers:
             optimizer = unwrap_optimizer(trainer.optimizers[0])
-            self._hook = run.route.register_step_counter(trainer.optimizers[0], self._count)
+            # compiler.disable: a compiled optimizer step (optim/compiled.py) calls torch's step post-hooks
+            # inside its graph; traced there, the ledger's own state would recompile it every update.
+            self._hook = run.route.register_step_counter(trainer.optimizers[0], torch.compiler.disable(self._count))
             if trainer.is_global_zero:
                 path = Path(trainer.default_root_dir) / LR_FILE
                 run.lr_log = LrLog(path, groups=len(optimizer.param_groups), keep_rows=counts.optimizer_steps, extra_columns=("grad_norm",))

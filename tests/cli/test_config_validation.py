@@ -14,7 +14,7 @@ import pytest
 
 from flashdist.cli.config_layers import read_run_config
 from flashdist.cli.config_validation import Section, validate_run_config
-from flashdist.cli.lightning_cli import SECTIONS, top_level_keys
+from flashdist.cli.lightning_cli import SECTIONS, logs_under_root_dir, top_level_keys
 from flashdist.cli.signatures import accepted_parameters, type_verdict
 from flashdist.errors import ConfigError
 from tests.cli.cli_runs import CONFIGS, REPO
@@ -71,6 +71,7 @@ def test_every_shipped_config_passes_the_signature_checks(layers):
     paths = [CONFIGS / name if "/" not in name else REPO / "tests" / name for name in layers]
     run = read_run_config([part for path in paths for part in ("--config", str(path))])
     keys, more = top_level_keys("fit")
+    logs_under_root_dir(run.values)  # as FlashdistCLI does first: the configs' loggers take save_dir from default_root_dir
     validate_run_config(run, SECTIONS, keys, other_keys_possible=more)  # no refusal of a config that trains
 
 
@@ -78,6 +79,7 @@ def test_init_args_kept_across_a_class_change_are_left_to_jsonargparse():
     run = read_run_config(["--config", str(CONFIGS / "quickstart.yaml"), "--model=flashdist.text.TextClassifier"])
     assert run.values["model"]["class_path"] == "flashdist.text.TextClassifier"
     assert run.is_carried(("model", "init_args", "backbone")) and run.source(("model", "class_path")) == "the command line"
+    logs_under_root_dir(run.values)
     validate_run_config(run, SECTIONS, top_level_keys("fit")[0])  # TextClassifier has no num_channels; not ours to say
 
 

@@ -80,9 +80,10 @@ def _reference(clip: str = "norm") -> tuple[float, dict[str, torch.Tensor]]:
     x = torch.randn(200, 16, generator=torch.Generator().manual_seed(1234))
     y = (x[:, :4].sum(dim=1) > 0).long()
     model = BlockNet(32)
-    # The DistributedSampler Lightning injects shuffles the training set (seed 0, epoch 0: this
-    # permutation) and deals it round-robin, so both ranks' first micro-batches are its first 2 × BATCH.
-    first = torch.randperm(200, generator=torch.Generator().manual_seed(0))[: 2 * BATCH]
+    # fit_tiny's loader does not shuffle, and flashdist keeps that order on every rank count
+    # (data/sampler.py: rank r reads r, r + 2, ...), so both ranks' first micro-batches are the
+    # first 2 × BATCH samples. (Lightning's own injected sampler would have shuffled them.)
+    first = torch.arange(2 * BATCH)
     nn.functional.cross_entropy(model(x[first]), y[first]).backward()
     named = dict(model.named_parameters())
     norm = float(torch.nn.utils.get_total_norm([p.grad for p in named.values()]))

@@ -13,8 +13,7 @@ from typing import Any, Literal
 import lightning.pytorch as pl
 from lightning.pytorch import Callback
 from lightning.pytorch.callbacks import Checkpoint
-
-from torch.utils.data import DistributedSampler
+from torch.utils.data import BatchSampler, DataLoader, DistributedSampler, IterableDataset
 
 from flashdist.compat.lightning import distributed_sampler_injected, reinstall_after_lightning_signal_handlers, route_train_sampler
 from flashdist.data.sampler import sampler_for_user_choice
@@ -100,13 +99,16 @@ class Trainer(pl.Trainer):
         kwargs["strategy"] = resolve_strategy(strategy, kwargs.get("accelerator", "auto"))
         self.compile_optimizer = checked_compile_option(compile_optimizer, kwargs["strategy"])
         check_precision(kwargs["strategy"], kwargs.get("precision"), runs_on_cpu(kwargs.get("accelerator", "auto")))
+        if not isinstance(async_checkpoint, bool):  # before Lightning builds anything
+            raise ConfigError(f"async_checkpoint={async_checkpoint!r} must be True or False.", hint="async_checkpoint: true")
         user_callbacks = list(kwargs.pop("callbacks", None) or [])
         bar = default_progress_bar(user_callbacks, kwargs.get("enable_progress_bar"))  # Lightning's rich bar, v_num an integer
         super().__init__(*args, callbacks=list(user_callbacks) + ([bar] if bar else []), **kwargs)  # Lightning extends the list
-        if not isinstance(async_checkpoint, bool):
-            raise ConfigError(f"async_checkpoint={async_checkpoint!r} must be True or False.", hint="async_checkpoint: true")
         self.async_checkpoint = async_checkpoint
-        install_async_checkpoints(self) if async_checkpoint else install_atomic_checkpoints(self)
+        if async_checkpoint:
+            install_async_checkpoints(self)
+        else:
+            install_atomic_checkpoints(self)
         # The training loader keeps the user's order on every rank count (data/sampler.py), not Lightning's forced shuffle.
         # Built where Lightning prepares the loader: before it creates the first epoch's iterator.
         # (Named parameters, not **kwargs: flashdist's config check reads this __init__'s source, and
@@ -213,8 +215,6 @@ def check_fit_before_launch(trainer: Trainer, model: Any, data: Any) -> None:
 
 def check_order_splits(trainer: Trainer, data: Any) -> None:
     """A train DataLoader given to ``fit`` whose sampler cannot be split across the ranks is refused here, once."""
-    from torch.utils.data import BatchSampler, DataLoader, IterableDataset
-
     if not isinstance(data, DataLoader) or isinstance(data.dataset, IterableDataset) or type(data.batch_sampler) is not BatchSampler:
         return
     if distributed_sampler_injected(trainer) and not isinstance(data.sampler, DistributedSampler):

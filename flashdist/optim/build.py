@@ -127,6 +127,14 @@ def instantiate_scheduler(
     return built, {**config, "scheduler": built}
 
 
+class SchedulerStepCallError(ConfigError):
+    """A scheduler whose ``step()`` Lightning could not call as it calls it, and no ``lr_scheduler_step`` override to call it.
+
+    A Task defers this one refusal from its construction to its fit: Lightning's users (and its
+    tests) assign ``model.lr_scheduler_step = MethodType(fn, model)`` after building the module.
+    """
+
+
 def check_scheduler_api(scheduler: Any, config: Mapping[str, Any], what: str = "lr_scheduler", *, custom_step: bool = False) -> None:
     """Refuse what Lightning could not step: Lightning's own check, which the Task's
     ``lr_scheduler_step`` override (for transformers' metric-driven GreedyLR) would skip.
@@ -161,13 +169,13 @@ def check_scheduler_api(scheduler: Any, config: Mapping[str, Any], what: str = "
     takes_one = bool(positional) or any(p.kind is p.VAR_POSITIONAL for p in params)
     if config.get("reduce_on_plateau"):
         if not takes_one or len(required) > 1:
-            raise ConfigError(
+            raise SchedulerStepCallError(
                 f"{what}: {type(scheduler).__name__}.step() cannot take the monitored metric (reduce_on_plateau=True), "
                 "but Lightning calls step(metric).",
                 hint="give step() one argument for the metric, or drop reduce_on_plateau.",
             )
     elif required:
-        raise ConfigError(
+        raise SchedulerStepCallError(
             f"{what}: {type(scheduler).__name__}.step() needs {required}, but Lightning calls step() with no argument.",
             hint="if it steps on a metric, say so in the Lightning config: {'reduce_on_plateau': True, 'monitor': 'val_loss'} "
             "(a recipe may return {'scheduler': s, 'reduce_on_plateau': True, 'monitor': 'val_loss'}); otherwise give the argument a default.",

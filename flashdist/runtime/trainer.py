@@ -198,14 +198,17 @@ def checked_compile_option(value: Any, strategy: Any) -> dict[str, Any] | None:
 def check_fit_before_launch(trainer: Trainer, model: Any, data: Any) -> None:
     """Every check ``fit`` runs before Lightning starts a rank (``flashdist launch`` runs them before torchrun).
 
-    In order of cost: the strategy config; the DataModule's own ``before_launch`` (the language-
-    model one tokenizes); then, when the strategy config has keys that need them, the same checks
-    with the step plan and the loader's batch size, where the launching process can know them
-    (``data``: the DataLoader or DataModule given to ``fit``).
+    In order of cost: the Task's own ``before_launch``; the strategy config; the DataModule's own
+    ``before_launch`` (the language-model one tokenizes); then, when the strategy config has keys
+    that need them, the same checks with the step plan and the loader's batch size, where the
+    launching process can know them (``data``: the DataLoader or DataModule given to ``fit``).
 
     Example:
         >>> check_fit_before_launch(trainer, task, datamodule)  # doctest: +SKIP
     """
+    task_before_launch = getattr(model, "before_launch", None)
+    if callable(task_before_launch):  # a Task's own checks on the module as fit() got it (tasks/model.py)
+        task_before_launch()
     check_strategy_before_launch(trainer, model)
     check_order_splits(trainer, data)
     datamodule_before_launch(trainer, model, data)

@@ -16,7 +16,7 @@ from torch import nn
 from flashdist.tasks.recipes import accessors
 from flashdist.errors import ConfigError
 from flashdist.optim import LR_SCHEDULERS, OPTIMIZERS
-from flashdist.optim.build import dry_run, instantiate_scheduler, resolve_scheduler_kwargs, schedule_length_conflict
+from flashdist.optim.build import SchedulerStepCallError, dry_run, instantiate_scheduler, resolve_scheduler_kwargs, schedule_length_conflict
 from flashdist.optim.compiled import compile_optimizer_step, tensor_lr_kwargs, wants_tensor_lr
 from flashdist.optim.resolved import resolve_schedule
 from flashdist.optim.specs import check_learning_rate, normalize_optimizer, normalize_scheduler
@@ -81,7 +81,13 @@ class Task(LightningModule):
                 f"weight_decay={weight_decay} given both to the Task and in the optimizer kwargs.",
                 hint="Task(weight_decay=...) decays weights but not biases/norms; use one place.",
             )
-        dry_run(self.optimizer_spec, self.scheduler_spec, learning_rate, custom_step=self._steps_schedulers_itself())
+        self._step_call_refusal: SchedulerStepCallError | None = None
+        try:
+            dry_run(self.optimizer_spec, self.scheduler_spec, learning_rate, custom_step=self._steps_schedulers_itself())
+        except SchedulerStepCallError as refusal:
+            # Everything else built. Lightning's habit is to assign model.lr_scheduler_step after
+            # construction: the refusal waits for fit, where such an override is visible (before_launch).
+            self._step_call_refusal = refusal
         self.grouping = grouping_for(self, param_groups, layer_decay)
         self.val_metrics = torchmetrics.MetricCollection(_as_metric_dict(metrics), prefix="val_")
 
@@ -191,6 +197,15 @@ class Task(LightningModule):
             rank_zero_warn(f"{problem} Kept (strict_ledger=False).", category=UserWarning, stacklevel=3)
             return
         raise ConfigError(problem, hint="leave the total out: flashdist fills it from the plan (or pass Trainer(strict_ledger=False) to keep yours).")
+
+    def before_launch(self) -> None:
+        """The checks that need the module as ``fit`` is given it; ``flashdist.Trainer.fit`` calls it before any rank starts.
+
+        A scheduler whose ``step()`` Lightning cannot call is refused here unless an
+        ``lr_scheduler_step`` override now drives it (one assigned after construction included).
+        """
+        if self._step_call_refusal is not None and not self._steps_schedulers_itself():
+            raise self._step_call_refusal
 
     def _steps_schedulers_itself(self) -> bool:
         """The user overrides ``lr_scheduler_step`` (on their subclass, or on this instance, as

@@ -1,7 +1,9 @@
 """Habits from Flash's and Lightning's own test suites, as a user writes them.
 
 - Lightning's ``test_invalid_lr_scheduler_with_custom_step_method``: a scheduler whose
-  ``step()`` takes an argument works when the LightningModule overrides ``lr_scheduler_step``.
+  ``step()`` takes an argument works when the LightningModule overrides ``lr_scheduler_step``,
+  on its class or (Lightning's tests' habit) assigned to the built module; without any override
+  it is refused when ``fit`` starts, before a step.
 - Flash's recipes return Lightning 1.x scheduler dicts with ``opt_idx``: Lightning 2 ignores it.
 - A registry name that is not a string is refused (Flash's registry took any hashable).
 """
@@ -10,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import json
+import types
 
 import pytest
 import torch
@@ -69,9 +72,40 @@ def test_an_overridden_lr_scheduler_step_is_honoured_at_construction_and_drives_
     assert summary["optimizer_steps"] == summary["scheduler_steps"] == 4
 
 
-def test_without_the_override_the_same_scheduler_is_refused_at_construction():
+def _trainer(root) -> flashdist.Trainer:
+    return flashdist.Trainer(default_root_dir=root, accelerator="cpu", devices=1, max_epochs=1, logger=False,
+                             enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
+
+
+def test_lightnings_habit_an_lr_scheduler_step_assigned_after_construction_drives_the_fit(tmp_path):
+    """Lightning's own tests assign ``model.lr_scheduler_step = MethodType(fn, model)`` once the module is built."""
+    task = ClassificationTask(nn.Linear(4, 2), num_classes=2, learning_rate=0.1, optimizer="sgd", lr_scheduler=_custom)
+
+    def lr_scheduler_step(self, scheduler, metric):
+        scheduler.step(self.global_step)
+
+    task.lr_scheduler_step = types.MethodType(lr_scheduler_step, task)
+    trainer = _trainer(tmp_path)
+    trainer.fit(task, _loader())
+    assert trainer.lr_scheduler_configs[0].scheduler.calls == [1, 2, 3, 4]
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["optimizer_steps"] == summary["scheduler_steps"] == 4
+
+
+def test_without_any_override_the_same_scheduler_is_refused_when_fit_starts_before_a_step(tmp_path):
+    task = ClassificationTask(nn.Linear(4, 2), num_classes=2, learning_rate=0.1, optimizer="sgd", lr_scheduler=_custom)
+    trainer = _trainer(tmp_path)
     with pytest.raises(ConfigError, match=r"StepsOnAnEpochArgument.step\(\) needs \['foobar'\], but Lightning calls step\(\) with no argument"):
-        ClassificationTask(nn.Linear(4, 2), num_classes=2, learning_rate=0.1, optimizer="sgd", lr_scheduler=_custom)
+        trainer.fit(task, _loader())
+    assert trainer.ledger.optimizer_steps == 0 and not (tmp_path / "summary.json").exists()
+
+
+def test_a_construction_refusal_other_than_the_step_call_still_comes_at_construction():
+    def gives_the_optimizer(optimizer):
+        return optimizer
+
+    with pytest.raises(ConfigError, match="not an LR scheduler but the optimizer"):
+        ClassificationTask(nn.Linear(4, 2), num_classes=2, learning_rate=0.1, optimizer="sgd", lr_scheduler=gives_the_optimizer)
 
 
 # ---- opt_idx ---------------------------------------------------------------------------------

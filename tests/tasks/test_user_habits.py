@@ -126,11 +126,14 @@ def test_hf_adafactor_with_its_defaults_trains(tmp_path):
 
 
 # ---- metric-driven custom schedulers -------------------------------------------------------------
-def test_a_custom_scheduler_whose_step_needs_an_argument_is_refused_at_construction():
+def test_a_custom_scheduler_whose_step_needs_an_argument_is_refused_when_fit_starts(tmp_path):
+    # Not at construction: an lr_scheduler_step assigned to the built module would make it work
+    # (tests/tasks/test_peer_suite_habits.py). Refused by fit's checks, before any step.
     with pytest.raises(ConfigError, match=r"StepsOnMetric.step\(\) needs \['metric'\], but Lightning calls step\(\) with no argument.*reduce_on_plateau"):
-        Recipes(nn.Linear(4, 2), num_classes=2, lr_scheduler="on_metric")
+        _fit(tmp_path, Recipes(nn.Linear(4, 2), num_classes=2, lr_scheduler="on_metric"))
     with pytest.raises(ConfigError, match=r"StepsOnMetric.step\(\) needs \['metric'\]"):
-        _task(lr_scheduler=StepsOnMetric)
+        _fit(tmp_path, _task(lr_scheduler=StepsOnMetric))
+    assert not (tmp_path / "summary.json").exists()
 
 
 @pytest.mark.parametrize("spec", ["on_metric_config", ("on_metric", {}, {"reduce_on_plateau": True, "monitor": "val_loss"})],

@@ -30,7 +30,10 @@ def run(argv: list[str]) -> int:
     if not argv or argv[0] not in COMMANDS:
         print(f"usage: flashdist {{{','.join(COMMANDS)}}} --config CONFIG.yaml [--section.key=value ...]", file=sys.stderr)
         return 2
-    return _status(argv[0], lambda: build_cli(argv))
+    from flashdist.launching.checked import running_command
+
+    with running_command(["flashdist", *argv]):  # the command a check before this process names (launching/checked.py)
+        return _status(argv[0], lambda: build_cli(argv))
 
 
 def check(argv: list[str]) -> int:

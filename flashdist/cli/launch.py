@@ -11,12 +11,14 @@ Examples:
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from flashdist.errors import ConfigError
+from flashdist.launching.checked import mark_checked
 
 if TYPE_CHECKING:
     from flashdist.launching.torchrun import TorchrunSpec
@@ -75,17 +77,19 @@ def run(argv: list[str]) -> int:
         return 0
     fit_argv = flashdist_fit_arguments(command)
     elastic = spec.min_nnodes is not None and spec.min_nnodes < spec.nnodes
+    env = dict(os.environ)
     if fit_argv is not None and not elastic:  # an elastic job's size is known only once its nodes joined: the ranks check
         status = check_before_torchrun(spec, fit_argv)
         if status != 0:
             return status
+        mark_checked(env, ["flashdist", *fit_argv])  # the workers skip the checks just passed (launching/checked.py)
     print(shlex.join(full), flush=True)
     from flashdist.launching.process import run_foreground
 
     # torchrun itself, run by flashdist's agent (launching/agent.py): a config error rank 0 already
     # said ends with status 2, not with torchrun's 1 and ChildFailedError report.
     agent = [sys.executable, "-m", "flashdist.launching.agent", *full[1:]]
-    return run_foreground(agent, explain=lambda seen: _explain(spec, seen))
+    return run_foreground(agent, explain=lambda seen: _explain(spec, seen), env=env)
 
 
 def flashdist_fit_arguments(command: list[str]) -> list[str] | None:
@@ -111,7 +115,6 @@ def check_before_torchrun(spec: TorchrunSpec, fit_argv: list[str]) -> int:
     Every worker would otherwise run them at once and each print the same ConfigError. The
     check's own output is shown only when it fails (a success's warnings come again from rank 0).
     """
-    import os
     import subprocess
 
     from flashdist.launching.torchrun import first_worker_environment

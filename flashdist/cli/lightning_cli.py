@@ -25,6 +25,7 @@ from flashdist.cli.checks import check_model_matches_data, check_task_specs, sec
 from flashdist.cli.config_layers import read_run_config
 from flashdist.cli.config_validation import Section, validate_run_config
 from flashdist.cli.signatures import method_parameters
+from flashdist.launching.checked import this_command, was_checked
 from flashdist.tasks.model import Task
 from flashdist.runtime.trainer import Trainer, check_fit_before_launch, check_strategy_before_launch
 from flashdist.errors import ConfigError
@@ -126,7 +127,9 @@ class FlashdistCLI(LightningCLI):
         if self._check_only:
             check_fit_before_launch(self.trainer, self.model, self.datamodule)
             raise ChecksPassed
-        if self.subcommand == "fit":  # Trainer.fit repeats it; here it runs before LightningCLI's own set-up
+        # Trainer.fit repeats it; here it runs before LightningCLI's own set-up. A rank whose starter
+        # checked this command already skips both (launching/checked.py).
+        if self.subcommand == "fit" and not was_checked(os.environ, this_command()):
             check_strategy_before_launch(self.trainer, self.model, self.datamodule)
 
     # ---- helpers ---------------------------------------------------------------------------

@@ -10,7 +10,7 @@ import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2)
 
@@ -19,8 +19,8 @@ EXIT_PREEMPTED = 75  # EX_TEMPFAIL: a preempted fit exits with it (runtime/preem
 RENDEZVOUS_FAILURES = ("RendezvousTimeoutError", "RendezvousConnectionError", "RendezvousClosedError", "RendezvousError")
 
 
-def run_foreground(argv: list[str], explain: Callable[[set[str]], str | None] | None = None) -> int:
-    """Run ``argv``; return its exit code. ``explain(markers_seen)`` may add a closing message.
+def run_foreground(argv: list[str], explain: Callable[[set[str]], str | None] | None = None, env: Mapping[str, str] | None = None) -> int:
+    """Run ``argv`` (with ``env``, else this process's environment); return its exit code. ``explain(markers_seen)`` may add a closing message.
 
     When a preemption signal (SIGUSR1, SIGTERM) was forwarded and the child then failed, the
     exit code is :data:`EXIT_PREEMPTED` (75), as a preempted fit's own: torchrun itself only
@@ -30,7 +30,7 @@ def run_foreground(argv: list[str], explain: Callable[[set[str]], str | None] | 
         >>> run_foreground([sys.executable, "-c", "pass"])
         0
     """
-    proc = subprocess.Popen(argv, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(argv, stderr=subprocess.PIPE, env=None if env is None else dict(env))
     seen: set[str] = set()
     forwarded: list[int] = []
     reader = threading.Thread(target=_pump, args=(proc, seen), daemon=True)

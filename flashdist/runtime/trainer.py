@@ -8,6 +8,7 @@ and builds flashdist's callbacks with it.
 
 from __future__ import annotations
 
+import os
 from typing import Any, Literal
 
 import lightning.pytorch as pl
@@ -18,6 +19,7 @@ from torch.utils.data import BatchSampler, DataLoader, DistributedSampler, Itera
 from flashdist.compat.lightning import distributed_sampler_injected, reinstall_after_lightning_signal_handlers, route_train_sampler
 from flashdist.data.sampler import sampler_for_user_choice
 from flashdist.errors import ConfigError
+from flashdist.launching.checked import checked_for_children, take_checked, this_command
 from flashdist.launching.topology import apply_launch_topology
 from flashdist.runtime.async_checkpoint import install_async_checkpoints
 from flashdist.runtime.callbacks import FitCallbacks
@@ -159,8 +161,12 @@ class Trainer(pl.Trainer):
         self._new_fit_run()
         preemption = self.fit_callbacks.preemption
         preemption.arm()  # a SIGTERM/SIGUSR1 from here on ends in exit 75 (with a checkpoint if a step ran)
+        command = this_command()
         try:
-            check_fit_before_launch(self, args[0] if args else kwargs.get("model"), fit_data(args, kwargs))
+            # Skipped in a rank whose starter (rank 0 under Lightning's launcher, flashdist launch's
+            # check) already checked this very command (launching/checked.py): once, before any rank.
+            if not take_checked(os.environ, command):
+                check_fit_before_launch(self, args[0] if args else kwargs.get("model"), fit_data(args, kwargs))
             if len(args) >= 5:
                 args = (*args[:4], resolve_ckpt_path(self, args[4], self.fit_run.trust), *args[5:])
                 ckpt_path = args[4]
@@ -170,7 +176,8 @@ class Trainer(pl.Trainer):
             apply_keep_global_batch(self, self.fit_run.trust.chosen if ckpt_path else None, getattr(loader, "batch_size", None))
             prepare_deepspeed_reshard(self, ckpt_path)
             init_process_group_for_restart(self)
-            super().fit(*args, **kwargs)
+            with checked_for_children(os.environ, command):  # the ranks Lightning's launcher starts in it skip the checks
+                super().fit(*args, **kwargs)
         except SystemExit:
             if preemption.received is None:
                 raise

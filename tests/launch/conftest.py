@@ -9,14 +9,18 @@ from pathlib import Path
 
 import pytest
 
-from tests.launch.launchers import LOCAL_CLUSTER, SLURM_DIR, describe, fit_command, run_cli
+from tests.launch.launchers import CHECKED_YAML, LOCAL_CLUSTER, SLURM_DIR, describe, fit_command, run_cli
 
 
 @pytest.fixture(scope="session")
 def reference_run(tmp_path_factory) -> Path:
-    """An uninterrupted `flashdist launch --nproc-per-node 2 -- flashdist fit --config run.yaml` (its root)."""
+    """An uninterrupted `flashdist launch --nproc-per-node 2 -- flashdist fit --config run.yaml` (its root).
+
+    Its data records each process that ran the pre-launch checks (checked.yaml: the same data).
+    """
     root = tmp_path_factory.mktemp("reference")
-    proc = run_cli(["launch", "--nproc-per-node", "2", "--rdzv-timeout", "60", "--", *fit_command(root)], timeout_s=240)
+    proc = run_cli(["launch", "--nproc-per-node", "2", "--rdzv-timeout", "60", "--", *fit_command(root, "--config", str(CHECKED_YAML))],
+                   timeout_s=240)
     assert proc.returncode == 0, describe(proc)
     return root
 

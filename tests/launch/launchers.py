@@ -20,6 +20,7 @@ from tests.fitting import free_port
 REPO = Path(__file__).resolve().parents[2]
 RUN_YAML = REPO / "tests" / "launch" / "run.yaml"
 PACED_YAML = REPO / "tests" / "launch" / "paced.yaml"
+CHECKED_YAML = REPO / "tests" / "launch" / "checked.yaml"  # the same data, recording who ran the pre-launch checks
 LOCAL_CLUSTER = REPO / "slurm" / "local-cluster.sh"
 SLURM_DIR = Path(os.environ.get("FLASHDIST_SLURM_DIR", "/tmp/flashdist-slurm"))
 PLANNED_STEPS = 50  # 2 epochs x ceil(200 / 8) batches per rank

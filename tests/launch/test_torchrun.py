@@ -10,7 +10,8 @@ import time
 
 import pytest
 
-from tests.launch.launchers import CHILD_ENV, PLANNED_STEPS, REPO, RUN_YAML, describe, fit_command, flashdist_cli, free_port, read_lr, read_summary, run_cli
+from tests.launch.checks import checking_processes
+from tests.launch.launchers import CHECKED_YAML, CHILD_ENV, PLANNED_STEPS, REPO, RUN_YAML, describe, fit_command, flashdist_cli, free_port, read_lr, read_summary, run_cli
 
 @pytest.mark.multiprocess
 def test_launch_two_processes_world_size_two(reference_run):
@@ -19,6 +20,8 @@ def test_launch_two_processes_world_size_two(reference_run):
     assert summary["planned_total_steps"] == summary["optimizer_steps"] == PLANNED_STEPS
     assert len(read_lr(reference_run)) == PLANNED_STEPS + 1  # header + one row per step
     assert summary["planned_total_steps"] == planned(devices=2)["planned_total_steps"]
+    # flashdist launch's check process ran the pre-launch checks; the two workers it vouched for did not
+    assert len(checking_processes(reference_run)) == 1
 
 
 def planned(**cluster) -> dict:
@@ -30,8 +33,9 @@ def planned(**cluster) -> dict:
 
 @pytest.mark.multiprocess
 def test_the_same_config_without_a_launcher_plans_and_steps_the_same(tmp_path, reference_run):
-    proc = run_cli(fit_command(tmp_path)[1:], timeout_s=240)  # Lightning starts the second process itself
+    proc = run_cli(fit_command(tmp_path, "--config", str(CHECKED_YAML))[1:], timeout_s=240)  # Lightning starts the second process itself
     assert proc.returncode == 0, describe(proc)
+    assert len(checking_processes(tmp_path)) == 1  # rank 0 checked before starting rank 1, which did not check again
     summary = read_summary(tmp_path)
     assert summary["world_size"] == 2 and summary["num_nodes"] == 1
     assert summary["planned_total_steps"] == summary["optimizer_steps"] == PLANNED_STEPS

@@ -9,7 +9,8 @@
   pause_at_step {"step", "rank"}: after that optimizer step, that rank writes
     ``reached-step-<step>`` and waits until the test writes ``go`` (the test signals meanwhile),
   record_samples (write the sample ids and the loss of every trained micro-batch to samples-rank<r>.jsonl,
-    and rank 0 the final weights to weights.pt), shuffle (the train DataLoader's), num_workers,
+    and the final weights: under DDP rank 0's whole to weights-attempt<a>.pt, under a sharded strategy
+    each rank's part to weights-rank<r>-attempt<a>.pt), shuffle (the train DataLoader's), num_workers,
   kill_at_step {"step", "rank"}: SIGKILL that rank after that optimizer step (first attempt only),
   kill_after_micro_batches {"count", "attempt"}: SIGKILL rank 0 after its count-th micro-batch (mid-window
     under accumulation), dropout (a Dropout layer of that p: the step draws from the global RNG),
@@ -136,9 +137,15 @@ class Hooks(Callback):
             time.sleep(3600)
 
     def on_train_end(self, trainer, pl_module):
-        # Whole weights on rank 0 under DDP and on one process (a sharded strategy's are not whole here).
-        if self.config.get("record_samples") and self.config.get("strategy", "ddp") == "ddp" and trainer.global_rank == 0:
-            torch.save({k: v.detach().clone() for k, v in pl_module.state_dict().items()}, self.root / f"weights-attempt{attempt()}.pt")
+        if not self.config.get("record_samples"):
+            return
+        # Whole weights on rank 0 under DDP and on one process; a sharded strategy's are not whole
+        # here, so each rank writes the part it holds (equal parts on every rank = equal weights).
+        if self.config.get("strategy", "ddp") == "ddp":
+            if trainer.global_rank == 0:
+                torch.save({k: v.detach().clone() for k, v in pl_module.state_dict().items()}, self.root / f"weights-attempt{attempt()}.pt")
+            return
+        torch.save(local_parameters(pl_module), self.root / f"weights-rank{trainer.global_rank}-attempt{attempt()}.pt")
 
     def on_save_checkpoint(self, trainer, pl_module, checkpoint):
         self._pause("save", trainer)
@@ -147,6 +154,17 @@ class Hooks(Callback):
         elif self._hits("kill_in_save_at_step", trainer):
             self.training_went_on = threading.Event() if self.config.get("async_checkpoint") else None
             checkpoint["kill_while_pickled"] = KillWhilePickled(self.training_went_on)
+
+
+def local_parameters(module: nn.Module) -> dict[str, torch.Tensor]:
+    """This rank's part of each parameter: ZeRO-3's partition (``ds_tensor``), FSDP2's local shard, else the whole."""
+    out = {}
+    for name, param in module.named_parameters():
+        local = getattr(param, "ds_tensor", None)
+        if local is None:
+            local = param.to_local() if hasattr(param, "to_local") else param
+        out[name] = local.detach().clone()
+    return out
 
 
 class Stream(IterableDataset):

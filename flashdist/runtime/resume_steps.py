@@ -127,7 +127,9 @@ def rng_states() -> dict[str, Any]:
 
     states: dict[str, Any] = {"torch": torch.get_rng_state(), "python": random.getstate()}
     if torch.cuda.is_available() and torch.cuda.is_initialized():
-        states["torch_cuda"] = torch.cuda.get_rng_state_all()
+        # This rank's device only: the other devices of the node are other ranks' (rank 0 never
+        # draws on them), and every rank restores this state onto its own device.
+        states["torch_cuda"] = torch.cuda.get_rng_state()
     try:
         import numpy as np
 
@@ -152,7 +154,10 @@ def restore_rng_states(states: dict[str, Any]) -> None:
     torch.set_rng_state(states["torch"])
     random.setstate(states["python"])
     if "torch_cuda" in states and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(states["torch_cuda"])
+        cuda = states["torch_cuda"]
+        if isinstance(cuda, (list, tuple)):  # written before this state was the saving rank's device's alone
+            cuda = cuda[0]  # rank 0 trained on device 0
+        torch.cuda.set_rng_state(cuda)  # onto this rank's current device
     if "numpy" in states:
         import numpy as np
 

@@ -4,6 +4,7 @@
     flashdist bench schedulers --scheduler 'mymodule:my_schedule' --scheduler '[steplr, {step_size: 10}]'
     flashdist bench compile [--workloads mlp,gpt2] [--backend inductor] [--json out.json]
     flashdist bench fit [--workloads mlp,gpt2] [--devices 1,2] [--strategies ddp,deepspeed,fsdp] [--repeats R] [--json out.json]
+    flashdist bench llm [--variants ddp,fsdp+lora,...] [--rounds R] [--json out.json]   (--hf: against the HF Trainer)
 
 Each prints a table with ratios against a baseline measured in the same run, and the method.
 Charts go to ``--out`` (default ``./bench-results/``), never into the package: a ``./flashdist/``
@@ -21,6 +22,9 @@ HELP = "measure per-step overhead: bench schedulers | bench compile | bench fit"
 
 DEFAULT_OUT = "bench-results"  # under the working directory
 WORKLOADS = ("mlp", "gpt2")  # flashdist.bench.workloads.WORKLOADS, without importing torch to parse arguments
+# flashdist.bench.llm_worker.VARIANTS' names, without importing torch to parse arguments (a test keeps them equal)
+LLM_VARIANTS = ("ddp", "ddp+lora", "deepspeed_stage_2", "deepspeed_stage_2+lora", "deepspeed_stage_3", "deepspeed_stage_3+lora",
+                "fsdp", "fsdp/keep-gathered", "fsdp+lora", "fsdp+lora/keep-gathered")
 
 
 def _int_list(text: str) -> list[int]:
@@ -116,13 +120,18 @@ def parser() -> argparse.ArgumentParser:
 
     ckpt_arguments(ckpt)
 
-    llm = commands.add_parser("llm", help="a CausalLM fine-tune per step: flashdist against the HF Trainer, paired in one process")
-    llm.add_argument("--rounds", type=_positive, default=8, help="paired rounds (default 8), after one untimed round")
-    llm.add_argument("--steps", type=_positive, default=60, help="optimizer steps per fit (default 60)")
-    llm.add_argument("--warmup-steps", type=int, default=10, help="steps dropped per fit (default 10)")
+    llm = commands.add_parser("llm", help="a CausalLM fine-tune: tokens/s under every strategy on 2 CPU processes (or, with --hf, "
+                              "flashdist against the HF Trainer in one process)")
+    llm.add_argument("--hf", action="store_true", help="one process, flashdist ÷ HF Trainer per step, instead of the strategies")
+    llm.add_argument("--variants", type=_names(LLM_VARIANTS), default=None,
+                     help=f"strategies only: a comma-separated subset of {','.join(LLM_VARIANTS)} (default all; ddp, the baseline, always runs)")
+    llm.add_argument("--rounds", type=_positive, default=None, help="paired rounds after one untimed round (default 4; --hf 8)")
+    llm.add_argument("--steps", type=_positive, default=None, help="timed optimizer steps per fit (default 8; --hf 60)")
+    llm.add_argument("--warmup-steps", type=int, default=None, help="steps dropped per fit (default 3; --hf 10)")
     llm.add_argument("--seq-length", type=_positive, default=128)
-    llm.add_argument("--batch-size", type=_positive, default=8)
+    llm.add_argument("--batch-size", type=_positive, default=None, help="per process (default 4; --hf 8)")
     llm.add_argument("--json", dest="json_path", default=None, help="write the results here")
+    llm.add_argument("--table", dest="table_path", default=None, help="strategies only: also write the printed table here (.txt)")
     return root
 
 
@@ -181,11 +190,22 @@ def run(argv: list[str]) -> int:
         from flashdist.bench import ckpt
 
         return ckpt.measure(args)
+    elif args.what == "llm" and not args.hf:
+        from flashdist.bench import llm_strategies
+
+        result = llm_strategies.run(variants=args.variants, rounds=args.rounds or 4, steps=args.steps or 8,
+                                    warmup_steps=3 if args.warmup_steps is None else args.warmup_steps, seq_length=args.seq_length,
+                                    batch_size=args.batch_size or 4, progress=progress)
+        llm_strategies.print_table(result, console)
+        if args.table_path:
+            with open(args.table_path, "w") as handle:
+                llm_strategies.print_table(result, Console(file=handle, width=220))
+            console.print(f"table: {args.table_path}")
     elif args.what == "llm":
         from flashdist.bench import llm
 
-        result = llm.run(rounds=args.rounds, steps=args.steps, warmup_steps=args.warmup_steps, seq_length=args.seq_length,
-                         batch_size=args.batch_size, progress=progress)
+        result = llm.run(rounds=args.rounds or 8, steps=args.steps or 60, warmup_steps=10 if args.warmup_steps is None else args.warmup_steps,
+                         seq_length=args.seq_length, batch_size=args.batch_size or 8, progress=progress)
         low, high = result["ratio_ci95"]
         console.print(f"flashdist {result['flashdist_ms']:.2f} ms/step, HF Trainer {result['hf_ms']:.2f} ms/step "
                       f"({result['settings']['tokens_per_step']} tokens/step); flashdist ÷ HF per step: "

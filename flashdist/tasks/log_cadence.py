@@ -49,9 +49,13 @@ def shown_bar_refresh_rate(trainer: Any) -> int:
     return max(int(bar.refresh_rate), 1)
 
 
-def step_metrics_due(trainer: Any, batch_idx: int) -> bool:
-    """Whether this training step's metrics have a reader (see the module docstring); cheap enough for every step."""
-    if trainer.fast_dev_run or monitors_training_metric(trainer):
+def step_metrics_due(trainer: Any, batch_idx: int, training_metric_monitored: bool) -> bool:
+    """Whether this training step's metrics have a reader (see the module docstring); cheap enough for every step.
+
+    ``training_metric_monitored`` is :func:`monitors_training_metric`'s answer, decided once per fit
+    by the caller (the callbacks do not change during a fit).
+    """
+    if trainer.fast_dev_run or training_metric_monitored:
         return True
     if trainer.loggers and loggers_write_this_step(trainer):
         return True

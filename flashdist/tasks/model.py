@@ -22,7 +22,7 @@ from flashdist.optim.resolved import resolve_schedule
 from flashdist.optim.specs import check_learning_rate, normalize_optimizer, normalize_scheduler
 from flashdist.strategies.base import unwrap_optimizer
 from flashdist.tasks.grouping import grouping_for
-from flashdist.tasks.log_cadence import shown_bar_refresh_rate, step_metrics_due
+from flashdist.tasks.log_cadence import monitors_training_metric, shown_bar_refresh_rate, step_metrics_due
 
 MetricsArg = torchmetrics.Metric | Mapping[str, torchmetrics.Metric] | Sequence[torchmetrics.Metric] | None
 # The forms optimizer= / lr_scheduler= accept (flashdist.optim.specs normalizes them). Spelled as
@@ -90,6 +90,9 @@ class Task(LightningModule):
             self._step_call_refusal = refusal
         self.grouping = grouping_for(self, param_groups, layer_decay)
         self.val_metrics = torchmetrics.MetricCollection(_as_metric_dict(metrics), prefix="val_")
+        # Whether a callback of this fit monitors a training metric (tasks/log_cadence.py): decided
+        # once per fit at on_train_start, not by scanning trainer.callbacks every step; None until then.
+        self._training_metric_monitored: bool | None = None
 
     @classmethod
     def available_optimizers(cls) -> list[str]:
@@ -132,7 +135,10 @@ class Task(LightningModule):
             >>> self.log_step_metrics({"train_loss": loss}, batch_idx)  # doctest: +SKIP
         """
         trainer = self.trainer
-        if not step_metrics_due(trainer, batch_idx):
+        monitored = self._training_metric_monitored
+        if monitored is None:  # a subclass's on_train_start did not call ours: decide now, once
+            monitored = self._training_metric_monitored = monitors_training_metric(trainer)
+        if not step_metrics_due(trainer, batch_idx, monitored):
             return
         bar = shown_bar_refresh_rate(trainer) > 0
         for name, value in metrics.items():
@@ -226,6 +232,11 @@ class Task(LightningModule):
     # harness calls optimizer.train() / .eval() at every switch, as their docs ask. Lightning's
     # start/end hooks, not on_validation_model_train, which would replace Lightning's restore of
     # each submodule's own mode.
+    def on_train_start(self) -> None:
+        # The callbacks are fixed for the fit by now (configure_callbacks merged): who monitors a
+        # training metric is decided here once, for log_step_metrics' every-step check.
+        self._training_metric_monitored = monitors_training_metric(self.trainer)
+
     def on_train_epoch_start(self) -> None:
         switch_optimizer_mode(self._trainer, "train")
 
@@ -244,6 +255,7 @@ class Task(LightningModule):
 
     def on_train_end(self) -> None:
         switch_optimizer_mode(self._trainer, "eval")  # the fitted model is the evaluation weights
+        self._training_metric_monitored = None  # the next fit may have other callbacks
 
 
 def switch_optimizer_mode(trainer: Any, mode: str) -> None:

@@ -53,3 +53,25 @@ def test_model_checkpoint_monitoring_train_loss_sees_every_step(tmp_path):
     # not a logging step among them: the best (highest) loss is found only if every step's loss reached it
     assert float(checkpoint.best_model_score) == pytest.approx(max(losses), rel=1e-6)
     assert losses.index(max(losses)) + 1 == int(checkpoint.best_model_path.split("step=")[1].split(".")[0])
+
+
+class CountedMonitor(Callback):
+    """A callback whose ``monitor`` counts how often flashdist asks whom it monitors."""
+
+    def __init__(self) -> None:
+        self.reads = 0
+
+    @property
+    def monitor(self) -> str:
+        self.reads += 1
+        return "val_loss"
+
+
+def test_whether_a_training_metric_is_monitored_is_decided_once_per_fit_not_every_step(tmp_path):
+    counted = CountedMonitor()
+    trainer, losses = _fit(tmp_path, 6, logger=False, callbacks=[counted], log_every_n_steps=50)
+    assert len(losses) == 6 and counted.reads == 1  # at the fit's start; a per-step scan would read it 6 times
+    again = flashdist.Trainer(default_root_dir=tmp_path / "again", max_epochs=1, accelerator="cpu", logger=False, callbacks=[counted],
+                              enable_progress_bar=False, enable_checkpointing=False, enable_model_summary=False)
+    again.fit(trainer.lightning_module, DataLoader(TensorDataset(torch.randn(8, 3), torch.randn(8, 1)), batch_size=4))
+    assert counted.reads == 2  # a new fit decides again

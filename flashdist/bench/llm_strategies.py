@@ -91,6 +91,7 @@ def summarize(config: dict[str, Any], fits: list[dict[str, Any]]) -> dict[str, A
             "cpu_step_vs_ddp": median(cpu_ratios), "cpu_step_vs_ddp_ci95": list(bootstrap_ci(cpu_ratios)),
             "trainable_parameters": next(iter(timed.values()))["trainable_parameters"],
             "collectives_per_step": profiled.get("collectives", {}),
+            "top_ops_ms_per_step": profiled.get("top_ops", []),
             "fit_wall_s": median([f["fit_wall_s"] for f in timed.values()]),
         }
     return {"tokens_per_step": tokens_per_step, "rounds_timed": len(baseline), "variants": summary}
@@ -115,13 +116,15 @@ def print_table(result: dict[str, Any], console: Any) -> None:
     table = Table(title=f"bench llm: tiny-llama, {WORLD_SIZE} CPU processes (gloo), {result['tokens_per_step']} tokens/step, "
                         f"median over {result['rounds_timed']} paired rounds")
     for column in ("variant", "trainable params", "tokens/s", "step ms [95% CI]", "step ÷ ddp [95% CI]", "CPU ms",
-                   "CPU step ÷ ddp", "collectives per step (rank 0, blocking ms)"):
+                   "CPU step ÷ ddp [95% CI]", "collectives per step (rank 0, blocking ms)"):
         table.add_column(column, justify="left" if column.startswith(("variant", "collectives")) else "right")
     for name, row in result["variants"].items():
         low, high = row["step_ms_ci95"]
         r_low, r_high = row["step_vs_ddp_ci95"]
+        c_low, c_high = row["cpu_step_vs_ddp_ci95"]
         table.add_row(name, f"{row['trainable_parameters']:,}", f"{row['tokens_per_s']:,.0f}", f"{row['step_ms']:.0f} [{low:.0f}, {high:.0f}]",
-                      f"{row['step_vs_ddp']:.2f} [{r_low:.2f}, {r_high:.2f}]", f"{row['cpu_step_ms']:.0f}", f"{row['cpu_step_vs_ddp']:.2f}",
+                      f"{row['step_vs_ddp']:.2f} [{r_low:.2f}, {r_high:.2f}]", f"{row['cpu_step_ms']:.0f}",
+                      f"{row['cpu_step_vs_ddp']:.2f} [{c_low:.2f}, {c_high:.2f}]",
                       collectives_text(row["collectives_per_step"]))
     console.print(table)
     env = result["environment"]

@@ -96,6 +96,7 @@ class StepCallbacks:
         self.wall_ns: list[int] = []
         self.cpu_ns: list[int] = []
         self.collectives: dict[str, dict[str, float]] = {}
+        self.top_ops: list[tuple[str, float]] = []
         owner = self
 
         class Stamp(Callback):
@@ -113,6 +114,7 @@ class StepCallbacks:
                 elif step == profile_from_step + profile_steps and self.profiler is not None:
                     self.profiler.__exit__(None, None, None)
                     owner.collectives = count_collectives(self.profiler.events(), profile_steps)
+                    owner.top_ops = top_ops(self.profiler.key_averages(), profile_steps)
                     self.profiler = None
 
         self.callback = Stamp()
@@ -129,6 +131,12 @@ def count_collectives(events: Any, steps: int) -> dict[str, dict[str, float]]:
         entry["calls_per_step"] += 1 / steps
         entry["ms_per_step"] += event.cpu_time_total / 1e3 / steps
     return {k: {key: round(value, 2) for key, value in v.items()} for k, v in sorted(totals.items())}
+
+
+def top_ops(averages: Any, steps: int, count: int = 8) -> list[tuple[str, float]]:
+    """The ops with the most self CPU time, as (name, ms per step): where a variant's time goes besides its collectives."""
+    ranked = sorted(averages, key=lambda a: a.self_cpu_time_total, reverse=True)[:count]
+    return [(a.key, round(a.self_cpu_time_total / 1e3 / steps, 2)) for a in ranked]
 
 
 def one_fit(variant: Variant, config: dict[str, Any], cache: str, profile: bool) -> dict[str, Any]:
@@ -164,6 +172,7 @@ def one_fit(variant: Variant, config: dict[str, Any], cache: str, profile: bool)
         "fit_wall_s": fit_wall_s,
         "trainable_parameters": sum(p.numel() for p in lm.parameters() if p.requires_grad),
         "collectives": callbacks.collectives,
+        "top_ops": callbacks.top_ops,
     }
 
 

@@ -10,7 +10,7 @@ def test_ddp_two_processes_plan_equals_taken_and_linear_schedule_ends_at_zero(tm
     assert summary["world_size"] == 2 and summary["data_parallel_size"] == 2
     assert summary["micro_batches_per_epoch_per_rank"] == 56
     assert summary["planned_total_steps"] == summary["optimizer_steps"] == summary["scheduler_steps"] == 57
-    assert summary["lr"]["final"] == 0.0
+    assert summary["lr"]["after_last_scheduler_step"] == 0.0
     assert len(read_lr_csv(tmp_path)) == 57
 
 

@@ -62,6 +62,7 @@ class LedgerCounts:
     optimizer_steps: int = 0
     lr_first: float | None = None
     lr_peak: float | None = None
+    lr_last: float | None = None  # the LR the last update used (group 0): summary.json's lr.final
     scheduler_base: int = 0  # scheduler position − scheduler steps of the whole run
 
 

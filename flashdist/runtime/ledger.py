@@ -135,7 +135,10 @@ class StepLedger(Callback):
         self._restored: dict[str, Any] = {}
         self._hook: Any = None
         self._started_at = 0.0
-        self._lr_tensors: tuple[torch.Tensor, torch.Tensor] | None = None  # (first, peak) of tensor LRs, read when reported
+        # Tensor LRs' first and running peak, kept on the device and read on the host only when reported.
+        self._lr_first_tensor: torch.Tensor | None = None
+        self._lr_peak_tensor: torch.Tensor | None = None  # updated in place: no allocation per update
+        self._lr_last_tensor: torch.Tensor | None = None
 
     @property
     def optimizer_steps(self) -> int:
@@ -146,9 +149,10 @@ class StepLedger(Callback):
         run = self.run
         self.resumed_from = trainer.ckpt_path
         restored = self._restored
-        self._lr_tensors = None
+        self._lr_first_tensor = self._lr_peak_tensor = self._lr_last_tensor = None
         counts = run.counts = LedgerCounts(
-            optimizer_steps=restored.get("optimizer_steps", 0), lr_first=restored.get("lr_first"), lr_peak=restored.get("lr_peak")
+            optimizer_steps=restored.get("optimizer_steps", 0), lr_first=restored.get("lr_first"), lr_peak=restored.get("lr_peak"),
+            lr_last=restored.get("lr_last"),
         )
         scheduler = _scheduler(trainer)
         counts.scheduler_base = (_scheduler_position(scheduler) or 0) - restored.get("scheduler_steps", 0)
@@ -173,13 +177,17 @@ class StepLedger(Callback):
         # written: reading it now would be a host sync per update.
         lrs = [_lr_entry(group["lr"]) for group in optimizer.param_groups]
         first = lrs[0]
-        if isinstance(first, torch.Tensor):
-            self._lr_tensors = (first if self._lr_tensors is None else self._lr_tensors[0],
-                                first if self._lr_tensors is None else torch.maximum(self._lr_tensors[1], first))
+        if isinstance(first, torch.Tensor):  # a copy (_lr_entry): the scheduler updates the group's own in place
+            if self._lr_peak_tensor is None:
+                self._lr_first_tensor, self._lr_peak_tensor = first, first.clone()
+            else:
+                torch.maximum(self._lr_peak_tensor, first, out=self._lr_peak_tensor)
+            self._lr_last_tensor = first
         elif first == first:  # not NaN
             if counts.lr_first is None:
                 counts.lr_first = first
             counts.lr_peak = first if counts.lr_peak is None else max(counts.lr_peak, first)
+            counts.lr_last = first
         if self.run.lr_log is not None:
             # The pre-clip total gradient norm of this update (strategies/grad_norm.py); NaN if
             # unknown. Under FSDP2 it may still wait for its batch's all-reduce (a PendingNorm,
@@ -188,11 +196,13 @@ class StepLedger(Callback):
             self.run.lr_log.append([*lrs, math.nan if norm is None else norm])
 
     def _settle_lr_counts(self) -> None:
-        """Fold the tensor LRs' first and peak into the counts (a host read: at checkpoints and reports only)."""
-        if self._lr_tensors is None:
+        """Fold the tensor LRs' first, peak and last into the counts (a host read: at checkpoints and reports only)."""
+        first, peak, last = self._lr_first_tensor, self._lr_peak_tensor, self._lr_last_tensor
+        if first is None or peak is None or last is None:
             return
-        counts, (first, peak) = self.run.counts, self._lr_tensors
-        self._lr_tensors = None
+        counts = self.run.counts
+        self._lr_first_tensor = self._lr_peak_tensor = self._lr_last_tensor = None
+        counts.lr_last = float(last)
         if counts.lr_first is None:
             counts.lr_first = float(first)
         counts.lr_peak = float(peak) if counts.lr_peak is None else max(counts.lr_peak, float(peak))
@@ -221,6 +231,7 @@ class StepLedger(Callback):
             "scheduler_steps": self.scheduler_steps(run.trainer),
             "lr_first": run.counts.lr_first,
             "lr_peak": run.counts.lr_peak,
+            "lr_last": run.counts.lr_last,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -269,8 +280,9 @@ class StepLedger(Callback):
         run = self.run
         plan, schedule, route, counts = run.plan, run.schedule, run.route, run.counts
         scheduler = _scheduler(trainer)
-        final_lr = unwrap_optimizer(trainer.optimizers[0]).param_groups[0]["lr"] if trainer.optimizers else None
-        final_lr = float(final_lr) if final_lr is not None else None
+        # The group's LR now: after the last scheduler step, what a resumed fit would start from (not an LR any update used).
+        next_lr = unwrap_optimizer(trainer.optimizers[0]).param_groups[0]["lr"] if trainer.optimizers else None
+        next_lr = float(next_lr) if next_lr is not None else None
         expected_sched = None
         if schedule is not None and schedule.interval == "step" and schedule.frequency == 1:
             expected_sched = counts.optimizer_steps
@@ -292,7 +304,8 @@ class StepLedger(Callback):
             "optimizer_steps": counts.optimizer_steps,
             "scheduler_steps": self.scheduler_steps(trainer),
             "scheduler_steps_expected": expected_sched,
-            "lr": {"first": counts.lr_first, "peak": counts.lr_peak, "final": final_lr},
+            # final: the LR the last update used, as the console's "lr first / peak / final" row shows it
+            "lr": {"first": counts.lr_first, "peak": counts.lr_peak, "final": counts.lr_last, "after_last_scheduler_step": next_lr},
             "optimizer": route.choice.resolved_class if route.choice else type(unwrap_optimizer(trainer.optimizers[0])).__name__,
             "optimizer_requested": route.choice.requested if route.choice else None,
             "optimizer_reason": route.choice.reason if route.choice else None,

@@ -185,7 +185,7 @@ def lrs_used(summary: dict[str, Any], lr_rows: list[list[float]] | None) -> tupl
         used = [row[0] for row in lr_rows if row]
         return used[0], max(used), used[-1]
     lr = summary.get("lr") or {}
-    return lr.get("first"), lr.get("peak"), None
+    return lr.get("first"), lr.get("peak"), lr.get("final")
 
 
 def _optimizer_text(run: FitRun, pl_module: Any) -> str:

@@ -42,7 +42,7 @@ def test_quickstart_shows_plan_progress_and_end_table_and_writes_lr_png(tmp_path
     assert summary["world_size"] == 2 and summary["data_parallel_size"] == 2
     assert summary["planned_total_steps"] == summary["optimizer_steps"] == summary["scheduler_steps"] == 7
     assert summary["planned_warmup_steps"] == 1
-    assert summary["optimizer"] == "AdamW" and summary["lr"]["final"] == pytest.approx(0.0, abs=1e-12)
+    assert summary["optimizer"] == "AdamW" and summary["lr"]["after_last_scheduler_step"] == pytest.approx(0.0, abs=1e-12)
     for line in ("flashdist plan", "data-parallel size", "total optimizer steps", "warmup steps",
                  "cosine_schedule_with_warmup(num_warmup_steps=1, num_training_steps=7)",
                  "flashdist run", "7 taken / 7 planned", "val_accuracy", "lr.png", "TensorBoardLogger logs", "CSVLogger logs"):

@@ -91,7 +91,8 @@ def test_the_ledger_counts_every_update_and_writes_the_summary_and_lr_csv(tmp_pa
     rows = trainer.fit_run.lr_log.read_rows()
     # The LR each update used: linear warmup over 2 steps, then linear decay to 0 at step 6.
     assert [r[0] for r in rows] == pytest.approx([0.0, 0.05, 0.1, 0.075, 0.05, 0.025])
-    assert summary["lr"] == {"first": 0.0, "peak": 0.1, "final": pytest.approx(0.0)}
+    # final: the LR the last update used (lr.csv's last row, the console's "final"); after it the schedule reached 0.
+    assert summary["lr"] == {"first": 0.0, "peak": 0.1, "final": pytest.approx(0.025), "after_last_scheduler_step": pytest.approx(0.0)}
 
 
 def _mismatched(summary: dict) -> dict:
@@ -121,7 +122,7 @@ def test_the_scheduler_check_counts_scheduler_steps_of_the_whole_run(tmp_path):
 def test_state_dict_holds_the_counters_a_resume_restores(tmp_path):
     trainer = _fit(tmp_path)
     state = trainer.ledger.state_dict()
-    assert state == {"optimizer_steps": 10, "scheduler_steps": 10, "lr_first": 0.0, "lr_peak": 0.1}
+    assert state == {"optimizer_steps": 10, "scheduler_steps": 10, "lr_first": 0.0, "lr_peak": 0.1, "lr_last": pytest.approx(0.0125)}
 
 
 def test_a_tensor_lr_is_read_when_lr_csv_is_written_not_at_each_update(tmp_path):
@@ -150,3 +151,4 @@ def test_a_tensor_lr_is_read_when_lr_csv_is_written_not_at_each_update(tmp_path)
     assert [r[0] for r in trainer.fit_run.lr_log.read_rows()] == pytest.approx([0.5, 0.25, 0.5 / 3, 0.125])
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["lr"]["first"] == pytest.approx(0.5) and summary["lr"]["peak"] == pytest.approx(0.5)
+    assert summary["lr"]["final"] == pytest.approx(0.125) and summary["lr"]["after_last_scheduler_step"] == pytest.approx(0.1)

@@ -42,7 +42,7 @@ def test_keep_schedule_2_to_1_ranks_keeps_total_warmup_and_every_lr(uninterrupte
     assert summary["optimizer_steps"] == summary["planned_total_steps"] == summary["scheduler_steps"] == 16
     assert summary["resume_adapted_by"] == "keep_schedule" and summary["completed"]
     assert harness.lrs(root) == uninterrupted_2ranks.lrs
-    assert summary["lr"]["final"] == 0.0
+    assert summary["lr"]["after_last_scheduler_step"] == 0.0
 
 
 def test_rescale_2_to_1_ranks_keeps_the_lr_curve_over_samples(uninterrupted_2ranks, uninterrupted_1rank, tmp_path):
@@ -55,7 +55,7 @@ def test_rescale_2_to_1_ranks_keeps_the_lr_curve_over_samples(uninterrupted_2ran
     # update i of the 16-sample run starts at sample 16(i-1): the 1-rank run's update 2i-1.
     assert lrs[:8] == uninterrupted_1rank.lrs[0:16:2]
     assert lrs[8:] == uninterrupted_1rank.lrs[16:]
-    assert summary["lr"]["final"] == 0.0
+    assert summary["lr"]["after_last_scheduler_step"] == 0.0
 
 
 def test_keep_schedule_1_to_2_ranks_runs_past_max_epochs_to_the_saved_total(uninterrupted_1rank, tmp_path):

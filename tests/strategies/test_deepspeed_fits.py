@@ -32,7 +32,7 @@ def test_deepspeed_on_the_measured_sizes_plan_engine_and_scheduler_agree_on_57(t
     assert summary["optimizer_steps_per_epoch"] == [19, 19, 19]
     assert summary["planned_total_steps"] == summary["optimizer_steps"] == summary["scheduler_steps"] == 57
     assert extra["engine_global_steps"] == extra["global_step"] == 57
-    assert summary["lr"]["final"] == 0.0
+    assert summary["lr"]["after_last_scheduler_step"] == 0.0
     assert len(_lr_column(tmp_path)) == 57
 
 

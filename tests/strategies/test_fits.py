@@ -74,7 +74,7 @@ def test_strategy_trains_with_routed_optimizer_exact_ledger_and_exact_resume(tmp
     assert summary["micro_batches_per_epoch_per_rank"] == 13
     assert summary["planned_total_steps"] == summary["optimizer_steps"] == summary["scheduler_steps"] == PLANNED_STEPS
     assert extra["global_step"] == PLANNED_STEPS
-    assert summary["lr"]["final"] == 0.0 and summary["lr"]["peak"] == 0.01
+    assert summary["lr"]["after_last_scheduler_step"] == 0.0 and summary["lr"]["peak"] == 0.01
     assert summary["completed"] is True
 
     # The routed optimizer, as reported and as built.
@@ -123,7 +123,7 @@ def test_a_run_stopped_after_epoch_1_and_resumed_equals_the_uninterrupted_run(tm
     assert partial["optimizer_steps"] == STEPS_PER_EPOCH and partial["completed"] is True
     resumed = run_fit(stopped, ckpt_path=str(_checkpoint_after_epoch_1(stopped)), **config)
     assert resumed["planned_total_steps"] == resumed["optimizer_steps"] == resumed["scheduler_steps"] == PLANNED_STEPS
-    assert resumed["lr"]["final"] == 0.0
+    assert resumed["lr"]["after_last_scheduler_step"] == 0.0
     assert _lr_rows(stopped) == _lr_rows(whole)
     assert _grad_norms_close(_grad_norms(stopped), _grad_norms(whole))
     expected = [loss for loss in _extra(whole)["losses"] if loss[0] == 1]

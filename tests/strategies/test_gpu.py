@@ -40,7 +40,7 @@ def test_cuda_deepspeed_routes_adamw_to_fused_adam(tmp_path):
     assert extra["strategy_class"] == "FlashDeepSpeedStrategy"
     steps = _planned_steps(_devices())
     assert summary["planned_total_steps"] == summary["optimizer_steps"] == summary["scheduler_steps"] == extra["engine_global_steps"] == steps
-    assert summary["lr"]["final"] == 0.0
+    assert summary["lr"]["after_last_scheduler_step"] == 0.0
 
 
 @pytest.mark.gpu

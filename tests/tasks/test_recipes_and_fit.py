@@ -131,7 +131,7 @@ def test_dict_batches_and_text_classifier(tmp_path):
     fit.fit(model, DataLoader(batches, batch_size=None))
     summary = fit.ledger.summary(fit, model, completed=True)
     assert summary["planned_total_steps"] == summary["optimizer_steps"] == 4
-    assert summary["planned_warmup_steps"] == 1 and summary["lr"]["final"] == 0.0
+    assert summary["planned_warmup_steps"] == 1 and summary["lr"]["after_last_scheduler_step"] == 0.0
 
 
 def test_image_classifier_refuses_downloads_and_unknown_backbones():

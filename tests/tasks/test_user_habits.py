@@ -121,7 +121,7 @@ def test_hf_adafactor_with_its_defaults_trains(tmp_path):
     # relative_step=True, lr=None: the optimizer sizes each step itself; no group LR to log.
     summary = _fit(tmp_path, _task(optimizer="hf:adafactor"), max_epochs=2)
     assert summary["planned_total_steps"] == summary["optimizer_steps"] == 8
-    assert summary["lr"] == {"first": None, "peak": None, "final": None}
+    assert summary["lr"] == {"first": None, "peak": None, "final": None, "after_last_scheduler_step": None}
     assert all(math.isnan(row[0]) for row in read_lr_csv(tmp_path)) and len(read_lr_csv(tmp_path)) == 8
 
 

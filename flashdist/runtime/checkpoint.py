@@ -257,7 +257,9 @@ def find_named_checkpoint(trainer: Any, name: str) -> Path:
     """The file Lightning's ``ckpt_path`` name stands for, found as Lightning finds it; ConfigError naming what was searched.
 
     - ``"last"``: the newest ``last*.ckpt`` (each ModelCheckpoint's ``CHECKPOINT_NAME_LAST``) in the run's checkpoint directories;
-    - ``"hpc"``: ``<default_root_dir>/hpc_ckpt_<N>.ckpt`` with the highest N (Lightning's SLURM save);
+    - ``"hpc"``: the checkpoint a SLURM preemption saved: flashdist's newest ``preempted-step=<N>.ckpt`` in the
+      run's checkpoint directories (flashdist's handler replaces Lightning's, which would have written
+      ``hpc_ckpt_<N>.ckpt``), else ``<default_root_dir>/hpc_ckpt_<N>.ckpt`` with the highest N (a plain Lightning run's);
     - ``"best"``: the ModelCheckpoint's ``best_model_path`` (known after a fit of this Trainer that monitored a metric).
 
     Example:
@@ -274,11 +276,17 @@ def find_named_checkpoint(trainer: Any, name: str) -> Path:
         searched = f"{' or '.join(sorted(f'{x}*.ckpt' for x in prefixes))} in {', '.join(str(d) for d in dirs)}"
         hint = "save one with ModelCheckpoint(save_last=True), or pass ckpt_path='auto' (the newest checkpoint of the run) or a path."
     elif name == "hpc":
+        dirs = checkpoint_dirs(trainer)
+        preempted = [p for d in dirs if d.is_dir() for p in d.glob(f"{PREEMPT_PREFIX}*.ckpt")]
+        if preempted:
+            return max(preempted, key=lambda p: (p.stat().st_mtime_ns, p.name))
         found_hpc = _hpc_checkpoint(Path(trainer.default_root_dir))
         if found_hpc is not None:
             return found_hpc
-        searched = f"{HPC_PREFIX}<N>.ckpt in {trainer.default_root_dir}"
-        hint = "an HPC checkpoint is what Lightning's SLURM requeue saves; pass ckpt_path='auto' or a path."
+        searched = (f"{PREEMPT_PREFIX}step=<N>.ckpt in {', '.join(str(d) for d in dirs)} "
+                    f"and {HPC_PREFIX}<N>.ckpt in {trainer.default_root_dir}")
+        hint = ("an HPC checkpoint is what a SLURM preemption (SIGUSR1) saves, and a completed run deletes it; "
+                "pass ckpt_path='auto' (the newest checkpoint of the run, or a fresh start) or a path.")
     elif name == "best":
         best = getattr(trainer.checkpoint_callback, "best_model_path", "") if trainer.checkpoint_callback else ""
         if best and Path(best).exists():

@@ -10,7 +10,8 @@ all-reduce cost flashdist 11-15% of a tiny DDP step. A signal therefore stops th
 about two vote intervals plus one step. One process has nothing to agree on and no vote.
 Then, outside the handler:
 
-1. one checkpoint, ``<checkpoint dir>/preempted-step=<global_step>.ckpt`` (atomic);
+1. one checkpoint, ``<checkpoint dir>/preempted-step=<global_step>.ckpt`` (atomic; what
+   ``ckpt_path="hpc"`` finds, in place of the ``hpc_ckpt_<N>.ckpt`` Lightning's handler writes);
 2. the fit ends (``summary.json``: ``completed: false``, ``preempted: true``);
 3. under SLURM, rank 0 requeues the job once (``scontrol requeue``); a failed requeue raises
    :class:`RequeueError`;

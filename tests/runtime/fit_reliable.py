@@ -23,7 +23,9 @@
   pause_at {"moment", "rank", "step"}: at that moment (setup, sanity, train_step, validation, save)
     that rank writes <root>/at-<moment> and waits for <root>/signalled (the test signals first),
   val_batches: validate (and sanity-check) on that many batches of the training data.
-"Attempt" = TORCHELASTIC_RESTART_COUNT, or FIT_ATTEMPT from the test; hooks fire on attempt 0 (the
+  ckpt_path_when_requeued: the ckpt_path of a requeued SLURM job (SLURM_RESTART_COUNT > 0), as a user's
+    script would write ``ckpt_path="hpc" if requeued else None``.
+"Attempt" = TORCHELASTIC_RESTART_COUNT, SLURM_RESTART_COUNT, or FIT_ATTEMPT from the test; hooks fire on attempt 0 (the
 *_at_step ones on their spec's "attempt", 0 by default).
 """
 
@@ -49,7 +51,10 @@ from flashdist.tasks.classification import ClassificationTask
 
 
 def attempt() -> int:
-    return int(os.environ.get("TORCHELASTIC_RESTART_COUNT") or os.environ.get("FIT_ATTEMPT") or 0)
+    for name in ("TORCHELASTIC_RESTART_COUNT", "SLURM_RESTART_COUNT", "FIT_ATTEMPT"):
+        if os.environ.get(name):
+            return int(os.environ[name])
+    return 0
 
 
 class DropIds(nn.Module):
@@ -226,7 +231,10 @@ def main(config: dict) -> None:
     loader = DataLoader(dataset, batch_size=config.get("batch_size", 8), drop_last=config.get("drop_last", False),
                         shuffle=config.get("shuffle", False), num_workers=config.get("num_workers", 0))
     val_loader = DataLoader(dataset, batch_size=config.get("batch_size", 8)) if config.get("val_batches") else None
-    trainer.fit(task, loader, val_loader, ckpt_path=config.get("ckpt_path"))
+    ckpt_path = config.get("ckpt_path")
+    if int(os.environ.get("SLURM_RESTART_COUNT") or 0) > 0 and "ckpt_path_when_requeued" in config:
+        ckpt_path = config["ckpt_path_when_requeued"]
+    trainer.fit(task, loader, val_loader, ckpt_path=ckpt_path)
 
 
 if __name__ == "__main__":

@@ -45,11 +45,26 @@ def test_hpc_is_the_highest_numbered_hpc_checkpoint(tmp_path):
     assert resolve_ckpt_path(trainer, "hpc", CheckpointTrust()) == str(highest)
 
 
+def test_hpc_is_the_newest_flashdist_preemption_checkpoint_before_any_lightning_one(tmp_path):
+    # flashdist's SIGUSR1 handler (runtime/preemption.py) saves preempted-step=<N>.ckpt where
+    # Lightning's would save hpc_ckpt_<N>.ckpt: "hpc" on the requeued job must find it.
+    trainer = _trainer(tmp_path)
+    _save(tmp_path / "hpc_ckpt_3.ckpt", 3, 3_000)  # a plain Lightning run's, in the same root
+    _save(tmp_path / "ckpts" / "preempted-step=4.ckpt", 4, 1_000)
+    newest = _save(tmp_path / "checkpoints" / "preempted-step=9.ckpt", 9, 2_000)
+    _save(tmp_path / "ckpts" / "last.ckpt", 12, 4_000)  # newer, but not a preemption's
+    trust = CheckpointTrust()
+    assert resolve_ckpt_path(trainer, "hpc", trust) == str(newest) and trust.chosen == newest
+    newest.write_bytes(newest.read_bytes() + b"x")  # damaged after its manifest was written: refused as a path is
+    with pytest.raises(ConfigError, match=r"ckpt_path=.*preempted-step=9.ckpt.* cannot be verified"):
+        resolve_ckpt_path(trainer, "hpc", CheckpointTrust())
+
+
 @pytest.mark.parametrize(
     "name, searched",
     [
         ("last", r"searched last\*.ckpt in .*ckpts, .*checkpoints\..*HINT: save one with ModelCheckpoint\(save_last=True\)"),
-        ("hpc", r"searched hpc_ckpt_<N>.ckpt in .*HINT"),
+        ("hpc", r"searched preempted-step=<N>.ckpt in .*ckpts, .*checkpoints and hpc_ckpt_<N>.ckpt in .*HINT: .*SLURM preemption"),
         ("best", r"searched the best_model_path of ModelCheckpoint \(none recorded\).*HINT"),
         ("registry", r"cannot verify a model-registry checkpoint.*HINT: download it"),
     ],

@@ -78,3 +78,26 @@ def test_the_table_has_a_row_per_variant_with_its_ratio_and_collectives():
     # 16 tokens x 2 per rank x 2 ranks per step over the median step of 135 ms: 474 tokens/s
     assert "3.00 [3.00, 3.00]" in row and "78 all_gather (12.7 ms)" in row and " 474 " in row
     assert "load average (1, 5, 15 min) before [3.5, 3.0, 2.0]" in text and "method: paired rounds" in text
+
+
+def test_torch_profiler_names_gloo_collectives_as_c10d_ops_which_the_counter_reads(tmp_path):
+    """The assumption bench llm's collective counts rest on: a collective shows in torch's profiler as a ``c10d::`` op."""
+    import torch
+    import torch.distributed as dist
+
+    assert not dist.is_initialized()
+    dist.init_process_group("gloo", store=dist.FileStore(str(tmp_path / "store"), 1), rank=0, world_size=1)
+    try:
+        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as profiler:
+            for _ in range(2):  # two "steps"
+                shard = torch.ones(4)
+                dist.all_gather_single(torch.empty(4), shard)
+                dist.reduce_scatter_single(torch.empty(4), shard)
+                dist.all_reduce(shard)
+                dist.all_reduce(shard)
+                dist.broadcast(shard, src=0)
+    finally:
+        dist.destroy_process_group()
+    counted = llm_worker.count_collectives(profiler.events(), steps=2)
+    assert {kind: entry["calls_per_step"] for kind, entry in counted.items()} == {
+        "all_gather": 1.0, "reduce_scatter": 1.0, "all_reduce": 2.0, "broadcast": 1.0}

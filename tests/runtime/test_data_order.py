@@ -1,7 +1,8 @@
 """Exactly once after a resume on one process: the uninterrupted run's samples, order, losses and weights, bitwise.
 
 One recording fit (fit_reliable.py, ``record_samples``: the ids and loss of every micro-batch,
-the final weights) shared by a table of cases, run as three launches of ``fit_sequence.py``:
+the final weights) shared by a table of cases, run as one launch of ``forked_ranks.py`` (the
+imports paid once; each segment is a fresh process forked from it) in three segments:
 
 1. the references, the shuffled one twice (bitwise reproducible), then the first case, killed;
 2. (attempt 1) the first case resumed with ``ckpt_path="auto"``, then the second case, killed;
@@ -26,7 +27,7 @@ from tests.runtime import harness
 
 pytestmark = pytest.mark.multiprocess
 
-SEQUENCE = Path(__file__).parent / "fit_sequence.py"
+LAUNCHER = Path(__file__).parent / "forked_ranks.py"
 FIT = {"devices": 1, "dataset_size": 48, "batch_size": 8, "max_epochs": 3, "record_samples": True}
 CASES = {
     "shuffled": {**FIT, "shuffle": True, "dropout": 0.2, "checkpoint_every_n_steps": 4},
@@ -36,13 +37,14 @@ KILL = {"shuffled": 9, "in_order_accumulating": 11}  # after this micro-batch
 RESUMED_AT = {"shuffled": 8, "in_order_accumulating": 8}  # micro-batches in the checkpoint "auto" finds
 
 
-def _launch(workdir: Path, name: str, attempt: int, configs: list[dict]) -> str:
+def _launch(workdir: Path, segments: list[list[dict]]) -> str:
+    """Segment k runs its fits as attempt k, in one process forked for it."""
     import subprocess
 
-    spec = workdir / f"{name}.json"
-    spec.write_text(json.dumps(configs))
-    proc = subprocess.run([sys.executable, str(SEQUENCE), str(spec)], capture_output=True, text=True, timeout=600,
-                          env=harness._env(attempt), cwd=harness.REPO)
+    spec = workdir / "segments.json"
+    spec.write_text(json.dumps([{"attempt": k, "ranks": 1, "configs": configs} for k, configs in enumerate(segments)]))
+    proc = subprocess.run([sys.executable, str(LAUNCHER), str(spec)], capture_output=True, text=True, timeout=600,
+                          env=harness._env(), cwd=harness.REPO)
     return proc.stdout + proc.stderr
 
 
@@ -53,12 +55,13 @@ def runs(tmp_path_factory) -> Path:
     ref = [{**config, "root": str(w / f"ref-{name}")} for name, config in CASES.items()]
     again = {**CASES[first], "root": str(w / f"ref-{first}-again")}
     killed = {name: {**config, "root": str(w / f"killed-{name}")} for name, config in CASES.items()}
-    logs = [_launch(w, "references", 0, [*ref, again, {**killed[first], "kill_after_micro_batches": {"count": KILL[first]}}])]
     resume = {"ckpt_path": "auto"}
-    logs.append(_launch(w, "resume1", 1, [{**killed[first], **resume},
-                                         {**killed[second], "kill_after_micro_batches": {"count": KILL[second], "attempt": 1}}]))
-    logs.append(_launch(w, "resume2", 2, [{**killed[second], **resume}]))
-    (w / "logs.txt").write_text("\n".join(logs))
+    log = _launch(w, [
+        [*ref, again, {**killed[first], "kill_after_micro_batches": {"count": KILL[first]}}],
+        [{**killed[first], **resume}, {**killed[second], "kill_after_micro_batches": {"count": KILL[second], "attempt": 1}}],
+        [{**killed[second], **resume}],
+    ])
+    (w / "logs.txt").write_text(log)
     return w
 
 

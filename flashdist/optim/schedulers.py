@@ -10,7 +10,6 @@ from __future__ import annotations
 
 
 import torch.optim.lr_scheduler as torch_sched
-import transformers.optimization as hf
 
 from flashdist.optim.entries import SchedulerEntry
 from flashdist.optim.optimizers import DEEPSPEED_AVAILABLE
@@ -53,15 +52,19 @@ _TORCH = (
 )
 
 _WARMUP = ("num_warmup_steps",)
+# Lazy "module:attr" targets: importing transformers.optimization pulls in transformers'
+# trainer utilities and peft (about 1-2 s on the CI machine) in every process, ranks included,
+# also when no transformers schedule is used; building one imports it (optim/build.py resolve_lazy).
+_HF = "transformers.optimization:"
 # transformers' schedules, all defined per optimizer step.
 _TRANSFORMERS = (
-    SchedulerEntry("constant_schedule", hf.get_constant_schedule, "transformers", "step"),
-    SchedulerEntry("constant_schedule_with_warmup", hf.get_constant_schedule_with_warmup, "transformers", "step", None, _WARMUP),
-    SchedulerEntry("linear_schedule_with_warmup", hf.get_linear_schedule_with_warmup, "transformers", "step", "num_training_steps", _WARMUP),
-    SchedulerEntry("cosine_schedule_with_warmup", hf.get_cosine_schedule_with_warmup, "transformers", "step", "num_training_steps", _WARMUP),
+    SchedulerEntry("constant_schedule", _HF + "get_constant_schedule", "transformers", "step"),
+    SchedulerEntry("constant_schedule_with_warmup", _HF + "get_constant_schedule_with_warmup", "transformers", "step", None, _WARMUP),
+    SchedulerEntry("linear_schedule_with_warmup", _HF + "get_linear_schedule_with_warmup", "transformers", "step", "num_training_steps", _WARMUP),
+    SchedulerEntry("cosine_schedule_with_warmup", _HF + "get_cosine_schedule_with_warmup", "transformers", "step", "num_training_steps", _WARMUP),
     SchedulerEntry(
         "cosine_with_hard_restarts_schedule_with_warmup",
-        hf.get_cosine_with_hard_restarts_schedule_with_warmup,
+        _HF + "get_cosine_with_hard_restarts_schedule_with_warmup",
         "transformers",
         "step",
         "num_training_steps",
@@ -69,16 +72,16 @@ _TRANSFORMERS = (
     ),
     SchedulerEntry(
         "polynomial_decay_schedule_with_warmup",
-        hf.get_polynomial_decay_schedule_with_warmup,
+        _HF + "get_polynomial_decay_schedule_with_warmup",
         "transformers",
         "step",
         "num_training_steps",
         _WARMUP,
     ),
-    SchedulerEntry("inverse_sqrt_schedule", hf.get_inverse_sqrt_schedule, "transformers", "step", None, _WARMUP),
+    SchedulerEntry("inverse_sqrt_schedule", _HF + "get_inverse_sqrt_schedule", "transformers", "step", None, _WARMUP),
     SchedulerEntry(
         "cosine_with_min_lr_schedule_with_warmup",
-        hf.get_cosine_with_min_lr_schedule_with_warmup,
+        _HF + "get_cosine_with_min_lr_schedule_with_warmup",
         "transformers",
         "step",
         "num_training_steps",
@@ -86,7 +89,7 @@ _TRANSFORMERS = (
     ),
     SchedulerEntry(
         "cosine_with_min_lr_schedule_with_warmup_lr_rate",
-        hf.get_cosine_with_min_lr_schedule_with_warmup_lr_rate,
+        _HF + "get_cosine_with_min_lr_schedule_with_warmup_lr_rate",
         "transformers",
         "step",
         "num_training_steps",
@@ -94,16 +97,16 @@ _TRANSFORMERS = (
     ),
     SchedulerEntry(
         "wsd_schedule",
-        hf.get_wsd_schedule,
+        _HF + "get_wsd_schedule",
         "transformers",
         "step",
         "num_training_steps",
         ("num_warmup_steps", "num_decay_steps", "num_stable_steps"),
         total_steps_alternatives=("num_stable_steps",),
     ),
-    SchedulerEntry("reduce_on_plateau_schedule", hf.get_reduce_on_plateau_schedule, "transformers", "epoch", requires_monitor=True),
-    SchedulerEntry("greedy_schedule", hf.get_greedy_schedule, "transformers", "epoch", requires_monitor=True),
-    SchedulerEntry("adafactor_schedule", hf.get_adafactor_schedule, "transformers", "step", requires_optimizer="hf:adafactor"),
+    SchedulerEntry("reduce_on_plateau_schedule", _HF + "get_reduce_on_plateau_schedule", "transformers", "epoch", requires_monitor=True),
+    SchedulerEntry("greedy_schedule", _HF + "get_greedy_schedule", "transformers", "epoch", requires_monitor=True),
+    SchedulerEntry("adafactor_schedule", _HF + "get_adafactor_schedule", "transformers", "step", requires_optimizer="hf:adafactor"),
 )
 
 # DeepSpeed's schedules (deepspeed.runtime.lr_schedules), per optimizer step, step counts

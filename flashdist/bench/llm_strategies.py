@@ -117,7 +117,8 @@ def print_table(result: dict[str, Any], console: Any) -> None:
                         f"median over {result['rounds_timed']} paired rounds")
     for column in ("variant", "trainable params", "tokens/s", "step ms [95% CI]", "step ÷ ddp [95% CI]", "CPU ms",
                    "CPU step ÷ ddp [95% CI]", "collectives per step (rank 0, blocking ms)"):
-        table.add_column(column, justify="left" if column.startswith(("variant", "collectives")) else "right")
+        # the variant's name whole (a 150-column log would cut "fsdp+lora/keep-gathered"); the collectives wrap
+        table.add_column(column, justify="left" if column.startswith(("variant", "collectives")) else "right", no_wrap=column == "variant")
     for name, row in result["variants"].items():
         low, high = row["step_ms_ci95"]
         r_low, r_high = row["step_vs_ddp_ci95"]

@@ -66,6 +66,8 @@ def _rank(rank: int, ranks: int, port: int, attempt: int, configs: list[dict]) -
 def run_segment(segment: dict) -> list[int]:
     """Fork the segment's ranks and wait for them; a rank killed by a signal takes the others down. Wait statuses."""
     ranks, port = segment.get("ranks", 2), free_port()
+    sys.stdout.flush()  # else each rank would write this process's buffered output again
+    sys.stderr.flush()
     pids = []
     for rank in range(ranks):
         pid = os.fork()
@@ -76,7 +78,9 @@ def run_segment(segment: dict) -> list[int]:
     while len(statuses) < len(pids):
         pid, status = os.waitpid(-1, 0)
         statuses[pid] = status
-        if os.WIFSIGNALED(status):  # a rank died (kill -9): its group goes down with it, as under torchrun
+        if os.WIFSIGNALED(status) or os.WEXITSTATUS(status) != 0:
+            # A rank died (kill -9) or failed: its group goes down with it, as under torchrun (a
+            # survivor could otherwise wait in a collective with it until the process-group timeout).
             for other in pids:
                 if other not in statuses:
                     os.kill(other, signal.SIGKILL)

@@ -74,6 +74,27 @@ def torchrun(root: Path, nproc: int, max_restarts: int, timeout_s: float = 240, 
     return subprocess.CompletedProcess(cmd, proc.returncode, stdout, stderr)
 
 
+FORKED = Path(__file__).parent / "forked_ranks.py"
+
+
+def forked(workdir: Path, segments: list[dict], timeout_s: float = 900) -> str:
+    """Run ``forked_ranks.py`` over ``segments`` (its docstring says what they are); its output, also in workdir/log.txt."""
+    spec = workdir / "segments.json"
+    spec.write_text(json.dumps(segments))
+    # Own session, so a timeout takes the forked ranks down too instead of orphaning them.
+    proc = subprocess.Popen([sys.executable, str(FORKED), str(spec)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env=_env(), cwd=REPO, start_new_session=True)
+    try:
+        output = proc.communicate(timeout=timeout_s)[0]
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        output = proc.communicate()[0]
+        raise AssertionError(f"forked_ranks.py still running after {timeout_s} s:\n{output[-6000:]}") from None
+    (workdir / "log.txt").write_text(output)
+    assert proc.returncode == 0, output[-6000:]
+    return output
+
+
 def wait_for(predicate: Callable[[], bool], timeout_s: float, proc: subprocess.Popen | None = None) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:

@@ -17,7 +17,6 @@ after micro-batch 11 (mid accumulation window, mid epoch 1; resumed at step 4 = 
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
@@ -27,7 +26,6 @@ from tests.runtime import harness
 
 pytestmark = pytest.mark.multiprocess
 
-LAUNCHER = Path(__file__).parent / "forked_ranks.py"
 FIT = {"devices": 1, "dataset_size": 48, "batch_size": 8, "max_epochs": 3, "record_samples": True}
 CASES = {
     "shuffled": {**FIT, "shuffle": True, "dropout": 0.2, "checkpoint_every_n_steps": 4},
@@ -39,13 +37,7 @@ RESUMED_AT = {"shuffled": 8, "in_order_accumulating": 8}  # micro-batches in the
 
 def _launch(workdir: Path, segments: list[list[dict]]) -> str:
     """Segment k runs its fits as attempt k, in one process forked for it."""
-    import subprocess
-
-    spec = workdir / "segments.json"
-    spec.write_text(json.dumps([{"attempt": k, "ranks": 1, "configs": configs} for k, configs in enumerate(segments)]))
-    proc = subprocess.run([sys.executable, str(LAUNCHER), str(spec)], capture_output=True, text=True, timeout=600,
-                          env=harness._env(), cwd=harness.REPO)
-    return proc.stdout + proc.stderr
+    return harness.forked(workdir, [{"attempt": k, "ranks": 1, "configs": configs} for k, configs in enumerate(segments)], timeout_s=600)
 
 
 @pytest.fixture(scope="module")
@@ -56,12 +48,11 @@ def runs(tmp_path_factory) -> Path:
     again = {**CASES[first], "root": str(w / f"ref-{first}-again")}
     killed = {name: {**config, "root": str(w / f"killed-{name}")} for name, config in CASES.items()}
     resume = {"ckpt_path": "auto"}
-    log = _launch(w, [
+    _launch(w, [
         [*ref, again, {**killed[first], "kill_after_micro_batches": {"count": KILL[first]}}],
         [{**killed[first], **resume}, {**killed[second], "kill_after_micro_batches": {"count": KILL[second], "attempt": 1}}],
         [{**killed[second], **resume}],
     ])
-    (w / "logs.txt").write_text(log)
     return w
 
 

@@ -23,8 +23,6 @@ micro-batches per step and checkpoints every step, so the kill falls inside the 
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from collections import Counter
 from pathlib import Path
 
@@ -35,7 +33,6 @@ from tests.runtime import harness
 
 pytestmark = pytest.mark.multiprocess
 
-LAUNCHER = Path(__file__).parent / "forked_ranks.py"
 DATASET, EPOCHS, MICRO_BATCHES_PER_EPOCH = 64, 3, 4  # per rank: 64 samples ÷ (2 ranks × batch 8)
 FIT = {"devices": 2, "dataset_size": DATASET, "batch_size": 8, "max_epochs": EPOCHS, "shuffle": True, "dropout": 0.1,
        "record_samples": True}
@@ -61,12 +58,7 @@ def runs(tmp_path_factory) -> Path:
     for attempt, case in enumerate(killed):
         segments[-1]["configs"].append({**case, "kill_after_micro_batches": {"count": KILL_AFTER, "attempt": attempt}})
         segments.append({"attempt": attempt + 1, "configs": [{**case, "ckpt_path": "auto"}]})
-    spec = w / "segments.json"
-    spec.write_text(json.dumps(segments))
-    proc = subprocess.run([sys.executable, str(LAUNCHER), str(spec)], capture_output=True, text=True, timeout=900,
-                          env=harness._env(), cwd=harness.REPO)
-    (w / "log.txt").write_text(proc.stdout + proc.stderr)
-    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-6000:]
+    harness.forked(w, segments)
     return w
 
 

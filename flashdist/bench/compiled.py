@@ -22,6 +22,7 @@ from typing import Any
 
 import torch
 
+from flashdist.bench.device import check_device
 from flashdist.bench.stats import bootstrap_ci, environment, median, time_calls_us
 from flashdist.bench.workloads import LEARNING_RATE, workload
 from flashdist.compat.torch import dynamo_frame_compiles, dynamo_recompile_limit
@@ -67,6 +68,7 @@ def run(
         >>> result["results"][0]["recompiles_while_timed"]  # doctest: +SKIP
         0
     """
+    device = check_device(device)  # before anything compiles
     env = environment()
     torch.compiler.reset()
     compile_kwargs = {"backend": backend}

@@ -24,6 +24,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+from flashdist.bench.device import check_device, device_name
 from flashdist.bench.fit_worker import groups_for
 from flashdist.bench.stats import bootstrap_ci, environment, median
 
@@ -40,17 +41,21 @@ def run(
     seed: int = 0,
     timeout_s: float = 7200,
     progress: Callable[[str], None] | None = None,
+    device: str = "cpu",
 ) -> dict[str, Any]:
     """Run the fit benchmark for each workload and process count; return the JSON-ready result.
 
-    ``steps`` / ``warmup_steps`` default per workload (mlp 300 / 50, gpt2 60 / 10).
+    ``steps`` / ``warmup_steps`` default per workload (mlp 300 / 50, gpt2 60 / 10). ``device``
+    ``"cuda"`` runs the same harnesses with the model and batches on the GPU (one per process),
+    timed by CUDA events; a device this machine lacks is a ConfigError before anything runs.
 
     Example:
         >>> result = run(workloads=["mlp"], devices=(1,), steps=20, warmup_steps=5, repeats=2)  # doctest: +SKIP
         >>> result["configs"][0]["ratios"]["single"]["flashdist / torch"]["median"]  # doctest: +SKIP
         1.8
     """
-    env = environment()
+    device = check_device(device, processes=max(int(d) for d in devices))
+    env = {**environment(), "device": device_name(device)}
     configs = []
     for name in workloads:
         for device_count in devices:
@@ -67,11 +72,12 @@ def run(
                 warmup_rounds=warmup_rounds,
                 seed=seed,
                 torch_threads=1,
+                device=device,
             )
             fits = _launch(config, timeout_s, progress)
             configs.append(summarize(config, fits))
     env["load_average_after"] = environment()["load_average_1_5_15min"]
-    return {"method": method_text(repeats, warmup_rounds), "environment": env, "configs": configs}
+    return {"method": method_text(repeats, warmup_rounds, device), "environment": env, "configs": configs}
 
 
 DEFAULT_STEPS = {"mlp": 300, "gpt2": 60}
@@ -135,6 +141,7 @@ def summarize(config: dict[str, Any], fits: list[dict[str, Any]]) -> dict[str, A
     return {
         "workload": config["workload"],
         "devices": config["devices"],
+        "device": config.get("device", "cpu"),
         "steps_timed_per_fit": config["steps"],
         "warmup_steps_dropped": config["warmup_steps"],
         "rounds": config["repeats"],
@@ -154,8 +161,12 @@ def per_round_stats(values: list[float], cpu: list[float]) -> dict[str, Any]:
     }
 
 
-def method_text(repeats: int, warmup_rounds: int) -> str:
-    return (
+def method_text(repeats: int, warmup_rounds: int, device: str = "cpu") -> str:
+    on_device = ("Device: cpu, torch threads 1 per process. " if device == "cpu" else
+                 "Device: cuda, one GPU per process (nccl at 2), model and batches on it; the same harnesses and "
+                 "schedule as on cpu; the wall clock of a step is read from CUDA events recorded at each step's end "
+                 "(no host sync per step), the CPU clock from the process. ")
+    return on_device + (
         "Workloads: mlp = 32-64-4 MLP, batch 16/rank, cross-entropy; gpt2 = 2-layer GPT-2 (width 64, vocab 256) from a "
         "config, batch 8 x 32 tokens/rank, next-token loss. All harnesses: AdamW lr 1e-3, weight decay 0, no clipping, "
         "linear warmup (10%, ceil) to zero over one epoch, torch threads 1 per process, the same seeded weights and data. "

@@ -57,17 +57,35 @@ def groups_for(devices: int, strategies: list[str] | None = None, harnesses: lis
 
 
 class StepStamps:
-    """Wall and process-CPU timestamps at the end of every training step."""
+    """Wall and process-CPU timestamps at the end of every training step.
 
-    def __init__(self) -> None:
+    On ``cuda`` each stamp also records a CUDA event on the current stream: the host returns from a
+    step before the GPU has run it, so the wall clock is read from the events once the fit is over
+    (:meth:`finish`), when the GPU reached the end of each step, without a host sync per step.
+    """
+
+    def __init__(self, device: str = "cpu") -> None:
         self.wall_ns: list[int] = []
         self.cpu_ns: list[int] = []
+        self.events: list[Any] | None = [] if device == "cuda" else None
 
     def __call__(self) -> None:
         self.wall_ns.append(time.perf_counter_ns())
         # CPU time of the whole process (gloo's and DeepSpeed's threads included): what the step
         # costs, even when other jobs on the machine stretch the wall-clock time.
         self.cpu_ns.append(time.process_time_ns())
+        if self.events is not None:
+            event = torch.cuda.Event(enable_timing=True)
+            event.record()
+            self.events.append(event)
+
+    def finish(self) -> None:
+        """On CUDA: the step ends as the GPU reached them (ns from the first), in place of the host's."""
+        if not self.events:
+            return
+        torch.cuda.synchronize()
+        first = self.events[0]
+        self.wall_ns = [round(first.elapsed_time(event) * 1e6) for event in self.events]
 
 
 def one_fit(variant: str, config: dict[str, Any], samples: Any, total_steps: int, world: int) -> dict[str, Any]:
@@ -75,17 +93,20 @@ def one_fit(variant: str, config: dict[str, Any], samples: Any, total_steps: int
     from flashdist.bench.workloads import workload
 
     strategy, name = variant.split("/")
+    device = config.get("device", "cpu")
     torch.manual_seed(config["seed"])
     random.seed(config["seed"])
-    stamps = StepStamps()
+    stamps = StepStamps(device)
     with tempfile.TemporaryDirectory(prefix="flashdist-bench-") as root:
         started = time.perf_counter()
-        harness(name, FLASHDIST_STRATEGY[strategy])(workload(config["workload"]), samples, total_steps, world, root, stamps)
+        harness(name, FLASHDIST_STRATEGY[strategy])(workload(config["workload"], device), samples, total_steps, world, root, stamps)
+        stamps.finish()
         wall_s = time.perf_counter() - started
     warmup = config["warmup_steps"]
     wall_us, cpu_us = _intervals_us(stamps.wall_ns[warmup:]), _intervals_us(stamps.cpu_ns[warmup:])
     return {
         "variant": variant,
+        "device": device,
         "steps_taken": len(stamps.wall_ns),
         "timed_intervals": len(wall_us),
         "median_us": _median(wall_us),

@@ -33,6 +33,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler
 
+from flashdist.bench.device import backend, lightning_accelerator, local_device
 from flashdist.bench.workloads import LEARNING_RATE, PairDataset, Workload, linear_warmup_factor, warmup_steps_of
 
 Stamp = Callable[[], None]
@@ -54,13 +55,20 @@ LIGHTNING_ZERO2 = {
 def _loader(workload: Workload, samples: tuple[torch.Tensor, torch.Tensor], world: int) -> DataLoader:
     dataset = PairDataset(*samples)
     sampler = DistributedSampler(dataset, shuffle=False) if world > 1 else None
-    return DataLoader(dataset, batch_size=workload.batch_size, shuffle=False, sampler=sampler)
+    return DataLoader(dataset, batch_size=workload.batch_size, shuffle=False, sampler=sampler,
+                      pin_memory=workload.device == "cuda")
 
 
-def _init_process_group(world: int) -> None:
+def _batches(loader: DataLoader, device: Any) -> Any:
+    """The loader's batches on ``device`` (a hand-written loop moves them itself; on the CPU nothing moves)."""
+    for inputs, targets in loader:
+        yield inputs.to(device, non_blocking=True), targets.to(device, non_blocking=True)
+
+
+def _init_process_group(world: int, device: str = "cpu") -> None:
     """What a hand-written multi-process loop starts with (a harness fit earlier in the process may have done it)."""
     if world > 1 and not torch.distributed.is_initialized():
-        torch.distributed.init_process_group("gloo")
+        torch.distributed.init_process_group(backend(device))
 
 
 def _adamw(params: Any, **kernel: bool) -> torch.optim.Optimizer:
@@ -69,14 +77,15 @@ def _adamw(params: Any, **kernel: bool) -> torch.optim.Optimizer:
 
 def hand_torch(workload: Workload, samples: Any, total_steps: int, world: int, root: str, stamp: Stamp) -> None:
     """The limit: a plain loop (DistributedDataParallel when ``world > 1``)."""
-    _init_process_group(world)
-    model = workload.model()
+    device = local_device(workload.device)
+    _init_process_group(world, workload.device)
+    model = workload.model().to(device)
     if world > 1:
-        model = nn.parallel.DistributedDataParallel(model)
+        model = nn.parallel.DistributedDataParallel(model, device_ids=None if device == "cpu" else [torch.device(device).index])
     optimizer = _adamw(model.parameters())
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, linear_warmup_factor(total_steps))
     model.train()
-    for inputs, targets in _loader(workload, samples, world):
+    for inputs, targets in _batches(_loader(workload, samples, world), device):
         loss = workload.loss_fn(model(inputs), targets)
         loss.backward()
         optimizer.step()
@@ -86,11 +95,12 @@ def hand_torch(workload: Workload, samples: Any, total_steps: int, world: int, r
 
 
 def hand_deepspeed(workload: Workload, samples: Any, total_steps: int, world: int, root: str, stamp: Stamp) -> None:
-    """A hand-written DeepSpeed engine loop, ZeRO-2 on CPU (gloo)."""
+    """A hand-written DeepSpeed engine loop, ZeRO-2 (on CPU: DeepSpeed's CPU accelerator, gloo)."""
     import deepspeed
 
+    local_device(workload.device)
     if not torch.distributed.is_initialized():
-        deepspeed.init_distributed(dist_backend="gloo")
+        deepspeed.init_distributed(dist_backend=backend(workload.device))
     model = workload.model()
     optimizer = _adamw(model.parameters())
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, linear_warmup_factor(total_steps))
@@ -102,7 +112,7 @@ def hand_deepspeed(workload: Workload, samples: Any, total_steps: int, world: in
     }
     engine, _, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, lr_scheduler=scheduler, config=config)
     engine.train()
-    for inputs, targets in _loader(workload, samples, world):
+    for inputs, targets in _batches(_loader(workload, samples, world), engine.device):
         loss = workload.loss_fn(engine(inputs), targets)
         engine.backward(loss)
         engine.step()  # the optimizer step, zero_grad and the scheduler step
@@ -114,14 +124,15 @@ def hand_fsdp2(workload: Workload, samples: Any, total_steps: int, world: int, r
     """A hand-written FSDP2 loop: ``fully_shard`` per transformer block, then the root."""
     from torch.distributed.device_mesh import init_device_mesh
 
-    _init_process_group(world)
-    mesh = init_device_mesh("cpu", (world,))
-    model = workload.model()
+    device = local_device(workload.device)
+    _init_process_group(world, workload.device)
+    mesh = init_device_mesh(workload.device, (world,))
+    model = workload.model().to(device)
     _fully_shard_blocks_then_root(model, mesh)
-    optimizer = _adamw(model.parameters(), **FSDP2_KERNEL)
+    optimizer = _adamw(model.parameters(), **fsdp2_kernel_flags(workload.device))
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, linear_warmup_factor(total_steps))
     model.train()
-    for inputs, targets in _loader(workload, samples, world):
+    for inputs, targets in _batches(_loader(workload, samples, world), device):
         loss = workload.loss_fn(model(inputs), targets)
         loss.backward()
         optimizer.step()
@@ -158,10 +169,11 @@ def fsdp2_kernel_flags(device_type: str = "cpu") -> dict[str, bool]:
 
 
 # Same optimizer kernel on both sides of flashdist ÷ fsdp2 (torch's default AdamW on CPU is the per-tensor loop).
-FSDP2_KERNEL = fsdp2_kernel_flags("cpu")
+FSDP2_KERNEL = fsdp2_kernel_flags("cpu")  # on the CPU; the harnesses ask for their workload.device
 
 
-def _lightning_kwargs(world: int, root: str, stamp: Stamp, strategy: Any, extras: dict[str, Any] | None = None) -> dict[str, Any]:
+def _lightning_kwargs(world: int, root: str, stamp: Stamp, strategy: Any, extras: dict[str, Any] | None = None,
+                      device: str = "cpu") -> dict[str, Any]:
     """The Trainer arguments every Lightning-based harness shares; ``extras`` (bench syncs: clipping, a
     logger, the progress bar) replace or add to them."""
     from lightning.pytorch import Callback
@@ -171,7 +183,7 @@ def _lightning_kwargs(world: int, root: str, stamp: Stamp, strategy: Any, extras
             stamp()
 
     return dict(
-        default_root_dir=root, accelerator="cpu", devices=world, strategy=strategy, max_epochs=1, limit_val_batches=0,
+        default_root_dir=root, accelerator=lightning_accelerator(device), devices=world, strategy=strategy, max_epochs=1, limit_val_batches=0,
         num_sanity_val_steps=0, logger=False, enable_checkpointing=False, enable_progress_bar=False,
         enable_model_summary=False, callbacks=[StepStamp()],
     ) | dict(extras or {})
@@ -201,7 +213,7 @@ def plain_lightning(workload: Workload, samples: Any, total_steps: int, world: i
             return loss
 
         def configure_optimizers(self) -> Any:
-            optimizer = _adamw(self.parameters(), **(FSDP2_KERNEL if strategy == "fsdp2" else {}))
+            optimizer = _adamw(self.parameters(), **(fsdp2_kernel_flags(workload.device) if strategy == "fsdp2" else {}))
             scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, linear_warmup_factor(total_steps))
             return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
@@ -212,13 +224,13 @@ def plain_lightning(workload: Workload, samples: Any, total_steps: int, world: i
     chosen: Any = "ddp" if world > 1 else "auto"
     module = ShardedModule() if strategy == "fsdp2" else PlainModule()
     if strategy == "deepspeed":
-        chosen = plain_cpu_deepspeed()
+        chosen = plain_cpu_deepspeed() if workload.device == "cpu" else "deepspeed_stage_2"
     elif strategy == "fsdp2":
         from lightning.pytorch.strategies import ModelParallelStrategy
 
         # Its defaults (data-parallel = nodes, tensor-parallel = devices) would shard nothing on one host.
         chosen = ModelParallelStrategy(data_parallel_size=world, tensor_parallel_size=1)
-    Trainer(**_lightning_kwargs(world, root, stamp, chosen, extras)).fit(module, _loader(workload, samples, 1))
+    Trainer(**_lightning_kwargs(world, root, stamp, chosen, extras, workload.device)).fit(module, _loader(workload, samples, 1))
 
 
 def plain_cpu_deepspeed() -> Any:
@@ -244,7 +256,8 @@ def flashdist_fit(strategy: str, one_process_strategy: str = "auto", extras: dic
             learning_rate=LEARNING_RATE, lr_scheduler=("linear_schedule_with_warmup", {"num_warmup_steps": 0.1}),
         )
         chosen = strategy if world > 1 else one_process_strategy
-        flashdist.Trainer(**_lightning_kwargs(world, root, stamp, chosen, extras)).fit(task, _loader(workload, samples, 1))
+        kwargs = _lightning_kwargs(world, root, stamp, chosen, extras, workload.device)
+        flashdist.Trainer(**kwargs).fit(task, _loader(workload, samples, 1))
 
     return fit
 
@@ -268,8 +281,8 @@ def hf_trainer(workload: Workload, samples: Any, total_steps: int, world: int, r
     args = TrainingArguments(
         output_dir=root, per_device_train_batch_size=workload.batch_size, num_train_epochs=1, learning_rate=LEARNING_RATE,
         weight_decay=0.0, max_grad_norm=0.0, lr_scheduler_type="linear", warmup_steps=warmup_steps_of(total_steps),
-        logging_strategy="no", save_strategy="no", report_to="none", use_cpu=True, disable_tqdm=True, seed=0,
-        optim="adamw_torch", dataloader_num_workers=0, ddp_backend="gloo" if world > 1 else None,
+        logging_strategy="no", save_strategy="no", report_to="none", use_cpu=workload.device == "cpu", disable_tqdm=True,
+        seed=0, optim="adamw_torch", dataloader_num_workers=0, ddp_backend=backend(workload.device) if world > 1 else None,
     )
     trainer = Trainer(model=WithLoss(), args=args, train_dataset=PairDataset(*samples, as_dict=True),
                       callbacks=[StepStamp()])

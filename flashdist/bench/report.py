@@ -31,6 +31,8 @@ def print_scheduler_table(result: dict[str, Any], console: Any = None) -> None:
     console = console or Console()
     groups = list(result["baseline_us_per_step"])
     title = "scheduler.step() cost: µs per step (median ± IQR over rounds), and × direct assignment (paired by block)"
+    if result.get("lr", "float") != "float":  # the tensor-LR mode: each call also runs the (captured) optimizer step
+        title = f"LRs as tensors ({result['lr']}): µs per step() + optimizer step, and × direct tensor assignment + the same step"
     table = Table(title=title)
     table.add_column("scheduler")
     table.add_column("impl")

@@ -29,11 +29,20 @@ from typing import Any
 
 import torch
 
+from flashdist.bench.device import check_device, device_name
+from flashdist.bench.graphed import (
+    direct_tensor_assignment,
+    lr_tensor_problem,
+    make_tensor_lr_optimizer,
+    optimizer_step_replay,
+    synchronized_timer,
+    then,
+)
 from flashdist.bench.stats import bootstrap_ci, environment, iqr, median, time_calls_us
 from flashdist.bench.user_specs import UserSchedulerSpec
 from flashdist.errors import ConfigError
 from flashdist.optim.build import check_scheduler_api
-from flashdist.optim.fast import ClosedFormLR
+from flashdist.optim.fast import ClosedFormLR, lr_to_tensors
 
 Implementation = str  # "flashdist" | "transformers" | "torch" | "deepspeed"
 
@@ -118,11 +127,8 @@ def direct_assignment_of(lr_factor: Callable[[int], float], optimizer: torch.opt
     return direct_step
 
 
-def direct_assignment(optimizer: torch.optim.Optimizer, total_steps: int, warmup_steps: int) -> Callable[[], None]:
-    """The baseline: a hand-written linear warmup/decay, assigned group by group."""
-    groups = optimizer.param_groups
-    base_lrs = [group["lr"] for group in groups]
-    step = 0
+def linear_lr_factor(total_steps: int, warmup_steps: int) -> Callable[[int], float]:
+    """The baseline's schedule: a hand-written linear warmup/decay factor."""
     decay_steps = max(1, total_steps - warmup_steps)
 
     def lr_factor(step: int) -> float:
@@ -130,6 +136,16 @@ def direct_assignment(optimizer: torch.optim.Optimizer, total_steps: int, warmup
             return step / warmup_steps
         value = (total_steps - step) / decay_steps
         return value if value > 0.0 else 0.0  # not max(): a builtin call costs more than the rest
+
+    return lr_factor
+
+
+def direct_assignment(optimizer: torch.optim.Optimizer, total_steps: int, warmup_steps: int) -> Callable[[], None]:
+    """The baseline: a hand-written linear warmup/decay, assigned group by group."""
+    groups = optimizer.param_groups
+    base_lrs = [group["lr"] for group in groups]
+    step = 0
+    lr_factor = linear_lr_factor(total_steps, warmup_steps)
 
     pairs = tuple(zip(groups, base_lrs))
 
@@ -193,22 +209,45 @@ def _recipe_registries() -> list[Any]:
     return [cls.lr_schedulers for cls in classes]
 
 
-def build_candidate(name: str, entry: Any, groups: int, total_steps: int) -> Candidate:
-    """Build ``name`` on a fresh optimizer through the same builder a Task uses."""
+def build_candidate(name: str, entry: Any, groups: int, total_steps: int, device: str | None = None) -> Candidate:
+    """Build ``name`` on a fresh optimizer through the same builder a Task uses (``device``: on tensor LRs there)."""
     from flashdist.optim.build import build_lr_scheduler
 
-    optimizer = make_optimizer(groups)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        if entry.is_recipe:
-            scheduler = _recipe_scheduler(entry.target(optimizer))
-        else:
-            scheduler, _ = build_lr_scheduler(optimizer, (name, bench_kwargs(name)), total_steps)
-    optimizer.step()  # once, so torch's "step() before optimizer.step()" warning path is not what we time
+    def build(optimizer: torch.optim.Optimizer, lr_as_tensor: bool = False) -> Any:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            if entry.is_recipe:
+                if lr_as_tensor:
+                    lr_to_tensors(optimizer)
+                return _recipe_scheduler(entry.target(optimizer))
+            return build_lr_scheduler(optimizer, (name, bench_kwargs(name)), total_steps, lr_as_tensor=lr_as_tensor)[0]
+
+    return _candidate(name, entry, build, groups, device)
+
+
+def _candidate(label: str, entry: Any, build: Callable[..., Any], groups: int, device: str | None) -> Candidate:
+    """The timed call of a scheduler ``build(optimizer, lr_as_tensor)`` makes: ``step()`` on float LRs, or on
+    ``device``'s tensor LRs ``step()`` then the captured optimizer step (:mod:`flashdist.bench.graphed`)."""
+    if device is None:
+        optimizer = make_optimizer(groups)
+        scheduler = build(optimizer)
+        optimizer.step()  # once, so torch's "step() before optimizer.step()" warning path is not what we time
+        same_schedule = None
+        if isinstance(scheduler, ClosedFormLR):
+            same_schedule = direct_assignment_of(scheduler.schedule.multiplier_fn(), make_optimizer(groups))
+        return Candidate(label, implementation_of(entry, scheduler), scheduler.step, same_schedule)
+    optimizer = make_tensor_lr_optimizer(groups, device)
+    scheduler = build(optimizer, True)
+    problem = lr_tensor_problem(optimizer, scheduler, build(make_tensor_lr_optimizer(groups, "cpu")))
+    if problem is not None:
+        raise NotTimed(f"not graph-safe: {problem}")
     same_schedule = None
     if isinstance(scheduler, ClosedFormLR):
-        same_schedule = direct_assignment_of(scheduler.schedule.multiplier_fn(), make_optimizer(groups))
-    return Candidate(name, implementation_of(entry, scheduler), scheduler.step, same_schedule)
+        own = make_tensor_lr_optimizer(groups, device)
+        lr_to_tensors(own)
+        same_schedule = then(direct_tensor_assignment(own, scheduler.schedule.multiplier_fn()), optimizer_step_replay(own, device))
+    return Candidate(label, implementation_of(entry, scheduler), then(scheduler.step, optimizer_step_replay(optimizer, device)),
+                     same_schedule)
 
 
 class NotTimed(Exception):
@@ -243,7 +282,7 @@ def implementation_of(entry: Any, scheduler: Any) -> Implementation:
     return module if module in ("flashdist", "transformers", "deepspeed", "torch") else "user"
 
 
-def build_user_candidate(user: UserSchedulerSpec, groups: int, total_steps: int) -> Candidate:
+def build_user_candidate(user: UserSchedulerSpec, groups: int, total_steps: int, device: str | None = None) -> Candidate:
     """Build one ``--scheduler`` spec as a Task would; any failure is a ConfigError naming the spec."""
     from flashdist.optim.build import build_lr_scheduler
     from flashdist.optim.specs import normalize_scheduler
@@ -254,23 +293,23 @@ def build_user_candidate(user: UserSchedulerSpec, groups: int, total_steps: int)
     try:
         if user.uses_bench_kwargs:  # a bare name: built as in the full run, with the bench's kwargs
             ((name, entry),) = scheduler_names([user.spec])
-            return replace(build_candidate(name, entry, groups, total_steps), scheduler=user.label)
-        optimizer = make_optimizer(groups)
+            return replace(build_candidate(name, entry, groups, total_steps, device), scheduler=user.label)
         spec = normalize_scheduler(user.spec)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            scheduler, _ = build_lr_scheduler(optimizer, spec, total_steps)
-            optimizer.step()  # as in build_candidate: torch's order-warning path is not what we time
-            scheduler.step()  # one untimed step: a scheduler that cannot step per batch fails here, not mid-run
-    except ConfigError:
+
+        def build(optimizer: torch.optim.Optimizer, lr_as_tensor: bool = False) -> Any:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                scheduler, _ = build_lr_scheduler(optimizer, spec, total_steps, lr_as_tensor=lr_as_tensor)
+                optimizer.step()  # as in build_candidate: torch's order-warning path is not what we time
+                scheduler.step()  # one untimed step: a scheduler that cannot step per batch fails here, not mid-run
+            return scheduler
+
+        return _candidate(user.label, spec.entry, build, groups, device)
+    except (ConfigError, NotTimed):
         raise
     except Exception as error:  # the library's own message is the most precise one
         raise ConfigError(f"--scheduler {user.label!r} failed to build: {type(error).__name__}: {error}",
                           hint="it must build like Task(lr_scheduler=...) on an SGD optimizer.") from error
-    same_schedule = None
-    if isinstance(scheduler, ClosedFormLR):
-        same_schedule = direct_assignment_of(scheduler.schedule.multiplier_fn(), make_optimizer(groups))
-    return Candidate(user.label, implementation_of(spec.entry, scheduler), scheduler.step, same_schedule)
 
 
 def run(
@@ -283,6 +322,8 @@ def run(
     clock: str = "wall",
     progress: Callable[[str], None] | None = None,
     specs: Iterable[UserSchedulerSpec] | None = None,
+    device: str = "cpu",
+    lr_as_tensor: bool = False,
 ) -> dict[str, Any]:
     """Time every buildable scheduler, or only ``specs``; return the JSON-ready result (see the module docstring).
 
@@ -290,19 +331,26 @@ def run(
     brings: each is built once before any timing (a failure is a ConfigError then), and is
     timed against the same baselines as the registry's schedulers.
 
+    ``device="cuda"`` (or ``lr_as_tensor=True`` on the CPU): the LRs are tensors a captured CUDA
+    graph reads, and one timed call is ``step()`` then the optimizer step's replay
+    (:mod:`flashdist.bench.graphed`); a device this machine lacks is a ConfigError first.
+
     Example:
         >>> result = run(groups=(1,), steps=10, repeats=2, warmup_steps=2, include=["steplr"])
         >>> sorted(result)
         ['baseline_us_per_step', 'environment', 'method', 'results', 'skipped']
     """
     groups = tuple(int(g) for g in groups)
-    env_before = environment()
+    device = check_device(device)
+    on_device = device if (lr_as_tensor or device == "cuda") else None  # None: float LRs, the step alone
+    timer = synchronized_timer(device, time_calls_us)
+    env_before = {**environment(), "device": device_name(device)}
     # Long enough that no schedule runs past its end (OneCycleLR refuses to), with a 10% warmup.
     total_steps = warmup_steps + steps * repeats + 10
     specs = list(specs or [])
     names = [] if specs else scheduler_names(include)
     for user in specs:  # every user spec builds before anything is timed
-        build_user_candidate(user, groups[0], total_steps)
+        build_user_candidate(user, groups[0], total_steps, on_device)
     skipped: dict[str, str] = {}
     baseline: dict[str, float] = {}
     results: list[dict[str, Any]] = []
@@ -315,20 +363,30 @@ def run(
                 skipped[name] = reason
                 continue
             try:
-                candidates.append(build_candidate(name, entry, group_count, total_steps))
+                candidates.append(build_candidate(name, entry, group_count, total_steps, on_device))
             except NotTimed as reason:
                 skipped[name] = str(reason)
             except Exception as error:  # a scheduler that cannot be built here is reported, not fatal
                 skipped[name] = f"failed to build: {type(error).__name__}: {str(error).splitlines()[0][:160]}"
-        candidates += [build_user_candidate(user, group_count, total_steps) for user in specs]
+        for user in specs:
+            try:
+                candidates.append(build_user_candidate(user, group_count, total_steps, on_device))
+            except NotTimed as reason:
+                skipped[user.label] = str(reason)
         # The baseline runs one block per candidate per round: its schedule spans all of them
         # (10% warmup, then decay), so it never runs past its end while timed.
         direct_total = warmup_steps + steps * repeats * max(1, len(candidates)) + 10
-        direct_step = direct_assignment(make_optimizer(group_count), direct_total, max(1, direct_total // 10))
+        if on_device is None:
+            direct_step = direct_assignment(make_optimizer(group_count), direct_total, max(1, direct_total // 10))
+        else:  # the same factor written into tensor LRs, then its own (replayed) optimizer step
+            own = make_tensor_lr_optimizer(group_count, on_device)
+            lr_to_tensors(own)
+            direct_step = then(direct_tensor_assignment(own, linear_lr_factor(direct_total, max(1, direct_total // 10))),
+                               optimizer_step_replay(own, on_device))
         direct = Candidate("direct assignment", "baseline", direct_step)
         steps_timed = [direct.step] + [fn for c in candidates for fn in (c.step, c.same_schedule_direct) if fn]
         for step_fn in steps_timed:
-            time_calls_us(step_fn, warmup_steps, clock)
+            timer(step_fn, warmup_steps, clock)
         samples: dict[int, list[float]] = {id(fn): [] for fn in steps_timed}
         ratios: dict[int, list[float]] = {id(c): [] for c in candidates}
         same_ratios: dict[int, list[float]] = {id(c): [] for c in candidates}
@@ -341,7 +399,7 @@ def run(
                 # adjacent blocks see the same speed.
                 block = [fn for fn in (direct.step, candidate.step, candidate.same_schedule_direct) if fn]
                 rng.shuffle(block)
-                timings = {id(fn): time_calls_us(fn, steps, clock) for fn in block}
+                timings = {id(fn): timer(fn, steps, clock) for fn in block}
                 for fn in block:
                     samples[id(fn)].append(timings[id(fn)])
                 ratios[id(candidate)].append(timings[id(candidate.step)] / timings[id(direct.step)])
@@ -367,12 +425,24 @@ def run(
             results.append(row)
     env = {**env_before, "load_average_after": environment()["load_average_1_5_15min"]}
     return {
-        "method": method_text(steps, repeats, warmup_steps, clock),
+        "method": method_text(steps, repeats, warmup_steps, clock) + (graph_method(device) if on_device else ""),
+        "lr": "float" if on_device is None else ("tensor, CUDA graph" if on_device == "cuda" else "tensor, eager step"),
         "environment": env,
         "baseline_us_per_step": baseline,
         "results": results,
         "skipped": [{"scheduler": name, "reason": reason} for name, reason in skipped.items()],
     }
+
+
+def graph_method(device: str) -> str:
+    replay = "the replay of the optimizer step captured once in a CUDA graph" if device == "cuda" else "the eager optimizer step"
+    return (
+        f" Tensor-LR mode ({device}): every optimizer is AdamW (capturable on cuda) over the groups' one-element "
+        f"parameters, its LRs 0-dim tensors on the device; schedulers built with lr_as_tensor=True as a Task builds "
+        f"them, refused untimed unless each LR stays the same tensor and equals the float schedule after 5 steps; one "
+        f"call = step() (baseline: lr.fill_(base * m) per group) then {replay}; on cuda each block is bracketed by "
+        f"torch.cuda.synchronize() and timed on the wall clock."
+    )
 
 
 def method_text(steps: int, repeats: int, warmup_steps: int, clock: str) -> str:

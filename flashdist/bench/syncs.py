@@ -16,6 +16,11 @@ only the ``steps`` steady-state steps, which end before Lightning's first logged
 strategy, flashdist is compared with plain Lightning under the same strategy (and the hand
 written loop is shown as the floor); with clipping, a logger and the progress bar, plain
 Lightning and flashdist both get the same Trainer arguments.
+
+``--device cuda`` runs the same fits on the GPU; there the profiled window also runs under
+``torch.cuda.set_sync_debug_mode("warn")``, which warns at every synchronizing CUDA call (a
+device-to-host copy, ``nonzero``, a blocking ``.cpu()``), item reads or not: those warnings are
+counted per step beside the profiler's count, by the Python line that made the call.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ import os
 import random
 import sys
 import tempfile
+import warnings
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,6 +56,7 @@ class SyncCount:
 
     steps: int
     sources: Counter[str] = field(default_factory=Counter)
+    cuda_syncs: Counter[str] | None = None  # set_sync_debug_mode("warn")'s warnings, by line (on CUDA only)
 
     @property
     def per_step(self) -> float:
@@ -59,21 +66,35 @@ class SyncCount:
 class _Window:
     """The step stamp of a harness: starts the profiler after ``warmup`` steps, stops it ``steps`` later."""
 
-    def __init__(self, warmup: int, steps: int) -> None:
+    def __init__(self, warmup: int, steps: int, device: str = "cpu") -> None:
         self.warmup, self.steps, self.seen = warmup, steps, 0
         self.profiler = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], with_stack=True)
+        self.cuda = device == "cuda"
+        self._catching: Any = None
+        self._caught: list[warnings.WarningMessage] = []
 
     def __call__(self) -> None:
         self.seen += 1
         if self.seen == self.warmup:
             self.profiler.start()
+            if self.cuda:
+                self._catching = warnings.catch_warnings(record=True)
+                self._caught = self._catching.__enter__()
+                warnings.simplefilter("always")
+                torch.cuda.set_sync_debug_mode("warn")
         elif self.seen == self.warmup + self.steps:
+            if self.cuda:
+                torch.cuda.set_sync_debug_mode("default")
+                self._catching.__exit__(None, None, None)
             self.profiler.stop()
 
     def count(self) -> SyncCount:
         if self.seen < self.warmup + self.steps:
             raise RuntimeError(f"the fit took {self.seen} steps, fewer than the {self.warmup + self.steps} profiled")
         result = SyncCount(self.steps)
+        if self.cuda:
+            result.cuda_syncs = Counter(f"{_short(w.filename)}:{w.lineno}" for w in self._caught
+                                        if "synchroniz" in str(w.message))
         # the event tree links each op to the Python frames around it (with_stack); torch 2.13 leaves
         # the flat events' ``stack`` empty for aten ops
         nodes = list(self.profiler.profiler.kineto_results.experimental_event_tree())  # type: ignore[union-attr]
@@ -153,16 +174,16 @@ def variants(strategies: tuple[str, ...] = STRATEGIES, options: tuple[str, ...] 
     return out
 
 
-def count_one(strategy: str, name: str, option: str, world: int, warmup: int, steps: int) -> SyncCount:
+def count_one(strategy: str, name: str, option: str, world: int, warmup: int, steps: int, device: str = "cpu") -> SyncCount:
     from lightning.pytorch.loggers import CSVLogger
 
     from flashdist.bench.harnesses import flashdist_fit, harness, plain_lightning
     from flashdist.bench.workloads import workload
 
-    mlp = workload("mlp")
+    mlp = workload("mlp", device)
     total = warmup + steps + 1
     samples = mlp.samples(total * mlp.batch_size * world)
-    window = _Window(warmup, steps)
+    window = _Window(warmup, steps, device)
     torch.manual_seed(0)
     with tempfile.TemporaryDirectory(prefix="flashdist-syncs-") as root:
         extras = dict(OPTIONS[option])
@@ -191,9 +212,13 @@ def run_here(config: dict[str, Any]) -> list[dict[str, Any]]:
     records = []
     chosen = variants(tuple(config["strategies"]), tuple(config.get("options", OPTIONS)), config.get("hand", True))
     for strategy, name, option in chosen:
-        count = count_one(strategy, name, option, world, config["warmup_steps"], config["steps"])
-        records.append({"devices": world, "strategy": strategy, "harness": name, "option": option,
-                        "per_step": count.per_step, "sources": {k: v / count.steps for k, v in count.sources.most_common()}})
+        count = count_one(strategy, name, option, world, config["warmup_steps"], config["steps"], config.get("device", "cpu"))
+        record = {"devices": world, "strategy": strategy, "harness": name, "option": option,
+                  "per_step": count.per_step, "sources": {k: v / count.steps for k, v in count.sources.most_common()}}
+        if count.cuda_syncs is not None:
+            record["cuda_syncs_per_step"] = sum(count.cuda_syncs.values()) / count.steps
+            record["cuda_sync_sources"] = {k: v / count.steps for k, v in count.cuda_syncs.most_common()}
+        records.append(record)
     return records
 
 
@@ -219,16 +244,20 @@ def excess(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def run(devices: list[int], strategies: list[str] | None = None, steps: int = 20, warmup_steps: int = 5,
-        options: list[str] | None = None, hand: bool = True, timeout_s: float = 1800, progress: Any = None) -> dict[str, Any]:
+        options: list[str] | None = None, hand: bool = True, timeout_s: float = 1800, progress: Any = None,
+        device: str = "cpu") -> dict[str, Any]:
     """Count every variant at each process count (one launch per count: 2+ processes under torchrun)."""
     import subprocess
 
+    from flashdist.bench.device import check_device
+
+    device = check_device(device, processes=max(devices))
     records: list[dict[str, Any]] = []
     for count in devices:
         with tempfile.TemporaryDirectory(prefix="flashdist-syncs-") as tmp:
             out = Path(tmp) / "records.json"
             config = {"strategies": list(strategies or STRATEGIES), "steps": steps, "warmup_steps": warmup_steps,
-                      "options": list(options or OPTIONS), "hand": hand, "out": str(out)}
+                      "options": list(options or OPTIONS), "hand": hand, "out": str(out), "device": device}
             # torchrun at one process too: DeepSpeed (and the strategies' process group) read its environment
             command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={count}",
                        "-m", "flashdist.bench.syncs", json.dumps(config)]
@@ -241,6 +270,7 @@ def run(devices: list[int], strategies: list[str] | None = None, steps: int = 20
             records += json.loads(out.read_text())
     load = os.getloadavg()[0]
     return {"records": records, "excess": excess(records), "load_1min": load, "steps": steps, "warmup_steps": warmup_steps,
+            "device": device,
             "method": __doc__.split("\n\n", 2)[2].strip() if __doc__ else ""}
 
 
@@ -261,6 +291,10 @@ def print_table(result: dict[str, Any], console: Any) -> None:
                       f"{record['per_step']:.2f} per step")
         for where, per_step in record["sources"].items():
             console.print(f"  {per_step:5.2f}  {where}", highlight=False)
+        if "cuda_syncs_per_step" in record:
+            console.print(f"  CUDA sync debug mode: {record['cuda_syncs_per_step']:.2f} synchronizing calls per step")
+            for where, per_step in record["cuda_sync_sources"].items():
+                console.print(f"  {per_step:5.2f}  {where}", highlight=False)
     console.print(f"load average (1 min) at the end: {result['load_1min']:.1f}")
 
 

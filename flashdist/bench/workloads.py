@@ -25,10 +25,15 @@ GPT2_VOCAB, GPT2_TOKENS, GPT2_BATCH = 256, 32, 8
 
 @dataclass(frozen=True)
 class Workload:
-    """What every harness trains: a model factory, the samples, and the batch size."""
+    """What every harness trains: a model factory, the samples, the batch size, and the device.
+
+    ``device`` (``"cpu"`` or ``"cuda"``, :mod:`flashdist.bench.device`) is the only thing the CUDA
+    run changes: every harness reads it here, and the samples stay on the CPU until a batch moves.
+    """
 
     name: WorkloadName
     batch_size: int
+    device: str = "cpu"
 
     def model(self) -> nn.Module:
         """A fresh model (seed first for the same weights in every harness)."""
@@ -71,17 +76,17 @@ def causal_lm_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return nn.functional.cross_entropy(logits[:, :-1].reshape(-1, logits.size(-1)), labels[:, 1:].reshape(-1))
 
 
-def workload(name: str) -> Workload:
-    """The named workload.
+def workload(name: str, device: str = "cpu") -> Workload:
+    """The named workload, trained on ``device``.
 
     Example:
-        >>> workload("mlp").batch_size
-        16
+        >>> workload("mlp").batch_size, workload("mlp", "cuda").device
+        (16, 'cuda')
     """
     if name == "mlp":
-        return Workload("mlp", MLP_BATCH)
+        return Workload("mlp", MLP_BATCH, device)
     if name == "gpt2":
-        return Workload("gpt2", GPT2_BATCH)
+        return Workload("gpt2", GPT2_BATCH, device)
     raise ValueError(f"unknown workload {name!r}; known: {', '.join(WORKLOADS)}")
 
 

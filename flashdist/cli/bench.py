@@ -73,6 +73,11 @@ def parser() -> argparse.ArgumentParser:
                        help="import MODULE first (repeatable), e.g. one that registers recipes on a Task class")
     sched.add_argument("--clock", choices=("wall", "cpu"), default="wall",
                        help="wall: perf_counter; cpu: this thread's CPU time, for a machine others are loading")
+    sched.add_argument("--device", default="cpu",
+                       help="cpu (default) or cuda: LRs as tensors on the GPU that a CUDA graph of the optimizer step "
+                       "reads; one call = step() + the graph's replay")
+    sched.add_argument("--lr-as-tensor", action="store_true",
+                       help="on the CPU: the cuda mode without the capture (tensor LRs, step() + the eager optimizer step)")
     sched.add_argument("--json", dest="json_path", default=None, help="write the results here")
     sched.add_argument("--plot", default=None, help="bar chart PNG (default OUT/schedulers.png); 'none' for none")
     sched.add_argument("--out", default=DEFAULT_OUT, help=f"folder for the default outputs (default ./{DEFAULT_OUT})")
@@ -90,7 +95,8 @@ def parser() -> argparse.ArgumentParser:
 
     fit = commands.add_parser("fit", help="flashdist per step against hand-written loops, plain Lightning and the HF Trainer")
     fit.add_argument("--workloads", type=_names(WORKLOADS), default=["mlp", "gpt2"], help="mlp (~1 ms step), gpt2 (~20 ms) (default both)")
-    fit.add_argument("--devices", type=_int_list, default=[1, 2], help="process counts, CPU (default 1,2)")
+    fit.add_argument("--devices", type=_int_list, default=[1, 2], help="process counts (default 1,2)")
+    fit.add_argument("--device", default="cpu", help="cpu (default) or cuda: the same harnesses, one GPU per process")
     fit.add_argument("--strategies", type=_names(("ddp", "deepspeed", "fsdp")), default=None, help="at 2+ processes: ddp,deepspeed,fsdp (default all)")
     fit.add_argument("--harnesses", type=_names(("lightning", "flashdist", "hf", "lightning_nolog", "lightning_ds", "lightning_ds_nolog",
                                                         "lightning_fsdp2", "lightning_fsdp2_nolog")), default=None,
@@ -113,6 +119,8 @@ def parser() -> argparse.ArgumentParser:
                        help="ddp,deepspeed_stage_2,fsdp (default all)")
     syncs.add_argument("--steps", type=_positive, default=20, help="profiled steps per fit (default 20)")
     syncs.add_argument("--warmup-steps", type=_positive, default=5, help="steps before the profiler starts (default 5)")
+    syncs.add_argument("--device", default="cpu", help="cpu (default) or cuda: the same fits on the GPU, also counted "
+                       "with torch.cuda.set_sync_debug_mode('warn')")
     syncs.add_argument("--json", dest="json_path", default=None, help="write the results here")
 
     ckpt = commands.add_parser("ckpt", help="seconds a checkpoint blocks training: synchronous vs async_checkpoint=True (DDP, FSDP2)")
@@ -137,6 +145,16 @@ def parser() -> argparse.ArgumentParser:
 
 def run(argv: list[str]) -> int:
     args = parser().parse_args(argv)
+    from flashdist.errors import ConfigError
+
+    try:  # a refusal (a spec, a device this machine lacks) comes before anything is timed
+        return _run(args, argv)
+    except ConfigError as error:
+        print(f"flashdist bench {args.what}: {error}", file=sys.stderr)
+        return 2
+
+
+def _run(args: argparse.Namespace, argv: list[str]) -> int:
     from rich.console import Console
 
     from flashdist.bench import report
@@ -147,26 +165,25 @@ def run(argv: list[str]) -> int:
         from flashdist.bench import schedulers, user_specs
         from flashdist.errors import ConfigError
 
-        try:  # every spec is parsed here and built by run() before anything is timed
-            user_specs.import_modules(args.imports)
-            specs = [user_specs.parse_scheduler_arg(text) for text in args.specs or []]
-            if specs and args.only:
-                raise ConfigError("--only and --scheduler were both given.", hint="--scheduler NAME times a name too.")
-            if args.only:
-                schedulers.check_known(args.only)
-            result = schedulers.run(
-                specs=specs,
-                groups=args.groups,
-                steps=args.steps,
-                repeats=args.repeats,
-                warmup_steps=args.warmup_steps,
-                include=args.only,
-                clock=args.clock,
-                progress=progress,
-            )
-        except ConfigError as error:
-            print(f"flashdist bench schedulers: {error}", file=sys.stderr)
-            return 2
+        # every spec is parsed here and built by run() before anything is timed
+        user_specs.import_modules(args.imports)
+        specs = [user_specs.parse_scheduler_arg(text) for text in args.specs or []]
+        if specs and args.only:
+            raise ConfigError("--only and --scheduler were both given.", hint="--scheduler NAME times a name too.")
+        if args.only:
+            schedulers.check_known(args.only)
+        result = schedulers.run(
+            specs=specs,
+            groups=args.groups,
+            steps=args.steps,
+            repeats=args.repeats,
+            warmup_steps=args.warmup_steps,
+            include=args.only,
+            clock=args.clock,
+            progress=progress,
+            device=args.device,
+            lr_as_tensor=args.lr_as_tensor,
+        )
         report.print_scheduler_table(result, console)
         if args.plot != "none" and result["results"]:
             console.print(f"plot: {report.plot_schedulers(result, _output(args, 'schedulers.png'))}")
@@ -184,7 +201,7 @@ def run(argv: list[str]) -> int:
         from flashdist.bench import syncs
 
         result = syncs.run(devices=args.devices, strategies=args.strategies, steps=args.steps, warmup_steps=args.warmup_steps,
-                           progress=progress)
+                           progress=progress, device=args.device)
         syncs.print_table(result, console)
     elif args.what == "ckpt":
         from flashdist.bench import ckpt
@@ -228,6 +245,7 @@ def run(argv: list[str]) -> int:
             repeats=args.repeats,
             warmup_rounds=args.warmup_rounds,
             progress=progress,
+            device=args.device,
         )
         report.print_fit_table(result, console)
         if args.table_path:

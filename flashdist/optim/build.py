@@ -18,6 +18,7 @@ import torch
 from lightning.fabric.utilities.rank_zero import rank_zero_warn
 
 from flashdist.errors import ConfigError, require_positive_int
+from flashdist.optim.compiled import tensor_lr_kwargs
 from flashdist.optim.entries import SchedulerEntry
 from flashdist.optim.schedulers import NESTED_SCHEDULERS
 from flashdist.optim.specs import (
@@ -72,12 +73,15 @@ def build_lr_scheduler(
     *,
     plan: StepPlan | None = None,
     custom_step: bool = False,
+    lr_as_tensor: bool = False,
 ) -> tuple[Any, dict[str, Any]]:
     """Build the scheduler ``spec`` describes and return it with its Lightning config.
 
     ``plan`` (from the Trainer) resolves every duration unit; ``num_training_steps`` alone
     resolves step counts and fractions. ``custom_step``: the Task overrides
     ``lr_scheduler_step``, which decides how ``step()`` is called (see :func:`check_scheduler_api`).
+    ``lr_as_tensor``: the optimizer's LRs become 0-dim tensors the schedule fills in place, as a
+    Task builds them for a compiled or capturable step (:func:`flashdist.optim.compiled.tensor_lr_kwargs`).
 
     Example:
         >>> opt = torch.optim.SGD(torch.nn.Linear(2, 1).parameters(), lr=0.1)
@@ -97,6 +101,9 @@ def build_lr_scheduler(
         problem = schedule_length_conflict(spec, kwargs, num_training_steps)
         if problem:
             raise ConfigError(problem, hint="leave the total out: it is filled from num_training_steps.")
+    if lr_as_tensor:
+        target = spec.entry.target if spec.entry is not None and not spec.entry.is_recipe else None
+        kwargs = tensor_lr_kwargs(optimizer, target, kwargs, True, spec.name)
     return instantiate_scheduler(optimizer, spec, kwargs, custom_step=custom_step)
 
 

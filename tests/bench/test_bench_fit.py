@@ -9,6 +9,7 @@ import pytest
 from flashdist.bench import fit
 from flashdist.bench.fit_worker import groups_for, round_order
 from flashdist.cli.main import main
+from flashdist.errors import ConfigError
 
 
 def _fits(values_by_variant):
@@ -63,7 +64,7 @@ def test_each_round_runs_every_variant_once_with_a_strategys_harnesses_adjacent(
 def test_cli_times_flashdist_against_the_hand_written_loop_lightning_and_hf(tmp_path, capsys):
     out_json, out_png, out_txt = tmp_path / "fit.json", tmp_path / "fit.png", tmp_path / "fit.txt"
     code = main(["bench", "fit", "--workloads", "mlp", "--devices", "1", "--steps", "6", "--warmup-steps", "2", "--repeats", "1",
-                 "--warmup-rounds", "0", "--json", str(out_json), "--plot", str(out_png), "--table", str(out_txt)])
+                 "--warmup-rounds", "0", "--json", str(out_json), "--plot", str(out_png), "--table", str(out_txt), "--device", "cpu"])
     assert code == 0
     printed = capsys.readouterr().out
     assert "flashdist / torch" in printed and "method:" in printed
@@ -71,7 +72,8 @@ def test_cli_times_flashdist_against_the_hand_written_loop_lightning_and_hf(tmp_
     assert set(result) == {"method", "environment", "configs", "command"}
     assert result["command"].startswith("flashdist bench fit --workloads mlp --devices 1 --steps 6")
     (config,) = result["configs"]
-    assert config["workload"] == "mlp" and config["devices"] == 1
+    assert config["workload"] == "mlp" and config["devices"] == 1 and config["device"] == "cpu"
+    assert result["environment"]["device"] == "cpu" and result["method"].startswith("Device: cpu")
     assert set(config["variants"]) == {"single/torch", "single/lightning", "single/flashdist", "single/hf"}
     for stats in config["variants"].values():
         assert stats["us_per_step"] > 0 and stats["steps_per_fit"] == 2 + 6 + 1
@@ -109,3 +111,56 @@ def test_an_unknown_workload_is_a_usage_error(capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["bench", "fit", "--workloads", "resnet"])
     assert exit_info.value.code == 2 and "mlp, gpt2" in capsys.readouterr().err
+
+
+def test_cuda_on_a_machine_without_one_is_refused_before_any_fit_starts(tmp_path, capsys, monkeypatch):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU: nothing to refuse")
+    launched = []
+    monkeypatch.setattr(fit, "_launch", lambda *args: launched.append(args))  # a worker started would be work done
+    out_json = tmp_path / "fit.json"
+    assert main(["bench", "fit", "--device", "cuda", "--devices", "1,2", "--json", str(out_json)]) == 2
+    captured = capsys.readouterr()
+    assert captured.err.count("--device cuda with 2 process(es), one GPU each, but this machine has 0 CUDA device(s)") == 1
+    assert "HINT:" in captured.err and captured.out == "" and not out_json.exists() and launched == []
+    with pytest.raises(ConfigError, match=r"--device 'tpu' is not a device.*Accepted: 'cpu', 'cuda'"):
+        fit.run(device="tpu")
+
+
+def test_the_device_reaches_every_one_process_harness(monkeypatch):
+    # The CUDA run is this code with device="cuda": every harness must take its device from the
+    # workload (a harness that hardcoded "cpu" would read it nowhere and fail here).
+    from flashdist.bench import fit_worker, workloads
+
+    reads: dict[str, int] = {}
+    running: list[str] = []
+
+    class Recorded(workloads.Workload):
+        def __getattribute__(self, name):
+            if name == "device":
+                reads[running[-1]] = reads.get(running[-1], 0) + 1
+            return super().__getattribute__(name)
+
+    monkeypatch.setattr(workloads, "workload", lambda name, device="cpu": Recorded(name, workloads.MLP_BATCH, device))
+    config = {"workload": "mlp", "seed": 0, "warmup_steps": 1, "device": "cpu"}
+    samples = workloads.Workload("mlp", workloads.MLP_BATCH).samples(4 * workloads.MLP_BATCH)
+    for variant in ("single/torch", "single/lightning", "single/flashdist", "single/hf"):
+        running.append(variant)
+        record = fit_worker.one_fit(variant, config, samples, total_steps=4, world=1)
+        assert record["device"] == "cpu" and record["steps_taken"] == 4
+    assert sorted(reads) == ["single/flashdist", "single/hf", "single/lightning", "single/torch"]
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="needs a CUDA device")
+def test_bench_fit_on_cuda_times_every_one_process_harness_by_cuda_events(tmp_path):
+    out_json = tmp_path / "fit.json"
+    assert main(["bench", "fit", "--device", "cuda", "--workloads", "mlp", "--devices", "1", "--steps", "8", "--warmup-steps", "2",
+                 "--repeats", "1", "--warmup-rounds", "0", "--json", str(out_json), "--plot", "none"]) == 0
+    result = json.loads(out_json.read_text())
+    (config,) = result["configs"]
+    assert config["device"] == "cuda" and result["environment"]["device"].startswith("cuda: ")
+    assert set(config["variants"]) == {"single/torch", "single/lightning", "single/flashdist", "single/hf"}
+    assert all(stats["us_per_step"] > 0 and stats["steps_per_fit"] == 2 + 8 + 1 for stats in config["variants"].values())

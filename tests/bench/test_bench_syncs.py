@@ -30,3 +30,15 @@ def test_source_line_names_the_reader_and_its_caller():
              "/x/site-packages/lightning_utilities/core/apply_func.py(29): apply_to_collection",
              "/work/flashdist/runtime/x.py(12): f", "/x/site-packages/lightning/y.py(3): g"]
     assert syncs.source_line(stack) == "lightning_utilities/core/apply_func.py(29): apply_to_collection <- flashdist/runtime/x.py(12): f"
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="needs a CUDA device")
+def test_on_cuda_flashdist_adds_no_sync_and_the_sync_debug_mode_agrees():
+    result = syncs.run(devices=[1], strategies=["ddp"], steps=4, warmup_steps=3, options=["plain"], timeout_s=600, device="cuda")
+    (row,) = result["excess"]
+    assert result["device"] == "cuda" and row["excess"] <= 0, row
+    by_harness = {record["harness"]: record for record in result["records"]}
+    assert by_harness["flashdist"]["cuda_syncs_per_step"] <= by_harness["lightning"]["cuda_syncs_per_step"], by_harness
+    ours = [where for where in by_harness["flashdist"]["cuda_sync_sources"] if where.startswith("flashdist/")]
+    assert not ours, ours

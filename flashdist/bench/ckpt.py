@@ -1,7 +1,7 @@
 """How long a checkpoint blocks training, synchronous against ``Trainer(async_checkpoint=True)``.
 
 ``flashdist bench ckpt`` (or ``python -m flashdist.bench.ckpt``): one ``torchrun`` of 2 CPU
-processes (gloo) runs, for each strategy (``ddp``, ``fsdp``), real flashdist fits of a model of
+processes (gloo; ``--device cuda --processes N``: N GPUs, nccl) runs, for each strategy (``ddp``, ``fsdp``), real flashdist fits of a model of
 ``--model-mb`` MB of float32 parameters (plain SGD, so a checkpoint is about the model's size),
 alternating synchronous and asynchronous fits in rounds (paired: same process, same data,
 the order flipped every round). Each fit takes ``--steps`` optimizer steps and saves with
@@ -14,6 +14,15 @@ medians, paired per round with a bootstrap CI, and the median step time with no 
 and, asynchronous, while one was in flight (the background writer shares the CPU with
 training). The first step of each fit is dropped (warm-up). The load average is printed
 beside the numbers: the machine this ran on may be shared.
+
+Blocking and back-pressure apart: at most one save is in flight, so a save that comes due while
+the previous one is still being written waits for it. That wait says the saves are closer
+together than a write takes (back-pressure), not what a save blocks. With ``--spacing wait``
+(the default) the bench waits for the previous save before each timed asynchronous save,
+untimed, and reports that wait as back-pressure; beside it, the background write's seconds,
+the time each save had before the next one came due, and how many saves came due before the
+previous was written. ``--spacing none`` saves on schedule (any wait then falls inside the
+timed call, and is reported as the longest wait inside a save).
 """
 
 from __future__ import annotations
@@ -45,12 +54,16 @@ def _fit(strategy: str, asynchronous: bool, config: dict, directory: Path) -> di
     from torch.utils.data import DataLoader, TensorDataset
 
     import flashdist
-    from flashdist.runtime.async_checkpoint import background_writer
+    from flashdist.bench.device import lightning_accelerator
+    from flashdist.runtime.async_checkpoint import background_writer, wait_for_checkpoints
     from flashdist.tasks.classification import ClassificationTask
 
     class TimedSaves(Callback):
         def __init__(self) -> None:
             self.blocked_s: list[float] = []
+            self.backpressure_s: list[float] = []  # the bench's wait for the previous save, before a timed one
+            self.save_due: list[float] = []  # when a save was due (before the bench's wait)
+            self.save_started: list[float] = []
             self.step_s: dict[str, list[float]] = {"idle": [], "in_flight": []}
             self._last_end: float | None = None
             self._busy = False
@@ -59,11 +72,19 @@ def _fit(strategy: str, asynchronous: bool, config: dict, directory: Path) -> di
             now = time.perf_counter()
             if self._last_end is not None and trainer.global_step > 2:  # the first steps warm up
                 self.step_s["in_flight" if self._busy else "idle"].append(now - self._last_end)
+            writer = background_writer(trainer.strategy)
             if trainer.global_step % config["save_every"] == 0:
+                self.save_due.append(time.perf_counter())
+                if writer is not None and config.get("spacing", "wait") == "wait":
+                    # Space the saves: a save timed while the previous one is still being written would
+                    # measure back-pressure (the save interval against the write), not what a save blocks.
+                    started = time.perf_counter()
+                    wait_for_checkpoints(trainer.strategy)
+                    self.backpressure_s.append(time.perf_counter() - started)
                 started = time.perf_counter()
+                self.save_started.append(started)
                 trainer.save_checkpoint(directory / f"step={trainer.global_step}.ckpt")
                 self.blocked_s.append(time.perf_counter() - started)
-            writer = background_writer(trainer.strategy)
             self._busy = writer is not None and writer.busy
             self._last_end = time.perf_counter()
 
@@ -72,12 +93,17 @@ def _fit(strategy: str, asynchronous: bool, config: dict, directory: Path) -> di
     x = torch.randn(steps * batch * 2, 2048, generator=torch.Generator().manual_seed(0))
     task = ClassificationTask(_model(config["model_mb"]), num_classes=2, optimizer="sgd", learning_rate=1e-4)
     trainer = flashdist.Trainer(
-        accelerator="cpu", devices=2, strategy=strategy, max_steps=steps, logger=False, enable_progress_bar=False,
+        accelerator=lightning_accelerator(config.get("device", "cpu")), devices=config.get("processes", 2), strategy=strategy, max_steps=steps, logger=False, enable_progress_bar=False,
         enable_model_summary=False, enable_checkpointing=False, callbacks=[timed], default_root_dir=directory,
         async_checkpoint=asynchronous,
     )
     trainer.fit(task, DataLoader(TensorDataset(x, (x[:, 0] > 0).long()), batch_size=batch))
-    return {"blocked_s": timed.blocked_s, **{f"step_{k}_s": v for k, v in timed.step_s.items()}}
+    writer = background_writer(trainer.strategy)  # after the fit: every save is complete
+    # how long each save had to be written before the next one was due
+    due_after = [due - started for started, due in zip(timed.save_started, timed.save_due[1:])]
+    return {"blocked_s": timed.blocked_s, **{f"step_{k}_s": v for k, v in timed.step_s.items()},
+            "backpressure_s": timed.backpressure_s, "waited_in_save_s": list(writer.waited_s) if writer else [],
+            "written_s": list(writer.written_s) if writer else [], "save_interval_s": due_after}
 
 
 def worker(config: dict) -> None:
@@ -114,7 +140,7 @@ def summarize(raw: dict[str, list[dict[str, list[float]]]]) -> dict[str, Any]:
     """
     from flashdist.bench.stats import bootstrap_ci, median
 
-    flat = lambda runs, key, part=slice(None): [t for run in runs for t in run[key][part]]  # noqa: E731
+    flat = lambda runs, key, part=slice(None): [t for run in runs for t in run.get(key, [])[part]]  # noqa: E731
     optional = lambda values: median(values) if values else None  # noqa: E731
     out: dict[str, Any] = {}
     for strategy in sorted({name.split("/")[0] for name in raw}):
@@ -133,6 +159,13 @@ def summarize(raw: dict[str, list[dict[str, list[float]]]]) -> dict[str, Any]:
             "async_step_in_flight_s": optional(flat(asynchronous, "step_in_flight_s")),
             "saves_per_mode": len(flat(sync, "blocked_s")),
             "steps_in_flight": len(flat(asynchronous, "step_in_flight_s")),
+            # back-pressure, apart from blocking: a save due while the previous one is still written
+            "async_write_s": optional(flat(asynchronous, "written_s")),
+            "async_save_interval_s": optional(flat(asynchronous, "save_interval_s")),
+            "async_backpressure_s": optional(flat(asynchronous, "backpressure_s", later)),
+            "async_saves_due_before_previous_written": sum(
+                w > i for run in asynchronous for w, i in zip(run.get("written_s", []), run.get("save_interval_s", []))),
+            "async_waited_in_save_s_max": max(flat(asynchronous, "waited_in_save_s"), default=None),
         }
     return out
 
@@ -151,6 +184,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rounds", type=int, default=2, help="paired rounds, the order flipped each round (default 2)")
     parser.add_argument("--strategies", type=lambda t: [s for s in t.split(",") if s], default=list(STRATEGIES),
                         help="comma-separated: ddp,fsdp (default both)")
+    parser.add_argument("--spacing", choices=("wait", "none"), default="wait",
+                        help="wait (default): before a timed asynchronous save, wait (untimed, reported as back-pressure) "
+                        "for the previous one to be written, so 'blocked' is what a save blocks; none: save on schedule, "
+                        "a save due while one is in flight waits inside the timed call")
+    parser.add_argument("--device", default="cpu", help="cpu (default) or cuda: the model on the GPU, one per process; "
+                        "the snapshot is then a device-to-host copy into pinned memory")
+    parser.add_argument("--processes", type=int, default=2, help="processes (ranks), one device each on cuda (default 2)")
     parser.add_argument("--directory", default=None, help="where the checkpoints are written (default: a temporary directory)")
     parser.add_argument("--json", dest="json_path", default=None, help="write the results here")
 
@@ -162,18 +202,21 @@ def measure(args: argparse.Namespace) -> int:
     if unknown:
         print(f"--strategies: {unknown} not known; accepted: {', '.join(STRATEGIES)}", file=sys.stderr)
         return 2
-    before = environment()
+    from flashdist.bench.device import check_device, device_name
+
+    device = check_device(args.device, processes=args.processes)  # before any process starts
+    before = {**environment(), "device": device_name(device)}
     with tempfile.TemporaryDirectory(dir=args.directory) as directory:
         out = Path(directory) / "raw.json"
         config = {"model_mb": args.model_mb, "steps": args.steps, "save_every": args.save_every, "rounds": args.rounds,
-                  "strategies": args.strategies, "directory": directory, "out": str(out)}
+                  "spacing": args.spacing, "device": device, "processes": args.processes, "strategies": args.strategies, "directory": directory, "out": str(out)}
         torchrun = Path(sys.executable).with_name("torchrun")
         import socket
 
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
-        command = [str(torchrun), "--nproc-per-node", "2", "--rdzv-backend", "c10d", "--rdzv-endpoint", f"127.0.0.1:{port}",
+        command = [str(torchrun), "--nproc-per-node", str(args.processes), "--rdzv-backend", "c10d", "--rdzv-endpoint", f"127.0.0.1:{port}",
                    "-m", "flashdist.bench.ckpt", "--worker", json.dumps(config)]
         started = time.perf_counter()
         proc = subprocess.run(command, env={**os.environ, "PYTHONUNBUFFERED": "1"})
@@ -191,7 +234,8 @@ def measure(args: argparse.Namespace) -> int:
 
 def _print(result: dict[str, Any]) -> None:
     env = result["environment_before"]
-    print(f"bench ckpt: {result['config']['model_mb']} MB model, 2 CPU processes (gloo), {result['config']['rounds']} paired rounds, "
+    config = result["config"]
+    print(f"bench ckpt: {config['model_mb']} MB model, {config['processes']} process(es) on {env['device']}, {config['rounds']} paired rounds, "
           f"wall {result['wall_s']} s; load average before {env['load_average_1_5_15min']}, after {result['load_average_after']} "
           f"({env['cpu_count']} CPUs), torch {env['torch']}, commit {env['git_commit']}")
     print(f"{'strategy':8} {'sync blocked':>13} {'async 1st':>10} {'async later':>12} {'later÷sync [95% CI]':>26} "
@@ -203,6 +247,12 @@ def _print(result: dict[str, Any]) -> None:
         ratio_text = "—" if ratio is None else f"{ratio:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]"
         print(f"{strategy:8} {fmt(r['sync_blocked_s']):>13} {fmt(r['async_first_blocked_s']):>10} {fmt(r['async_later_blocked_s']):>12} "
               f"{ratio_text:>26} {fmt(r['sync_step_s']):>10} {fmt(r['async_step_idle_s']):>16} {fmt(r['async_step_in_flight_s']):>21}")
+    print(f"{'strategy':8} {'async write':>12} {'next save due after':>20} {'saves due before written':>25} "
+          f"{'back-pressure (bench wait)':>27} {'longest wait inside a save':>27}")
+    for strategy, r in result["results"].items():
+        print(f"{strategy:8} {fmt(r['async_write_s']):>12} {fmt(r['async_save_interval_s']):>20} "
+              f"{r['async_saves_due_before_previous_written']:>25} {fmt(r['async_backpressure_s']):>27} "
+              f"{fmt(r['async_waited_in_save_s_max']):>27}")
 
 
 if __name__ == "__main__":

@@ -109,6 +109,9 @@ class BackgroundWriter:
         self._error: BaseException | None = None
         self._lock = threading.Lock()
         self.blocked_s: list[float] = []  # seconds each save held the caller (the bench reads it)
+        # of which waiting for the previous save (back-pressure: saves closer together than a write)
+        self.waited_s: list[float] = []
+        self.written_s: list[float] = []  # seconds each save took on the background thread, once complete
 
     @property
     def busy(self) -> bool:
@@ -126,8 +129,19 @@ class BackgroundWriter:
             self._in_flight = None
         self.raise_error()
 
+    def wait_before_save(self, name: str, announce: bool = True) -> None:
+        """A save's first step: wait for the save in flight (saying so if ``announce``); the wait is recorded."""
+        started = time.perf_counter()
+        self.wait_for_save_in_flight(next_name=name if announce else None)
+        self.waited_s.append(time.perf_counter() - started)
+
     def submit_save(self, name: str, job: Callable[[], None]) -> None:
-        self._in_flight = (name, self._pool().submit(self._guarded, job))
+        def timed() -> None:
+            started = time.perf_counter()
+            job()
+            self.written_s.append(time.perf_counter() - started)
+
+        self._in_flight = (name, self._pool().submit(self._guarded, timed))
 
     def submit_after(self, job: Callable[[], None]) -> None:
         """Run ``job`` after the save in flight, and only if no background save failed."""
@@ -186,7 +200,7 @@ class AsyncAtomicCheckpointIO(AtomicCheckpointIO):
         if storage_options is not None:
             raise TypeError(f"{type(self).__name__} takes no storage_options.")
         started = time.perf_counter()
-        self.writer.wait_for_save_in_flight(next_name=Path(path).name)  # then nothing reads the buffers
+        self.writer.wait_before_save(Path(path).name)  # then nothing reads the buffers
         copied = snapshot(checkpoint, reuse=self._buffers)
         write = super().save_checkpoint
         self.writer.submit_save(Path(path).name, lambda: write(copied, path))
@@ -247,7 +261,7 @@ def make_sharded_saves_async(strategy: Any) -> None:
         target = Path(strategy.broadcast(str(filepath)))
         started = time.perf_counter()
         # each rank's last job ends after the others' rename; rank 0 alone says that it waits
-        writer.wait_for_save_in_flight(next_name=target.name if strategy.is_global_zero else None)
+        writer.wait_before_save(target.name, announce=strategy.is_global_zero)
         if not group:
             group.append(_new_gloo_group())
         partial = _partial_name(target)

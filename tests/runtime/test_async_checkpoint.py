@@ -96,6 +96,9 @@ def test_one_save_in_flight_the_next_waits_and_says_so_and_removal_waits_for_the
     waiter.join(timeout=60)
     io.teardown()
     assert sorted(p.name for p in tmp_path.glob("*.ckpt")) == ["step=2.ckpt", "step=3.ckpt"]
+    # each save's wait for the one before it (back-pressure) and its background write, recorded apart
+    assert len(io.writer.waited_s) == len(io.writer.blocked_s) == len(io.writer.written_s) == 3
+    assert all(waited <= blocked for waited, blocked in zip(io.writer.waited_s, io.writer.blocked_s))
 
 
 def test_a_failed_background_save_is_raised_on_the_training_thread_and_keeps_the_older_checkpoint(tmp_path: Path):

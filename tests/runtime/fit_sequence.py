@@ -6,6 +6,9 @@ with its own ``root``. The imports, the process start and (under torchrun) the p
 paid once for the whole list instead of once per fit, which keeps a strategy × direction × policy
 matrix of resumes inside the CI budget (as tests/scripts/fit_matrix.py does for issue 14).
 
+Under ``torchrun --max-restarts``, a restarted attempt skips the fits whose summary says they
+completed and goes on from the one the failure interrupted (which resumes as any restart does).
+
 A fit that raises writes its traceback to ``<root>/error-rank<r>.txt``. In one process the next
 fit then runs; under torchrun the sequence stops there (a rank that failed alone would leave the
 others inside a collective of that fit, out of step with its next one), so the tests of the fits
@@ -22,7 +25,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from tests.runtime.fit_reliable import main  # noqa: E402
+from tests.runtime.fit_reliable import attempt, main  # noqa: E402
+
+
+def _completed(root: Path) -> bool:
+    summary = root / "summary.json"
+    return summary.exists() and bool(json.loads(summary.read_text()).get("completed"))
 
 
 def run_all(configs: list[dict]) -> int:
@@ -30,6 +38,8 @@ def run_all(configs: list[dict]) -> int:
     rank = os.environ.get("RANK", "0")
     for config in configs:
         root = Path(config["root"])
+        if attempt() > 0 and _completed(root):
+            continue  # done before the restart
         root.mkdir(parents=True, exist_ok=True)
         print(f"fit_sequence: {root.name}", file=sys.stderr, flush=True)
         try:

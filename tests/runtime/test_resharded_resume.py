@@ -92,15 +92,16 @@ def test_the_arithmetic_matches_the_policies_worked_by_hand():
 
 
 # ---- the fits ---------------------------------------------------------------------------------
-def _launch(configs: list[dict], ranks: int, workdir: Path, name: str) -> str:
+def _launch(configs: list[dict], ranks: int, workdir: Path, name: str, max_restarts: int = 0) -> str:
     spec = workdir / f"{name}.json"
     spec.write_text(json.dumps(configs))
     env = harness._env()
     if ranks == 1:
         cmd = [sys.executable, str(SEQUENCE), str(spec)]
     else:
-        cmd = [str(harness.TORCHRUN), "--nproc-per-node", str(ranks), "--rdzv-backend", "c10d",
-               "--rdzv-endpoint", f"127.0.0.1:{harness.free_port()}", str(SEQUENCE), str(spec)]
+        cmd = [str(harness.TORCHRUN), "--nproc-per-node", str(ranks), "--rdzv-backend", "c10d", "--max-restarts",
+               str(max_restarts), "--monitor-interval", "0.5", "--rdzv-endpoint", f"127.0.0.1:{harness.free_port()}",
+               str(SEQUENCE), str(spec)]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1200, env=env, cwd=harness.REPO)
     (workdir / f"{name}.log").write_text(proc.stdout + proc.stderr)
     return proc.stdout + proc.stderr
@@ -146,8 +147,14 @@ def matrix(tmp_path_factory) -> dict:
                   "checkpoint_every_n_epochs": 1, "async_checkpoint": True}
     fsdp_async_resume = {**fsdp_async, "root": str(workdir / "async" / "fsdp-resumed"), "checkpoint_every_n_epochs": None,
                          "ckpt_path": str(workdir / "async" / "fsdp-2ranks" / "checkpoints" / "epoch=0-step=4.ckpt")}
+    # Last in the launch: FSDP2, asynchronous, rank 0 SIGKILLed while step 6's save is written in the
+    # background (held there by an event until training went on); torchrun restarts the launch, which
+    # skips the completed fits and auto-resumes this one.
+    fsdp_killed = {**FIT, "root": str(workdir / "async" / "fsdp-killed"), "strategy": "fsdp", "devices": 2,
+                   "checkpoint_every_n_steps": 3, "async_checkpoint": True, "kill_in_save_at_step": {"step": 6, "rank": 0}}
     logs = {"one": _launch(saves[1], 1, workdir, "one-rank-saves")}
-    logs["two"] = _launch(saves[2] + [ddp_save, fsdp_async, fsdp_async_resume] + _resumes(workdir, saved=1, ranks=2), 2, workdir, "two-ranks")
+    two_ranks = saves[2] + [ddp_save, fsdp_async, fsdp_async_resume] + _resumes(workdir, saved=1, ranks=2) + [fsdp_killed]
+    logs["two"] = _launch(two_ranks, 2, workdir, "two-ranks", max_restarts=1)
     # DDP 2 → 1 rank under keep_global_batch (the accumulation doubles), with the other 2 → 1 resumes.
     ddp = _resume_root(workdir, "ddp", 2, 1, "keep_global_batch")
     ddp.mkdir(parents=True)
@@ -318,3 +325,25 @@ def test_a_checkpoint_deepspeed_cannot_convert_is_refused_with_its_reason(matrix
     with pytest.raises(ConfigError, match=r"DeepSpeed cannot convert .*epoch=0-step=4.ckpt to its universal format: .*HINT"):
         convert_to_universal(checkpoint)
     assert not universal_sibling(checkpoint).exists() and not list(tmp_path.glob(".*.partial"))
+
+
+def test_kill9_during_an_async_fsdp2_save_keeps_the_previous_checkpoint_and_auto_resume_is_exact(matrix):
+    workdir, log = matrix["workdir"], matrix["logs"]["two"]
+    killed = workdir / "async" / "fsdp-killed"
+    assert "exitcode: -9" in log and "local_rank: 0" in log  # the kill really happened
+    # last.ckpt of step 6 came while epoch=1-step=6.ckpt was still written: the kill hit that one in flight
+    assert "checkpoint last.ckpt waits for epoch=1-step=6.ckpt, still being written in the background" in log
+    assert re.search(r"restart: resuming from \S*fsdp-killed/checkpoints/last\.ckpt "
+                     r"\(ignoring incomplete: \.epoch=1-step=6\.ckpt\.partial\)", log), log[-6000:]
+    # Rank 1 may outlive rank 0 long enough to fail too: its save in flight lost its peer mid-collective,
+    # and it says so on its training thread at the next save, before torchrun restarts the launch.
+    for error in killed.glob("error-rank*.txt"):
+        assert error.name == "error-rank1.txt" and "a background checkpoint save failed" in error.read_text(), error.read_text()[-3000:]
+    summary = harness.summary(killed)
+    assert summary["completed"] and summary["resumed_from"].endswith("last.ckpt") and summary["optimizer_steps"] == summary["planned_total_steps"] == 8
+    records = harness.samples(killed)
+    assert min(r["step"] for r in records if r["attempt"] > 0) == 4, "resumed after step 3, the last complete checkpoint"
+    # every LR and every update's grad norm equal the uninterrupted synchronous run's: the resumed shards are exact
+    assert (killed / "lr.csv").read_text() == (_save_root(workdir, "fsdp", 2) / "lr.csv").read_text()
+    checkpoints = killed / "checkpoints"
+    assert verify(checkpoints / "last.ckpt") == [] and not list(checkpoints.glob(".*partial"))

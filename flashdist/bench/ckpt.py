@@ -227,7 +227,9 @@ def measure(args: argparse.Namespace) -> int:
         if proc.returncode != 0:
             return proc.returncode
         raw = json.loads(out.read_text())
-    result = {"method": __doc__, "config": {k: v for k, v in config.items() if k not in ("directory", "out")},
+    options = ["--model-mb", args.model_mb, "--steps", args.steps, "--save-every", args.save_every, "--rounds", args.rounds,
+               "--strategies", ",".join(args.strategies), "--spacing", args.spacing, "--device", device, "--processes", args.processes]
+    result = {"command": " ".join(["flashdist", "bench", "ckpt", *map(str, options)]), "method": __doc__, "config": {k: v for k, v in config.items() if k not in ("directory", "out")},
               "environment_before": before, "load_average_after": environment()["load_average_1_5_15min"],
               "wall_s": round(time.perf_counter() - started, 1), "results": summarize(raw), "raw": raw}
     _print(result)

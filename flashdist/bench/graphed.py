@@ -139,3 +139,14 @@ def synchronized_timer(device: str, time_calls_us: Callable[..., float]) -> Call
         return (time.perf_counter_ns() - started) / calls / 1e3
 
     return timed
+
+
+def graph_method(device: str) -> str:
+    replay = "the replay of the optimizer step captured once in a CUDA graph" if device == "cuda" else "the eager optimizer step"
+    return (
+        f" Tensor-LR mode ({device}): every optimizer is AdamW (capturable on cuda) over the groups' one-element "
+        f"parameters, its LRs 0-dim tensors on the device; schedulers built with lr_as_tensor=True as a Task builds "
+        f"them, refused untimed unless each LR stays the same tensor and equals the float schedule after 5 steps; one "
+        f"call = step() (baseline: lr.fill_(base * m) per group) then {replay}; on cuda each block is bracketed by "
+        f"torch.cuda.synchronize() and timed on the wall clock."
+    )

@@ -29,9 +29,11 @@ from typing import Any
 
 import torch
 
+from flashdist.bench.baselines import direct_assignment, direct_assignment_of, linear_lr_factor, make_optimizer
 from flashdist.bench.device import check_device, device_name
 from flashdist.bench.graphed import (
     direct_tensor_assignment,
+    graph_method,
     lr_tensor_problem,
     make_tensor_lr_optimizer,
     optimizer_step_replay,
@@ -102,61 +104,6 @@ def bench_kwargs(name: str) -> dict[str, Any]:
     """The kwargs the bench builds ``name`` with (``hf:<name>`` shares its plain name's)."""
     key = name.lower().removeprefix("hf:")
     return dict(BENCH_KWARGS.get(key, {}))
-
-
-def make_optimizer(groups: int, momentum: float = 0.9) -> torch.optim.Optimizer:
-    """SGD over ``groups`` one-element groups with distinct base LRs (momentum: CyclicLR/OneCycle need it)."""
-    params = [
-        {"params": [torch.nn.Parameter(torch.zeros(1))], "lr": 0.1 * (1 + index / max(1, groups))} for index in range(groups)
-    ]
-    return torch.optim.SGD(params, lr=0.1, momentum=momentum)
-
-
-def direct_assignment_of(lr_factor: Callable[[int], float], optimizer: torch.optim.Optimizer) -> Callable[[], None]:
-    """Direct assignment of a given schedule: ``m = lr_factor(step); for g, b in pairs: g["lr"] = b * m``."""
-    pairs = tuple((group, group["lr"]) for group in optimizer.param_groups)
-    step = 0
-
-    def direct_step() -> None:
-        nonlocal step
-        step += 1
-        factor = lr_factor(step)
-        for group, base_lr in pairs:
-            group["lr"] = base_lr * factor
-
-    return direct_step
-
-
-def linear_lr_factor(total_steps: int, warmup_steps: int) -> Callable[[int], float]:
-    """The baseline's schedule: a hand-written linear warmup/decay factor."""
-    decay_steps = max(1, total_steps - warmup_steps)
-
-    def lr_factor(step: int) -> float:
-        if step < warmup_steps:
-            return step / warmup_steps
-        value = (total_steps - step) / decay_steps
-        return value if value > 0.0 else 0.0  # not max(): a builtin call costs more than the rest
-
-    return lr_factor
-
-
-def direct_assignment(optimizer: torch.optim.Optimizer, total_steps: int, warmup_steps: int) -> Callable[[], None]:
-    """The baseline: a hand-written linear warmup/decay, assigned group by group."""
-    groups = optimizer.param_groups
-    base_lrs = [group["lr"] for group in groups]
-    step = 0
-    lr_factor = linear_lr_factor(total_steps, warmup_steps)
-
-    pairs = tuple(zip(groups, base_lrs))
-
-    def direct_step() -> None:
-        nonlocal step  # a closure cell: cheaper than an attribute or a list slot
-        step += 1
-        factor = lr_factor(step)
-        for group, base_lr in pairs:
-            group["lr"] = base_lr * factor
-
-    return direct_step
 
 
 def scheduler_names(include: Iterable[str] | None = None) -> list[tuple[str, Any]]:
@@ -338,7 +285,7 @@ def run(
     Example:
         >>> result = run(groups=(1,), steps=10, repeats=2, warmup_steps=2, include=["steplr"])
         >>> sorted(result)
-        ['baseline_us_per_step', 'environment', 'method', 'results', 'skipped']
+        ['baseline_us_per_step', 'environment', 'lr', 'method', 'results', 'skipped']
     """
     groups = tuple(int(g) for g in groups)
     device = check_device(device)
@@ -432,17 +379,6 @@ def run(
         "results": results,
         "skipped": [{"scheduler": name, "reason": reason} for name, reason in skipped.items()],
     }
-
-
-def graph_method(device: str) -> str:
-    replay = "the replay of the optimizer step captured once in a CUDA graph" if device == "cuda" else "the eager optimizer step"
-    return (
-        f" Tensor-LR mode ({device}): every optimizer is AdamW (capturable on cuda) over the groups' one-element "
-        f"parameters, its LRs 0-dim tensors on the device; schedulers built with lr_as_tensor=True as a Task builds "
-        f"them, refused untimed unless each LR stays the same tensor and equals the float schedule after 5 steps; one "
-        f"call = step() (baseline: lr.fill_(base * m) per group) then {replay}; on cuda each block is bracketed by "
-        f"torch.cuda.synchronize() and timed on the wall clock."
-    )
 
 
 def method_text(steps: int, repeats: int, warmup_steps: int, clock: str) -> str:

@@ -340,3 +340,49 @@ def dcp_metadata_filename() -> str:
     from lightning.fabric.utilities.load import _METADATA_FILENAME
 
     return _METADATA_FILENAME
+
+
+def peek_training_batches(trainer: Any, count: int) -> list[Any]:
+    """The next ``count`` batches the training loop will run (fewer at the epoch's end), as the loader yields them, left for the loop.
+
+    Relies on ``FitLoop._data_fetcher`` (Lightning 2.6) being a ``_PrefetchDataFetcher`` that hands
+    the loop first the ``(batch, batch_idx, dataloader_idx)`` tuples in its ``batches`` list (its own
+    prefetch, for a loader without a length), then ``next(iterator)`` (the ``CombinedLoader``'s
+    iterator, made anew by every ``iter(fetcher)`` at an epoch start), and on its ``fetched`` /
+    ``done`` counting the batches it hands out, not the ones read from ``iterator``. Batches read
+    here are put back in front of ``iterator``, so the loop trains on the same batches in the same
+    order and ends the epoch where it would have. What the loop has processed (the count a resume
+    positions the sampler from, flashdist.runtime.resume_steps) is unchanged. No public API lets a
+    ``training_step`` see the batches after its own (the token-weighted loss counts the learned
+    tokens of its accumulation window before the first backward). Tested by
+    ``test_peek_training_batches_returns_what_the_loop_trains_next_and_changes_nothing``.
+    """
+    from lightning.pytorch.loops.fetchers import _PrefetchDataFetcher
+
+    fetcher = trainer.fit_loop._data_fetcher
+    if not isinstance(fetcher, _PrefetchDataFetcher) or fetcher.iterator is None:
+        raise CompatError(f"the training loop's data fetcher is {type(fetcher).__name__}, not the prefetching fetcher flashdist reads ahead in.")
+    held = [item[0] for item in fetcher.batches[:count]]
+    pulled: list[Any] = []
+    exhausted = False
+    while len(held) + len(pulled) < count:
+        try:
+            pulled.append(next(fetcher.iterator))
+        except StopIteration:
+            exhausted = True
+            break
+    if pulled or exhausted:
+        fetcher.iterator = _put_back(pulled, None if exhausted else fetcher.iterator)
+    return held + [item[0] for item in pulled]
+
+
+def _put_back(items: list[Any], iterator: Iterator[Any] | None) -> Iterator[Any]:
+    """``items``, then what ``iterator`` yields next. Not ``itertools.chain``: it calls ``iter()`` on
+    ``iterator``, and ``iter()`` of Lightning's ``CombinedLoader`` starts the epoch over."""
+    yield from items
+    while iterator is not None:
+        try:
+            item = next(iterator)
+        except StopIteration:
+            return
+        yield item

@@ -17,6 +17,10 @@ and on every step when a callback monitors a training metric (``ModelCheckpoint(
 of every batch, logged that step or not): then the Task logs a host copy, made at the bar's
 cadence, so Lightning's per-batch read is of host memory; without a bar nothing is read.
 Between those steps ``trainer.callback_metrics["train_loss"]`` holds the last logged step's value.
+
+The decision is the same on every rank (the bar counts at rank 0's cadence, where Lightning
+shows it, also on the ranks where Lightning disabled it), so a metric summed over the ranks on
+the steps it is due is a collective every rank joins (CausalLM's token-weighted ``train_loss``).
 """
 
 from __future__ import annotations
@@ -49,8 +53,19 @@ def shown_bar_refresh_rate(trainer: Any) -> int:
     return max(int(bar.refresh_rate), 1)
 
 
+def rank_zero_bar_refresh_rate(trainer: Any) -> int:
+    """The progress bar's refresh rate in batches as rank 0 shows it, read the same on every rank; 0 without a bar.
+
+    Lightning disables the bar on the other ranks (``ProgressBar.setup``), so their ``is_enabled`` differs.
+    """
+    bar = trainer.progress_bar_callback
+    if bar is None or not getattr(bar, "refresh_rate", 0):
+        return 0
+    return max(int(bar.refresh_rate), 1)
+
+
 def step_metrics_due(trainer: Any, batch_idx: int, training_metric_monitored: bool) -> bool:
-    """Whether this training step's metrics have a reader (see the module docstring); cheap enough for every step.
+    """Whether this training step's metrics have a reader (see the module docstring); the same on every rank, cheap enough for every step.
 
     ``training_metric_monitored`` is :func:`monitors_training_metric`'s answer, decided once per fit
     by the caller (the callbacks do not change during a fit).
@@ -59,7 +74,7 @@ def step_metrics_due(trainer: Any, batch_idx: int, training_metric_monitored: bo
         return True
     if trainer.loggers and loggers_write_this_step(trainer):
         return True
-    rate = shown_bar_refresh_rate(trainer)
+    rate = rank_zero_bar_refresh_rate(trainer)
     if rate and (batch_idx + 1) % rate == 0:
         return True
     if trainer.is_last_batch:

@@ -128,19 +128,27 @@ class Task(LightningModule):
         self.log_step_metrics({"train_loss": loss}, batch_idx)
         return loss
 
+    def step_metrics_are_due(self, batch_idx: int) -> bool:
+        """Whether this training step's metrics have a reader (tasks/log_cadence.py): the same answer on every rank.
+
+        A subclass that must reduce a metric across the ranks before logging it asks this first,
+        so the reduction is a collective every rank joins, and only on the steps it is logged.
+        """
+        trainer = self.trainer
+        monitored = self._training_metric_monitored
+        if monitored is None:  # a subclass's on_train_start did not call ours: decide now, once
+            monitored = self._training_metric_monitored = monitors_training_metric(trainer)
+        return step_metrics_due(trainer, batch_idx, monitored)
+
     def log_step_metrics(self, metrics: Mapping[str, torch.Tensor], batch_idx: int) -> None:
         """``self.log`` this training step's values (tensors) only on the steps something reads them (tasks/log_cadence.py).
 
         Example (in a subclass's ``training_step``):
             >>> self.log_step_metrics({"train_loss": loss}, batch_idx)  # doctest: +SKIP
         """
-        trainer = self.trainer
-        monitored = self._training_metric_monitored
-        if monitored is None:  # a subclass's on_train_start did not call ours: decide now, once
-            monitored = self._training_metric_monitored = monitors_training_metric(trainer)
-        if not step_metrics_due(trainer, batch_idx, monitored):
+        if not self.step_metrics_are_due(batch_idx):
             return
-        bar = shown_bar_refresh_rate(trainer) > 0
+        bar = shown_bar_refresh_rate(self.trainer) > 0
         for name, value in metrics.items():
             # Lightning reads every prog_bar value on the host at the end of every batch, logged
             # then or not: for a shown bar, a host copy made now (the one device read, at the bar's

@@ -2,9 +2,12 @@
 
 Batches are dicts from :class:`~flashdist.data.LanguageModelingDataModule`: ``input_ids``,
 ``labels`` (``-100`` on prompt tokens and padding, so only completions and plain text are
-learned) and, without packing, ``attention_mask``. The loss is the model's own shifted
-next-token cross-entropy. ``val_loss`` and ``val_perplexity`` are averaged over predicted
-tokens across all ranks (not over batches), so they do not depend on the batch split.
+learned) and, without packing, ``attention_mask``. The loss is the shifted next-token
+cross-entropy of the model's logits, token-weighted (flashdist.text.token_weighting): an
+optimizer step's loss, and its gradient, is the mean over every learned token of all its
+micro-batches on all ranks, and ``train_loss`` is that per-token step loss. ``val_loss`` and
+``val_perplexity`` are averaged over the learned tokens of the whole validation set on all ranks.
+None of them depends on how the global batch is split into micro-batches and ranks.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from flashdist.errors import ConfigError
 from flashdist.tasks.model import OptimizerArg, SchedulerArg, Task
 from flashdist.text.backbones import Backbone, load_causal_lm
 from flashdist.text.lora import LoraSettings, apply_lora
+from flashdist.text.token_weighting import TokenWeightedLoss, learned_tokens, sum_over_ranks, token_loss_sum
 
 CHECKPOINT_KEY = "flashdist_causal_lm"
 
@@ -71,6 +75,7 @@ class CausalLM(Task):
         self.export = export
         self.activation_checkpointing = activation_checkpointing
         self._val_sums: list[torch.Tensor] = []
+        self._token_weighting = TokenWeightedLoss()
 
     # ---- what the data module and the throughput meter read ---------------------------------
     @property
@@ -116,15 +121,28 @@ class CausalLM(Task):
         # position_ids (flashdist.compat.transformers), and training never reads the cache.
         return self.model(**batch, use_cache=False)
 
+    def summed_token_loss(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """Sum of the next-token cross-entropies over the learned tokens of ``batch`` (float32)."""
+        # The model gets no labels: its own loss (a mean) would be computed and thrown away.
+        inputs = {key: value for key, value in batch.items() if key != "labels"}
+        return token_loss_sum(self.model(**inputs, use_cache=False).logits, batch["labels"])
+
     def training_step(self, batch: Mapping[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        loss = self(batch).loss
-        self.log("train_loss", loss, prog_bar=True)
+        trainer = self.trainer
+        weighting = self._token_weighting
+        loss = weighting.micro_batch_loss(trainer, batch, batch_idx, self.summed_token_loss(batch))
+        part = weighting.step_loss_part(trainer)  # on the micro-batch that closes the window
+        # The same decision on every rank, so the sum over ranks is a collective all join.
+        if part is not None and self.step_metrics_are_due(batch_idx):
+            self.log_step_metrics({"train_loss": sum_over_ranks(part)}, batch_idx)
         return loss
 
+    def on_train_epoch_start(self) -> None:
+        super().on_train_epoch_start()
+        self._token_weighting.start_epoch()  # accumulation windows count from the epoch's first micro-batch
+
     def validation_step(self, batch: Mapping[str, torch.Tensor], batch_idx: int) -> None:
-        loss = self(batch).loss
-        predicted = (batch["labels"][:, 1:] != -100).sum()
-        self._val_sums.append(torch.stack([loss.detach().float() * predicted, predicted.float()]))
+        self._val_sums.append(torch.stack([self.summed_token_loss(batch).detach(), learned_tokens(batch["labels"]).float()]))
 
     def on_validation_epoch_start(self) -> None:
         self._val_sums = []

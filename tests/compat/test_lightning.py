@@ -351,3 +351,47 @@ def test_fsdp2_checkpoint_metadata_file_is_lightnings_meta_pt():
 
     assert dcp_metadata_filename() == "meta.pt"  # the name the asynchronous FSDP2 save writes
     assert "_METADATA_FILENAME" in inspect.getsource(model_parallel._load_checkpoint)  # and the one Lightning reads
+
+
+class _Peeks(LightningModule):
+    """Peeks at the rest of each accumulation window (as the token-weighted loss does) and records what the loop gives."""
+
+    def __init__(self, accumulate: int):
+        super().__init__()
+        self.layer = nn.Linear(1, 1)
+        self.accumulate = accumulate
+        self.trained: list[int] = []
+        self.peeked: dict[int, list[int]] = {}
+        self.last_batch: list[bool] = []
+
+    def training_step(self, batch, batch_idx):
+        self.trained.append(int(batch[0]))
+        self.last_batch.append(self.trainer.is_last_batch)
+        if batch_idx % self.accumulate == 0:
+            ahead = compat.peek_training_batches(self.trainer, self.accumulate - 1)
+            self.peeked[batch_idx] = [int(b[0]) for b in ahead]
+            assert compat.peek_training_batches(self.trainer, self.accumulate - 1) == ahead  # peeking again reads the same
+        return self.layer(batch.float().reshape(-1, 1)).sum()
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+
+class _Numbers(torch.utils.data.IterableDataset):
+    def __iter__(self):
+        return iter(range(7))
+
+
+@pytest.mark.parametrize("sized", [True, False], ids=["sized-loader", "iterable-loader-lightning-prefetches"])
+def test_peek_training_batches_returns_what_the_loop_trains_next_and_changes_nothing(tmp_path, sized):
+    import lightning.pytorch as pl
+
+    peeking = _Peeks(accumulate=3)
+    trainer = pl.Trainer(default_root_dir=tmp_path, accelerator="cpu", devices=1, max_epochs=2, logger=False, enable_progress_bar=False,
+                         enable_model_summary=False, enable_checkpointing=False, accumulate_grad_batches=3)
+    trainer.fit(peeking, DataLoader(torch.arange(7) if sized else _Numbers(), batch_size=1))
+    # 7 batches per epoch, 2 epochs: each epoch's windows are [0 1 2] [3 4 5] [6], the last cut short by the epoch's end
+    # (a peek there asks for 2 and gets none: the loader is exhausted).
+    assert peeking.trained == list(range(7)) * 2
+    assert peeking.peeked == {0: [1, 2], 3: [4, 5], 6: []}  # the second epoch's peeks overwrite the first's, equal
+    assert peeking.last_batch == [i == 6 for i in range(7)] * 2  # the loop still knows its last batch

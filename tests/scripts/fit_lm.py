@@ -10,7 +10,10 @@ data_fields (the data module's field options; default prompt_field/completion_fi
 {"messages_field": "messages"} for conversations), activation_checkpointing (bool), val_check_interval, signal_at_step (rank 0 sends itself SIGUSR1 after that optimizer step: a real preemption, whose
 exit 75 is recorded in exit-rank<R>.json instead of ending the list), cache_dir_per_rank (bool: each rank
 reads and writes ``<root>/local-disk-rank<R>/cache``, as a node-local disk would give it, so
-rank 1 cannot see the cache rank 0 built).
+rank 1 cannot see the cache rank 0 built), sgd_lr (plain SGD at that LR, no weight decay and no
+schedule, instead of AdamW with warmup: an update that is the gradient itself), packing (default true),
+max_epochs (instead of max_tokens), cache_dir, log_every_n_steps (default 2), csv_logger (bool:
+metrics.csv under <root>/csv).
 Writes what a fit writes (summary.json, lr.csv, hf_model/) and, on rank 0, lm_extra.json plus
 the trained model's logits on a fixed input (logits.pt), computed by every rank together (a
 sharded model's forward is a collective).
@@ -49,22 +52,33 @@ class SignalAtStep(Callback):
 def main(config: dict) -> None:
     seed_everything(0, workers=True)
     seq_length = config.get("seq_length", 32)
-    lm = CausalLM(backbone=config["model_dir"], lora=config.get("lora"), learning_rate=5e-3, weight_decay=0.01,
-                  activation_checkpointing=config.get("activation_checkpointing", False),
-                  lr_scheduler=("linear_schedule_with_warmup", {"num_warmup_steps": config["warmup"]}))
-    cache_dir = f"{config['root']}/local-disk-rank{os.environ['RANK']}/cache" if config.get("cache_dir_per_rank") else None
+    if config.get("sgd_lr"):
+        optimization = dict(optimizer="sgd", learning_rate=config["sgd_lr"])
+    else:
+        optimization = dict(learning_rate=5e-3, weight_decay=0.01, lr_scheduler=("linear_schedule_with_warmup", {"num_warmup_steps": config["warmup"]}))
+    lm = CausalLM(backbone=config["model_dir"], lora=config.get("lora"), activation_checkpointing=config.get("activation_checkpointing", False),
+                  **optimization)
+    cache_dir = f"{config['root']}/local-disk-rank{os.environ['RANK']}/cache" if config.get("cache_dir_per_rank") else config.get("cache_dir")
     fields = config.get("data_fields", {"prompt_field": "prompt", "completion_field": "completion"})
-    data = LanguageModelingDataModule(train_files=config["data_file"], **fields, seq_length=seq_length, batch_size=config.get("batch_size", 2), cache_dir=cache_dir)
+    data = LanguageModelingDataModule(train_files=config["data_file"], **fields, seq_length=seq_length, batch_size=config.get("batch_size", 2),
+                                      cache_dir=cache_dir, packing=config.get("packing", True))
     callbacks = [SignalAtStep(config["signal_at_step"])] if config.get("signal_at_step") else []
     if config.get("checkpoint"):
         from lightning.pytorch.callbacks import ModelCheckpoint
 
         callbacks.append(ModelCheckpoint(dirpath=f"{config['root']}/checkpoints", save_last=True, save_top_k=0))
+    if config.get("csv_logger"):
+        from lightning.pytorch.loggers import CSVLogger
+
+        logger = CSVLogger(config["root"], name="csv", version=0)
+    else:
+        logger = False
+    duration = {"max_epochs": config["max_epochs"]} if "max_epochs" in config else {"max_tokens": config["max_tokens"]}
     trainer = flashdist.Trainer(
         default_root_dir=config["root"], accelerator="cpu", devices=config.get("devices", 2), strategy=config["strategy"],
-        accumulate_grad_batches=config.get("accumulate_grad_batches", 1), max_tokens=config["max_tokens"],
-        logger=False, enable_checkpointing=bool(config.get("checkpoint")), callbacks=callbacks, enable_progress_bar=False,
-        enable_model_summary=False, log_every_n_steps=2, val_check_interval=config.get("val_check_interval"),
+        accumulate_grad_batches=config.get("accumulate_grad_batches", 1), **duration,
+        logger=logger, enable_checkpointing=bool(config.get("checkpoint")), callbacks=callbacks, enable_progress_bar=False,
+        enable_model_summary=False, log_every_n_steps=config.get("log_every_n_steps", 2), val_check_interval=config.get("val_check_interval"),
     )
     try:
         trainer.fit(lm, datamodule=data, ckpt_path=config.get("ckpt_path"))

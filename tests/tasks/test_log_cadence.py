@@ -75,3 +75,20 @@ def test_whether_a_training_metric_is_monitored_is_decided_once_per_fit_not_ever
                               enable_progress_bar=False, enable_checkpointing=False, enable_model_summary=False)
     again.fit(trainer.lightning_module, DataLoader(TensorDataset(torch.randn(8, 3), torch.randn(8, 1)), batch_size=4))
     assert counted.reads == 2  # a new fit decides again
+
+
+def test_the_decision_is_the_same_on_a_rank_whose_bar_lightning_disabled(tmp_path):
+    # Lightning disables the bar on every rank but 0 (ProgressBar.setup); a metric summed over the ranks
+    # when due (CausalLM's train_loss) needs every rank to decide alike, or the sum waits forever.
+    from lightning.pytorch.callbacks import TQDMProgressBar
+
+    from flashdist.tasks.log_cadence import step_metrics_due
+
+    def decisions(disabled: bool) -> list[bool]:
+        bar = TQDMProgressBar(refresh_rate=3)
+        trainer = flashdist.Trainer(default_root_dir=tmp_path, accelerator="cpu", logger=False, callbacks=[bar], enable_checkpointing=False)
+        if disabled:
+            bar.disable()
+        return [step_metrics_due(trainer, batch_idx, training_metric_monitored=False) for batch_idx in range(7)]
+
+    assert decisions(disabled=True) == decisions(disabled=False) == [False, False, True, False, False, True, False]

@@ -32,6 +32,8 @@ from tests.fitting import read_lr_csv, run_in_one_torchrun
 from tests.scripts.fit_lm import PROBE_IDS
 from tests.data.chat_fixtures import chat_backbone
 from tests.text.lm_fixtures import local_backbone
+from tests.text.token_weighting_fixtures import STEPS as TOKEN_WEIGHTED_STEPS
+from tests.text.token_weighting_fixtures import assert_same_fit, make_parts, reference_fit, split_config
 
 pytestmark = [pytest.mark.usefixtures("deepspeed_ops_built"), pytest.mark.multiprocess]
 
@@ -55,6 +57,9 @@ SIGNAL_AT_STEP = 1
 # transformers checkpoints): the trained model must be the same.
 CHECKPOINTED = dict(CASES["fsdp"], checkpoint=False, activation_checkpointing=True)
 CHAT = dict(strategy="deepspeed_stage_2", lora=LORA, data_fields={"messages_field": "messages"})
+# The token-weighted loss (test_token_weighting.py): (2 processes, batch 2, accumulation 2) on padded pairs of uneven
+# completion lengths, plain SGD, one epoch (per rank windows of 2, 2 and a short 1), under each strategy.
+TOKEN_WEIGHTED = ("ddp", "deepspeed_stage_2", "fsdp")
 
 
 @pytest.fixture(scope="module")
@@ -69,8 +74,10 @@ def runs(tmp_path_factory) -> dict:
                 {**common, **CHECKPOINTED, "root": str(root / "fsdp_checkpointed"),  # validated too: no sync_dist hint
                  "data_fields": {"prompt_field": "prompt", "completion_field": "completion", "val_files": str(data_file)}, "val_check_interval": 4},
                 {**common, **CHAT, "root": str(root / "chat"), "model_dir": str(chat_model_dir), "data_file": str(chat_file)}]
+    token_parts = make_parts(root / "token-weighting")
+    configs += [split_config(token_parts, "2rx_b2xk2", root / f"token-weighted-{strategy}", strategy) for strategy in TOKEN_WEIGHTED]
     proc = run_in_one_torchrun("fit_lm.py", configs, timeout_s=600)
-    return {"root": root, "model_dir": model_dir, "output": proc.stdout + proc.stderr}
+    return {"root": root, "model_dir": model_dir, "output": proc.stdout + proc.stderr, "token_parts": token_parts}
 
 
 def _logits(model) -> torch.Tensor:
@@ -198,3 +205,17 @@ def test_a_rank_that_cannot_see_the_cache_tokenizes_for_itself_with_a_warning(ru
     assert runs["output"].count(warning) == 1, runs["output"][-4000:]
     assert "flashdist: rank 0: " + str(root / "local-disk-rank0") not in runs["output"]  # rank 0 sees its own cache
     assert not (root / "data_cache").exists()
+
+
+@pytest.fixture(scope="module")
+def token_reference(runs) -> tuple[list[float], dict]:
+    parts = runs["token_parts"]
+    return reference_fit(parts["model_dir"], Path(parts["cache_dir"]), TOKEN_WEIGHTED_STEPS["2rx_b2xk2"])
+
+
+@pytest.mark.parametrize("strategy", TOKEN_WEIGHTED)
+def test_two_ranks_accumulating_uneven_micro_batches_make_the_one_batch_update_and_train_loss(runs, token_reference, strategy):
+    # The mean over every learned token of the step's 8 rows, whatever the split: the same weights and per-step
+    # train_loss (summed over the ranks) as one batch of 8 on one process, to 1e-6.
+    losses, weights = token_reference
+    assert_same_fit(runs["root"] / f"token-weighted-{strategy}", losses, weights)

@@ -73,6 +73,11 @@ def one_process_fits(tmp_path_factory) -> dict:
     parts = make_parts(root)
     for name in ("b8", "b2xk4"):
         main(split_config(parts, name, root / name))
+    # b2xk4 again, preempted (a real SIGUSR1: the checkpoint is written at an optimizer step, mid-epoch) and resumed:
+    # the resumed fit's look-ahead starts from the sample the checkpoint recorded.
+    resumed = {**split_config(parts, "b2xk4", root / "resumed"), "checkpoint": True}
+    main({**resumed, "signal_at_step": 1})
+    main({**resumed, "ckpt_path": "auto"})
     return {"root": root, **parts}
 
 
@@ -81,6 +86,18 @@ def test_one_process_splits_give_the_reference_update_and_train_loss(one_process
     root = Path(one_process_fits["root"])
     losses, weights = reference_fit(one_process_fits["model_dir"], Path(one_process_fits["cache_dir"]), STEPS[name])
     assert_same_fit(root / name, losses, weights)
+
+
+def test_a_fit_preempted_mid_epoch_and_resumed_makes_the_reference_update(one_process_fits):
+    import json
+
+    root = Path(one_process_fits["root"]) / "resumed"
+    assert json.loads((root / "exit-rank0.json").read_text())["code"] == 75
+    summary = json.loads((root / "summary.json").read_text())
+    stopped_at = int(Path(summary["resumed_from"]).name.split("step=")[1].split(".")[0])
+    assert 0 < stopped_at < STEPS["b2xk4"] and summary["optimizer_steps"] == STEPS["b2xk4"]
+    losses, weights = reference_fit(one_process_fits["model_dir"], Path(one_process_fits["cache_dir"]), STEPS["b2xk4"])
+    assert_same_fit(root, losses[stopped_at:], weights)  # the resumed run's metrics.csv holds the steps it ran
 
 
 def test_the_splits_hold_uneven_learned_tokens_so_a_mean_per_micro_batch_would_differ(one_process_fits):

@@ -23,9 +23,11 @@ run() {
 }
 
 run machine 10 bash -c "nvidia-smi; $PY -c 'import torch, transformers; print(torch.__version__, torch.version.cuda, torch.cuda.get_device_name(0), transformers.__version__)'; $PY -c 'import flash_attn; print(\"flash_attn\", flash_attn.__version__)'; uptime"
-# gpu-marked tests: CUDA graphs with tensor LRs, fused AdamW on CUDA, DeepSpeed FusedAdam, FSDP2 on CUDA,
-# flash-attention varlen packing, bench fit / schedulers / syncs on cuda
-run gpu-tests 130 "$PY" -m pytest -p no:cacheprovider -q -m gpu -rs tests
+# gpu-marked tests (-v: each result is in the file as it comes, a timeout keeps those before it): CUDA graphs
+# with tensor LRs, fused AdamW on CUDA, flash-attention varlen packing, the CUDA RNG round trip, bench fit /
+# schedulers / syncs on cuda; then the strategies' (DeepSpeed's FusedAdam, JIT-built on first use, FSDP2 on CUDA)
+run gpu-tests 60 "$PY" -m pytest -p no:cacheprovider -v -m gpu -rs tests --ignore=tests/strategies
+run gpu-tests-strategies 70 "$PY" -m pytest -p no:cacheprovider -v -m gpu -rs tests/strategies
 # host syncs per step on the GPU, with torch.cuda.set_sync_debug_mode("warn") counting every synchronizing call
 run bench-syncs 70 "$PY" -m flashdist.cli.main bench syncs --device cuda --devices 1 --steps 10 --warmup-steps 5 \
     --json "$OUT/syncs-cuda.json"

@@ -30,8 +30,8 @@ def _runs() -> list[tuple[str, int, list[str]]]:
 def test_the_script_parses_and_its_steps_fit_the_slot():
     assert subprocess.run(["bash", "-n", str(SCRIPT)], capture_output=True).returncode == 0
     runs = _runs()
-    assert [name for name, _, _ in runs] == ["machine", "gpu-tests", "bench-syncs", "bench-fit", "bench-schedulers", "bench-ckpt",
-                                             "packed-attention"]
+    assert [name for name, _, _ in runs] == ["machine", "gpu-tests", "gpu-tests-strategies", "bench-syncs", "bench-fit",
+                                             "bench-schedulers", "bench-ckpt", "packed-attention"]
     assert sum(limit for _, limit, _ in runs) <= SLOT_S
 
 
@@ -47,8 +47,8 @@ def test_every_command_accepts_the_arguments_the_script_gives_it(name):
 
 
 def test_the_gpu_tests_it_selects_are_marked():
-    (command,) = [command for name, _, command in _runs() if name == "gpu-tests"]
-    assert command[command.index("-m", 3) + 1] == "gpu"
+    for command in [command for name, _, command in _runs() if name.startswith("gpu-tests")]:
+        assert command[command.index("-m", 3) + 1] == "gpu"
     marked = subprocess.run(["grep", "-rlE", "mark.gpu", str(SCRIPT.parents[2] / "tests")], capture_output=True, text=True).stdout
     for expected in ("test_bench_fit.py", "test_bench_graphed.py", "test_bench_syncs.py", "test_gpu.py", "test_packing.py"):
         assert expected in marked

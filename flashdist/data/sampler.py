@@ -184,12 +184,28 @@ def describe_order(loader: Any) -> str:
     sampler = getattr(batch_sampler, "sampler", None)
     if isinstance(sampler, ResumableDistributedSampler):
         return sampler.describe()
+    if has_own_state(loader):
+        return f"as {type(loader).__name__} yields, resumed from its own state"
     if type(batch_sampler) is not BatchSampler or sampler is None:
-        return f"as the loader yields ({type(batch_sampler or getattr(loader, 'dataset', loader)).__name__}), not resumable mid-epoch"
+        # `is None`, not truthiness: bool() of a batch sampler asks its length, which an iterable's has not.
+        what = batch_sampler if batch_sampler is not None else getattr(loader, "dataset", loader)
+        return f"as the loader yields ({type(what).__name__}), not resumable mid-epoch"
     try:
         return sampler_for_user_choice(sampler, loader.dataset, num_replicas=1, rank=0).describe()
     except ConfigError:
         return f"sampler {type(sampler).__name__} (no length), not resumable mid-epoch"
+
+
+def has_own_state(loader: Any) -> bool:
+    """Whether Lightning checkpoints the loader's own position (``state_dict``/``load_state_dict``, as torchdata's
+    ``StatefulDataLoader`` has): Lightning's ``_Stateful`` test, which decides what it saves under ``combined_loader``.
+
+    Example:
+        >>> from torch.utils.data import DataLoader
+        >>> has_own_state(DataLoader(range(4)))
+        False
+    """
+    return callable(getattr(loader, "state_dict", None)) and callable(getattr(loader, "load_state_dict", None))
 
 
 def sampler_for_loader(loader: Any, num_replicas: int, rank: int, **_: Any) -> ResumableDistributedSampler | None:

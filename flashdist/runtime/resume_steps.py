@@ -25,7 +25,7 @@ from typing import Any
 from lightning.pytorch.utilities.warnings import PossibleUserWarning
 
 from flashdist.compat.lightning import add_batches_done, batches_done_in_epoch, set_optimizer_steps_done
-from flashdist.data.sampler import ResumableDistributedSampler, install_resumable_sampler
+from flashdist.data.sampler import ResumableDistributedSampler, has_own_state, install_resumable_sampler
 from flashdist.errors import ConfigError
 from flashdist.optim.build import instantiate_scheduler, resolve_scheduler_kwargs
 from flashdist.plan import StepPlan
@@ -172,21 +172,42 @@ class UnresumableEpochWarning(UserWarning):
 def warn_unresumable_epoch(trainer: Any) -> None:
     """Say exactly what a mid-epoch resume does to data without a resumable order (an iterable, a custom batch sampler).
 
-    Lightning restores a ``StatefulDataLoader``'s position itself (its state is in the checkpoint);
-    any other such loader starts its epoch over while the batch counter continues.
+    Lightning restores a loader with its own state (``StatefulDataLoader``) itself (its state is in
+    the checkpoint); any other such loader starts its epoch over while the batch counter continues.
     """
     batches = batches_done_in_epoch(trainer)
     loader = trainer.train_dataloader
-    if not batches or callable(getattr(loader, "state_dict", None)) or not trainer.is_global_zero:
+    if not batches or has_own_state(loader) or not trainer.is_global_zero:
         return
+    per_epoch = trainer.num_training_batches
     warnings.warn(
-        f"resuming {batches} batch(es) into epoch {trainer.current_epoch} of a training loader whose position flashdist "
-        f"cannot restore ({type(getattr(loader, 'dataset', loader)).__name__} without a sampler it can split): the loader "
-        f"starts the epoch over, so its first {batches} batch(es) per rank are trained again, and the epoch ends when the "
-        "loader is exhausted (or at max_steps). For an exact resume use a map-style dataset, or torchdata's "
-        "StatefulDataLoader (Lightning saves and restores its state).",
+        unresumable_epoch_message(batches, trainer.current_epoch, type(getattr(loader, "dataset", loader)).__name__,
+                                  per_epoch if per_epoch != float("inf") else None),
         UnresumableEpochWarning,
         stacklevel=2,
+    )
+
+
+def unresumable_epoch_message(batches: int, epoch: int, what: str, batches_per_epoch: int | None) -> str:
+    """What a resume ``batches`` into ``epoch`` of a loader that starts over trains; ``batches_per_epoch`` None: no length.
+
+    Lightning counts the epoch as ``batches`` in: a loader with a length ends the epoch at its
+    length, so as many batches at its end are not trained; one without ends when exhausted.
+
+    Example:
+        >>> unresumable_epoch_message(2, 0, "Stream", 5).split(": ", 1)[1][:60]
+        'the loader starts the epoch over, so its first 2 batch(es) p'
+    """
+    if batches_per_epoch is None:
+        end = "and the epoch ends when the loader is exhausted (or at max_steps)"
+    else:
+        end = (f"and the epoch ends after {batches_per_epoch - batches} of its {batches_per_epoch} batches (Lightning counts "
+               f"the {batches} as done), so its last {batches} batch(es) per rank are not trained in this epoch")
+    return (
+        f"resuming {batches} batch(es) into epoch {epoch} of a training loader whose position flashdist cannot restore "
+        f"({what} without a sampler it can split): the loader starts the epoch over, so its first {batches} batch(es) "
+        f"per rank are trained again, {end}. For an exact resume use a map-style dataset, or torchdata's "
+        "StatefulDataLoader (Lightning saves and restores its state)."
     )
 
 

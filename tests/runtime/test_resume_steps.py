@@ -117,3 +117,45 @@ def test_use_scheduler_in_deepspeed_replaces_a_scheduler_the_engine_would_step(t
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()
+
+
+def test_a_sized_loader_that_starts_over_is_resumed_as_its_warning_says(tmp_path):
+    """A custom batch sampler (sized, not splittable): the resumed epoch retrains the first batches, skips as many at the end."""
+    from lightning.pytorch import Callback
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    from flashdist.tasks.classification import ClassificationTask
+
+    class Stop(Exception):
+        pass
+
+    class Record(Callback):
+        def __init__(self, stop_after: int | None):
+            self.stop_after, self.trained = stop_after, []
+
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            self.trained.append(int(batch[0][0, -1]))  # the batch's first sample id
+            if len(self.trained) == self.stop_after:
+                raise Stop
+
+    x = torch.cat([torch.randn(12, 3), torch.arange(12.0)[:, None]], dim=1)
+    batches = [[2 * i, 2 * i + 1] for i in range(6)]
+
+    def fit(stop_after, ckpt_path=None):
+        record = Record(stop_after)
+        checkpoint = ModelCheckpoint(dirpath=tmp_path / "ckpt", every_n_train_steps=3, save_top_k=-1)
+        trainer = flashdist.Trainer(default_root_dir=tmp_path, accelerator="cpu", devices=1, max_epochs=1, logger=False,
+                                    enable_progress_bar=False, enable_model_summary=False, callbacks=[record, checkpoint])
+        task = ClassificationTask(nn.Sequential(nn.Linear(4, 2)), num_classes=2)
+        trainer.fit(task, DataLoader(TensorDataset(x, (x[:, 0] > 0).long()), batch_sampler=batches), ckpt_path=ckpt_path)
+        return record.trained
+
+    with pytest.raises(Stop):
+        fit(stop_after=4)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        trained = fit(stop_after=None, ckpt_path=tmp_path / "ckpt" / "epoch=0-step=3.ckpt")
+    assert trained == [0, 2, 4]  # the first 3 batches again; the last 3 (6, 8, 10) not in this epoch
+    said = [str(w.message) for w in caught if w.category is steps.UnresumableEpochWarning]
+    assert said == [steps.unresumable_epoch_message(3, 0, "TensorDataset", 6)]
+    assert "its last 3 batch(es) per rank are not trained in this epoch" in said[0]

@@ -329,6 +329,93 @@ def route_train_sampler(trainer: Any, make: Callable[..., Any]) -> None:
     connector._prepare_dataloader = prepare_dataloader
 
 
+def train_data_set_up(trainer: Any) -> bool:
+    """Whether the fit loop has set up its train data (``_FitLoop._combined_loader``; Lightning 2.6).
+
+    See :func:`release_train_data`. Tested by ``test_train_data_released_after_planning_is_set_up_again_after_the_restore``.
+    """
+    return trainer.fit_loop._combined_loader is not None
+
+
+def release_train_data(trainer: Any) -> None:
+    """Undo a train-data set-up made before the checkpoint restore, so that the fit loop makes it again after it.
+
+    flashdist plans from the prepared train loader (``fit_loop.setup_data()``, as
+    ``trainer.estimated_stepping_batches`` does) inside ``configure_optimizers``, which Lightning
+    calls in ``strategy.setup``: before it restores the loops (the epoch, a ``StatefulDataLoader``'s
+    state) and, under DeepSpeed and FSDP, the callbacks (the epoch position). A loader and iterator
+    made then are made too early: ``setup_data`` returns at once afterwards while ``_combined_loader``
+    is set, so a stateful loader's saved state is never loaded (Lightning #20550), and with
+    ``num_workers > 0`` the iterator has already drawn the first epoch's indices. Relies on that early
+    return and on ``_data_fetcher.teardown()`` shutting the iterator's workers down (``CombinedLoader.reset``),
+    as ``_FitLoop.teardown`` does. Tested by ``test_train_data_released_after_planning_is_set_up_again_after_the_restore``.
+    """
+    loop = trainer.fit_loop
+    if loop._data_fetcher is not None:
+        loop._data_fetcher.teardown()
+        loop._data_fetcher = None
+    loop._combined_loader = None
+
+
+def keep_loader_states_of_trained_batches(trainer: Any) -> bool:
+    """Make the training fit loop able to report its stateful loaders' states as of the batches it trained.
+
+    Lightning saves ``CombinedLoader._state_dicts()`` (each ``_Stateful`` loader's ``state_dict()``,
+    as torchdata's ``StatefulDataLoader`` has) at the checkpoint. For a loader without a length its
+    ``_PrefetchDataFetcher`` has by then fetched one batch more than it trained (to know whether the
+    one it trains is the last), so the saved state is one batch ahead and a resume skips that batch
+    (measured: killed after step 7 of an endless stream, resumed from step 6, its batch 7 never
+    trained). This gives the fetcher a subclass that records the loaders' states before each fetch
+    (:func:`loader_states_of_trained_batches` reads them); only where it prefetches (no length) and a
+    loader has state. Relies on ``_PrefetchDataFetcher`` fetching through ``super().__next__()``
+    (``_DataFetcher.__next__``) in ``__iter__`` and ``__next__``, keeping the fetched-but-untrained
+    batches in ``.batches``, and on ``fit_loop._data_fetcher`` / ``_combined_loader`` (Lightning 2.6).
+    Returns whether it applies. Tested by ``test_the_prefetching_fetcher_reports_loader_states_of_trained_batches``.
+    """
+    from lightning.pytorch.loops.fetchers import _PrefetchDataFetcher
+
+    fetcher, combined = trainer.fit_loop._data_fetcher, trainer.fit_loop._combined_loader
+    if type(fetcher) is _states_before_each_fetch_class():
+        return True
+    prefetches = type(fetcher) is _PrefetchDataFetcher and fetcher.length is None and fetcher.prefetch_batches > 0
+    if not prefetches or combined is None:
+        return False
+    if not combined._state_dicts():
+        return False
+    fetcher.states_before_fetch = []
+    fetcher.__class__ = _states_before_each_fetch_class()
+    return True
+
+
+def loader_states_of_trained_batches(trainer: Any) -> list[dict[str, Any]] | None:
+    """The stateful loaders' states after the batches trained so far; None where Lightning's own are right."""
+    fetcher = trainer.fit_loop._data_fetcher
+    if type(fetcher) is not _states_before_each_fetch_class() or not fetcher.batches:
+        return None  # nothing fetched ahead: the loaders' own states are those of the trained batches
+    states = fetcher.states_before_fetch
+    return states[-len(fetcher.batches)] if len(states) >= len(fetcher.batches) else None
+
+
+def save_loader_states(checkpoint: dict[str, Any], states: list[dict[str, Any]]) -> None:
+    """Put ``states`` where Lightning saved the fit loop's loader states (``loops.fit_loop.state_dict.combined_loader``)."""
+    checkpoint["loops"]["fit_loop"]["state_dict"]["combined_loader"] = states
+
+
+@functools.cache
+def _states_before_each_fetch_class() -> type:
+    from lightning.pytorch.loops.fetchers import _DataFetcher, _PrefetchDataFetcher
+
+    class _RecordStates(_DataFetcher):
+        def __next__(self) -> Any:  # _PrefetchDataFetcher's super().__next__() lands here: one real fetch
+            self.states_before_fetch = [*self.states_before_fetch[-self.prefetch_batches:], self.combined_loader._state_dicts()]
+            return super().__next__()
+
+    class StatesBeforeEachFetch(_PrefetchDataFetcher, _RecordStates):
+        """Lightning's prefetching fetcher, plus the stateful loaders' states before each fetch."""
+
+    return StatesBeforeEachFetch
+
+
 def dcp_metadata_filename() -> str:
     """The file in an FSDP2 (DCP) checkpoint directory that holds Lightning's non-tensor state.
 

@@ -10,7 +10,7 @@ from typing import Any
 
 from torch.utils.data import BatchSampler, DataLoader, DistributedSampler, IterableDataset, RandomSampler, SequentialSampler
 
-from flashdist.compat.lightning import distributed_sampler_injected
+from flashdist.compat.lightning import distributed_sampler_injected, release_train_data, train_data_set_up
 from flashdist.errors import ConfigError
 from flashdist.plan import StepPlan, plan_steps
 
@@ -33,6 +33,7 @@ def data_parallel_size(trainer: Any) -> int:
 def compute_plan(trainer: Any) -> StepPlan:
     """Gather the plan's inputs from the live ``trainer`` and plan (once per fit: :class:`FitRun` keeps it)."""
     fit_loop = trainer.fit_loop
+    set_up_here = not train_data_set_up(trainer)
     fit_loop.setup_data()  # what estimated_stepping_batches does: loads and wraps the train loader
     loader = trainer.train_dataloader
     dp_size = data_parallel_size(trainer)
@@ -53,7 +54,17 @@ def compute_plan(trainer: Any) -> StepPlan:
             f"Lightning's loader yields {lightning_batches}; refusing to train on a schedule that would not land. "
             "This is a flashdist bug: please report it with your dataloader settings."
         )
+    if set_up_here and _resuming(trainer):
+        # Planned before the checkpoint restore: the loop sets the data up again after it, at the
+        # resumed epoch and position, with a stateful loader's saved state (compat.lightning.release_train_data).
+        release_train_data(trainer)
     return plan
+
+
+def _resuming(trainer: Any) -> bool:
+    """A checkpoint was chosen for this fit (flashdist resolves every ``ckpt_path`` before Lightning starts)."""
+    run = getattr(trainer, "fit_run", None)
+    return run is not None and run.trust.requested is not None
 
 
 def plan_before_launch(trainer: Any, data: Any) -> tuple[StepPlan | None, int | None]:

@@ -32,6 +32,7 @@ from typing import Any, Literal
 
 from lightning.pytorch import Callback
 
+from flashdist.compat.lightning import keep_loader_states_of_trained_batches, loader_states_of_trained_batches, save_loader_states
 from flashdist.data.sampler import ResumableDistributedSampler, sampler_for_loader
 from flashdist.errors import ConfigError
 from flashdist.plan import StepPlan
@@ -278,6 +279,7 @@ class ResumeGuard(Callback):
         built = ExecutingSchedule(plan.planned_total_steps, tuple(step_args.items()), plan.global_batch_size)
         state.schedule = built
         self._sampler = install_sampler(trainer)
+        keep_loader_states_of_trained_batches(trainer)
         if self._sampler is not None:  # the epoch is not replayed: Lightning's warning would be wrong
             self._quiet = QuietReplayWarning()
         if not self._loaded or "identity" not in self._loaded:
@@ -295,6 +297,16 @@ class ResumeGuard(Callback):
         self._rng = self._loaded.get("rng") if self._loaded.get("world_size", trainer.world_size) == trainer.world_size else None
         if self._rng is not None:
             self.on_train_batch_start = self._restore_rng  # once, then removed from Lightning's per-step dispatch
+
+    def on_train_epoch_start(self, trainer: Any, pl_module: Any) -> None:
+        keep_loader_states_of_trained_batches(trainer)  # a reloaded train loader comes with a new fetcher
+
+    def on_save_checkpoint(self, trainer: Any, pl_module: Any, checkpoint: dict[str, Any]) -> None:
+        # A stateful loader without a length is a batch ahead of training at a save (Lightning's prefetch):
+        # save its state as of the trained batches, or the resume would skip one.
+        states = loader_states_of_trained_batches(trainer)
+        if states is not None:
+            save_loader_states(checkpoint, states)
 
     def _restore_rng(self, trainer: Any, *args: Any) -> None:
         """Just before the first step after the resume (after its batch was fetched, as in the uninterrupted run)."""

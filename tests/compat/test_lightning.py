@@ -395,3 +395,112 @@ def test_peek_training_batches_returns_what_the_loop_trains_next_and_changes_not
     assert peeking.trained == list(range(7)) * 2
     assert peeking.peeked == {0: [1, 2], 3: [4, 5], 6: []}  # the second epoch's peeks overwrite the first's, equal
     assert peeking.last_batch == [i == 6 for i in range(7)] * 2  # the loop still knows its last batch
+
+
+class _Counting(torch.utils.data.IterableDataset):
+    """0, 1, 2, ... (no length), from where its state says; records the states it was given."""
+
+    def __init__(self):
+        self.next_value, self.loaded = 0, []
+
+    def __iter__(self):
+        while True:
+            self.next_value += 1
+            yield torch.tensor([float(self.next_value - 1)])
+
+
+class _StatefulLoader(DataLoader):
+    """A DataLoader with Lightning's ``_Stateful`` protocol: its state is the next value its stream yields."""
+
+    def state_dict(self):
+        return {"next_value": self.dataset.next_value}
+
+    def load_state_dict(self, state):
+        self.dataset.loaded.append(state)
+        self.dataset.next_value = state["next_value"]
+
+
+class _PlansEarly(LightningModule):
+    """Sets the train data up in configure_optimizers, as flashdist's planning (and estimated_stepping_batches) does."""
+
+    def __init__(self, release: bool):
+        super().__init__()
+        self.layer, self.release, self.trained = nn.Linear(1, 1), release, []
+
+    def configure_optimizers(self):
+        self.trainer.fit_loop.setup_data()
+        if self.release:
+            compat.release_train_data(self.trainer)
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+    def training_step(self, batch, batch_idx):
+        self.trained.append(int(batch[0]))
+        return self.layer(batch).sum()
+
+
+def _stream_fit(root, max_steps: int, release: bool, ckpt_path=None):
+    import lightning.pytorch as pl
+
+    module, dataset = _PlansEarly(release), _Counting()
+    checkpoint = ModelCheckpoint(dirpath=root, every_n_train_steps=3, save_top_k=-1)
+    trainer = pl.Trainer(default_root_dir=root, accelerator="cpu", devices=1, max_steps=max_steps, logger=False,
+                         enable_progress_bar=False, enable_model_summary=False, callbacks=[checkpoint])
+    trainer.fit(module, _StatefulLoader(dataset, batch_size=None), ckpt_path=ckpt_path)
+    return module, dataset, trainer
+
+
+def test_train_data_released_after_planning_is_set_up_again_after_the_restore(tmp_path):
+    first, _, _ = _stream_fit(tmp_path, max_steps=3, release=False)
+    assert first.trained == [0, 1, 2]
+    saved = torch.load(tmp_path / "epoch=0-step=3.ckpt", weights_only=False)["loops"]["fit_loop"]["state_dict"]["combined_loader"]
+    assert saved == [{"next_value": 4}]  # Lightning's prefetch: one batch ahead of training (see the fetcher test)
+    # Set up before the restore and kept: Lightning never loads the saved state (#20550); the stream starts over.
+    kept, kept_data, _ = _stream_fit(tmp_path / "kept", max_steps=5, release=False, ckpt_path=tmp_path / "epoch=0-step=3.ckpt")
+    assert kept_data.loaded == [] and kept.trained[0] == 0
+    assert compat.train_data_set_up(_stream_fit(tmp_path / "plain", max_steps=1, release=False)[2])
+    # Released: the loop sets the data up again after the restore and loads the state into the loader.
+    released, released_data, trainer = _stream_fit(tmp_path / "released", max_steps=5, release=True,
+                                                   ckpt_path=tmp_path / "epoch=0-step=3.ckpt")
+    assert released_data.loaded == [{"next_value": 4}] and released.trained == [4, 5]
+
+
+def test_the_prefetching_fetcher_reports_loader_states_of_trained_batches(tmp_path):
+    import lightning.pytorch as pl
+
+    reported = []
+
+    class Report(Callback):
+        def on_train_start(self, trainer, pl_module):
+            assert compat.keep_loader_states_of_trained_batches(trainer)
+
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            reported.append((int(batch[0]), compat.loader_states_of_trained_batches(trainer)))
+
+    dataset = _Counting()
+    trainer = pl.Trainer(default_root_dir=tmp_path, accelerator="cpu", devices=1, max_steps=3, logger=False,
+                         enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False, callbacks=[Report()])
+    trainer.fit(_PlansEarly(release=False), _StatefulLoader(dataset, batch_size=None))
+    # After training value v the stream's own state is v + 2 (a batch fetched ahead); the reported one is v + 1.
+    assert reported == [(0, [{"next_value": 1}]), (1, [{"next_value": 2}]), (2, [{"next_value": 3}])]
+    checkpoint = {"loops": {"fit_loop": {"state_dict": {"combined_loader": [{"next_value": 4}]}}}}
+    compat.save_loader_states(checkpoint, [{"next_value": 3}])
+    assert checkpoint["loops"]["fit_loop"]["state_dict"]["combined_loader"] == [{"next_value": 3}]
+
+
+def test_route_train_sampler_keeps_a_stateful_dataloader_stateful(tmp_path):
+    import lightning.pytorch as pl
+    from lightning.pytorch.trainer.connectors.data_connector import _process_dataloader
+    from lightning.pytorch.trainer.states import RunningStage, TrainerFn
+
+    from flashdist.data.sampler import has_own_state, sampler_for_loader
+
+    torchdata = pytest.importorskip("torchdata.stateful_dataloader", reason="torchdata is in the test extras")
+    loader = torchdata.StatefulDataLoader(TensorDataset(torch.arange(8.0)), batch_size=2, shuffle=False)
+    for devices in (2, 1):
+        trainer = pl.Trainer(default_root_dir=tmp_path, accelerator="cpu", devices=devices,
+                             strategy="ddp" if devices > 1 else "auto", logger=False)
+        compat.route_train_sampler(trainer, lambda dl, num_replicas, rank: sampler_for_loader(dl, num_replicas, rank))
+        train = _process_dataloader(trainer, TrainerFn.FITTING, RunningStage.TRAINING, loader)
+        assert type(train) is torchdata.StatefulDataLoader and has_own_state(train)  # Lightning still saves its state
+        if devices == 1:
+            assert train is loader  # one process: its own sampler and state, untouched

@@ -19,12 +19,13 @@ shuffles (``shuffle=True``, ``drop_last=True``), seq_length 32, one thread. Case
 - padded (120 rows, batch 8: 15 steps an epoch, 2 epochs), a checkpoint every 4 steps, killed
   after micro-batch 22, resumed from step 20;
 - the packed rows as an ``IterableDataset`` with ``state_dict`` (no length) through torchdata's
-  ``StatefulDataLoader``, 10 steps, a checkpoint every 3, killed after micro-batch 7, resumed
-  from step 6. Lightning checkpoints the loader's state; before flashdist's fixes the resume
-  never loaded it (the stream started over) and, once loaded, it was a batch ahead (batch 7 was
-  never trained);
+  ``StatefulDataLoader``, ``accumulate_grad_batches=2`` (the token-weighted loss reads each
+  window's second batch ahead), 10 steps, a checkpoint every 3, killed after micro-batch 13 (mid
+  window), resumed from step 6 (micro-batch 12). Lightning checkpoints the loader's state; before
+  flashdist's fixes the resume never loaded it (the stream started over) and, once loaded, it was
+  a batch ahead (one batch never trained);
 - the same stream without ``state_dict`` through a plain ``DataLoader``: the resume says, in an
-  ``UnresumableEpochWarning``, that the stream starts over and its first 6 batches are trained
+  ``UnresumableEpochWarning``, that the stream starts over and its first 12 batches are trained
   again, and does exactly that.
 """
 
@@ -49,15 +50,15 @@ pytestmark = pytest.mark.multiprocess
 SCRIPT = Path(__file__).parent / "fit_lm_order.py"
 PACKED = {"packing": True, "batch_size": 4, "accumulate_grad_batches": 2, "max_epochs": 2, "checkpoint_every_n_steps": 3}
 PADDED = {"packing": False, "batch_size": 8, "max_epochs": 2, "checkpoint_every_n_steps": 4}
-STREAM = {"packing": True, "batch_size": 4, "max_steps": 10, "checkpoint_every_n_steps": 3}
+STREAM = {"packing": True, "batch_size": 4, "accumulate_grad_batches": 2, "max_steps": 10, "checkpoint_every_n_steps": 3}
 CASES = {  # name: (config, reference, kill after this micro-batch, micro-batches in the checkpoint "auto" finds)
     "packed": (PACKED, "packed", 14, 11),
     "packed_2_workers": ({**PACKED, "num_workers": 2}, "packed", 12, 11),
     "padded": (PADDED, "padded", 22, 20),
-    "stateful_stream": ({**STREAM, "stream": {"num_workers": 0}}, "stream", 7, 6),
+    "stateful_stream": ({**STREAM, "stream": {"num_workers": 0}}, "stream", 13, 12),
 }
 REFERENCES = {"packed": PACKED, "padded": PADDED, "stream": {**STREAM, "stream": {"num_workers": 0}}}
-WITHOUT_STATE = ({**STREAM, "stream_without_state": True}, 7, 6)
+WITHOUT_STATE = ({**STREAM, "stream_without_state": True}, 13, 12)
 
 
 @pytest.fixture(scope="module")
@@ -125,7 +126,7 @@ def test_the_references_are_bitwise_reproducible_and_each_epoch_reads_every_row_
             assert Counter(epochs[0]) == Counter(epochs[1])  # every row, each epoch
     packed_rows = {row for r in a for row in r["rows"]}
     stream = _micro_batches(runs / "ref-stream")
-    assert len(stream) == 10 and {row for r in stream for row in r["rows"]} <= packed_rows
+    assert len(stream) == 20 and {row for r in stream for row in r["rows"]} <= packed_rows
 
 
 @pytest.mark.parametrize("case", CASES)

@@ -23,7 +23,8 @@ shuffles (``shuffle=True``, ``drop_last=True``), seq_length 32, one thread. Case
   window's second batch ahead), 10 steps, a checkpoint every 3, killed after micro-batch 13 (mid
   window), resumed from step 6 (micro-batch 12). Lightning checkpoints the loader's state; before
   flashdist's fixes the resume never loaded it (the stream started over) and, once loaded, it was
-  a batch ahead (one batch never trained);
+  a batch ahead (one batch never trained); the same with ``num_workers=2`` (each worker reads
+  every second row; its own reference);
 - the same stream without ``state_dict`` through a plain ``DataLoader``: the resume says, in an
   ``UnresumableEpochWarning``, that the stream starts over and its first 12 batches are trained
   again, and does exactly that.
@@ -56,8 +57,10 @@ CASES = {  # name: (config, reference, kill after this micro-batch, micro-batche
     "packed_2_workers": ({**PACKED, "num_workers": 2}, "packed", 12, 11),
     "padded": (PADDED, "padded", 22, 20),
     "stateful_stream": ({**STREAM, "stream": {"num_workers": 0}}, "stream", 13, 12),
+    "stateful_stream_2_workers": ({**STREAM, "stream": {"num_workers": 2}}, "stream_2_workers", 13, 12),
 }
-REFERENCES = {"packed": PACKED, "padded": PADDED, "stream": {**STREAM, "stream": {"num_workers": 0}}}
+REFERENCES = {"packed": PACKED, "padded": PADDED, "stream": {**STREAM, "stream": {"num_workers": 0}},
+              "stream_2_workers": {**STREAM, "stream": {"num_workers": 2}}}
 WITHOUT_STATE = ({**STREAM, "stream_without_state": True}, 13, 12)
 
 
@@ -125,8 +128,9 @@ def test_the_references_are_bitwise_reproducible_and_each_epoch_reads_every_row_
         else:
             assert Counter(epochs[0]) == Counter(epochs[1])  # every row, each epoch
     packed_rows = {row for r in a for row in r["rows"]}
-    stream = _micro_batches(runs / "ref-stream")
-    assert len(stream) == 20 and {row for r in stream for row in r["rows"]} <= packed_rows
+    for name in ("stream", "stream_2_workers"):
+        stream = _micro_batches(runs / f"ref-{name}")
+        assert len(stream) == 20 and {row for r in stream for row in r["rows"]} <= packed_rows
 
 
 @pytest.mark.parametrize("case", CASES)

@@ -1,4 +1,4 @@
-"""``python -m flashdist.bench.startup``: time to first optimizer step, flashdist against plain Lightning.
+"""``flashdist bench startup``: time to the first optimizer step, flashdist against plain Lightning.
 
 Each workload is one of the shipped configs run as a user runs it (``flashdist fit --config
 ...``, 2 CPU processes started by Lightning's own launcher), against the plain-Lightning script
@@ -21,7 +21,7 @@ first round (as for a user's second run); the first round is a warm-up and is no
 callback), in the same alternating rounds: before/after figures of a change are paired too.
 
 Example:
-    $ python -m flashdist.bench.startup --workloads quickstart,llm,lora --rounds 3 --before /path/to/old/checkout
+    $ flashdist bench startup --workloads quickstart,llm,lora --rounds 3 --before /path/to/old/checkout
 """
 
 from __future__ import annotations
@@ -44,7 +44,8 @@ STAMPS_ENV = "FLASHDIST_STARTUP_STAMPS"
 WORKLOADS = ("quickstart", "quickstart-launch", "llm", "lora")
 LORA = "--model.init_args.lora={r: 8, alpha: 16, target_modules: [q_proj, v_proj]}"
 CONFIGS = {"quickstart": "configs/quickstart.yaml", "quickstart-launch": "configs/quickstart.yaml",
-           "llm": "configs/llm_finetune.yaml", "lora": "configs/llm_finetune.yaml"}
+           "llm": "configs/llm_finetune.yaml", "lora": "configs/llm_finetune.yaml"}  # relative to CHECKOUT
+CHECKOUT = Path(__file__).resolve().parents[2]  # the runs' working directory: the configs name their data relative to it
 
 
 class FirstStepStamp(Callback):
@@ -99,7 +100,7 @@ def sides(workload: str, root: Path, before: Path | None) -> dict[str, tuple[lis
 
     Each side logs under its own folder of ``root``, the same for every workload: llm and lora share the tokenized data.
     """
-    here = str(Path(__file__).resolve().parents[2])
+    here = str(CHECKOUT)
     runs = {
         "flashdist": (flashdist_command(workload, root / "flashdist"), {"PYTHONPATH": here}),
         "lightning": ([sys.executable, "-m", "flashdist.bench.startup_lightning", workload.removesuffix("-launch"),
@@ -115,17 +116,22 @@ def sides(workload: str, root: Path, before: Path | None) -> dict[str, tuple[lis
 
 
 def time_to_first_step(command: list[str], stamps: Path, env: dict[str, str], limit_s: float = 600.0) -> dict[str, Any]:
-    """Run ``command`` until global rank 0's first optimizer step; its stamps relative to the start (seconds)."""
+    """Run ``command`` (in ``CHECKOUT``) until global rank 0's first optimizer step; its stamps relative to the start (seconds).
+
+    The command's stderr goes to a file beside ``stamps`` (a pipe nobody reads before the step could fill and stall it).
+    """
     stamps.unlink(missing_ok=True)
+    errors = stamps.with_suffix(".stderr.txt")
     load = os.getloadavg()[0]
     started = time.time()
-    proc = subprocess.Popen(command, env={**os.environ, **env, STAMPS_ENV: str(stamps)}, start_new_session=True,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    with open(errors, "w") as stderr:
+        proc = subprocess.Popen(command, env={**os.environ, **env, STAMPS_ENV: str(stamps)}, start_new_session=True, cwd=CHECKOUT,
+                                stdout=subprocess.DEVNULL, stderr=stderr)
     events: dict[tuple[int, str], float] = {}
     try:
         while (0, "first_step") not in events:
             if proc.poll() is not None:
-                raise RuntimeError(f"{command} ended ({proc.returncode}) before a step:\n{proc.stderr.read()[-3000:]}")
+                raise RuntimeError(f"{command} ended ({proc.returncode}) before a step:\n{errors.read_text()[-3000:]}")
             if time.time() - started > limit_s:
                 raise RuntimeError(f"{command}: no step within {limit_s} s")
             time.sleep(0.2)  # a benchmark polling its own child, not a test
@@ -154,6 +160,7 @@ def time_checks(workload: str, root: Path) -> dict[str, float]:
     from flashdist.runtime.trainer import check_fit_before_launch, check_strategy_before_launch
 
     os.environ.update({"LOCAL_RANK": "1", "NODE_RANK": "0", "WORLD_SIZE": "2"})
+    os.chdir(CHECKOUT)  # the configs name their data relative to the checkout, as a run's working directory does
     argv = ["fit", "--config", CONFIGS[workload], f"--trainer.default_root_dir={root / 'flashdist'}", "--trainer.logger=false"]
     cli = build_cli(argv + ([LORA] if workload == "lora" else []), run=False)
     started = time.process_time()
@@ -162,45 +169,133 @@ def time_checks(workload: str, root: Path) -> dict[str, float]:
     return {"checks_cpu_s": time.process_time() - started}
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--workloads", default="quickstart,llm,lora", help=f"comma-separated, of {', '.join(WORKLOADS)}")
-    parser.add_argument("--rounds", type=int, default=3, help="rounds; the first is a warm-up, not reported (default 3)")
-    parser.add_argument("--before", type=Path, default=None, help="also time flashdist from this checkout (e.g. before a change)")
-    parser.add_argument("--json", dest="json_path", default=None, help="append each result here as a JSON line")
-    parser.add_argument("--root", type=Path, default=None, help="keep the runs' folders here (caches warm across invocations)")
-    parser.add_argument("--first-round", type=int, default=0, help="number of the first round (who goes first alternates by it)")
-    parser.add_argument("--checks", action="store_true", help="only time, in this process, the checks a later rank no longer repeats")
-    args = parser.parse_args(argv)
-    if args.checks:
-        for workload in args.workloads.split(","):
-            print(f"{workload}: rank 1's pre-launch checks, {time_checks(workload.removesuffix('-launch'), args.root or Path('.'))['checks_cpu_s']:.2f} s CPU "
-                  f"(load {os.getloadavg()[0]:.1f})", flush=True)
+METHOD = ("seconds from a command's start to global rank 0's first optimizer step (FirstStepStamp), each workload's sides "
+          "back to back in every round, who goes first alternating by round; round 0 is a warm-up (caches), not reported; "
+          "per workload and side the median over the reported rounds, each ratio the median of its per-round ratios "
+          "(both sides of a ratio from the same round); the 1-minute load average with every run")
+RATIOS = (("flashdist", "lightning"), ("before", "lightning"), ("flashdist", "before"))  # (numerator, denominator) sides
+
+
+def check_request(workloads: list[str], before: Path | None) -> None:
+    """Refuse, before anything runs, a workload that does not exist, a ``--before`` that is no checkout, or no configs here.
+
+    Example:
+        >>> check_request(["quickstart", "lora"], None)  # from a source checkout: nothing raised
+    """
+    import difflib
+
+    from flashdist.errors import ConfigError
+
+    unknown = [name for name in workloads if name not in WORKLOADS]
+    if unknown or not workloads:
+        guesses = []
+        for name in unknown:
+            close = difflib.get_close_matches(name, WORKLOADS, n=3, cutoff=0.6)
+            guesses.append(f"{name!r}: did you mean {' or '.join(map(repr, close))}?" if close else f"{name!r}: no close match.")
+        raise ConfigError(f"--workloads names unknown workload(s) {unknown}." if unknown else "--workloads names no workload.",
+                          accepted=WORKLOADS, hint=" ".join(guesses) or "e.g. --workloads quickstart,llm")
+    missing = [CONFIGS[name] for name in workloads if not (CHECKOUT / CONFIGS[name]).is_file()]
+    if missing:
+        raise ConfigError(f"bench startup runs the shipped configs of a source checkout; {missing} are not under {CHECKOUT}.",
+                          hint="run it from a clone of flashdist (pip install -e .), not an installed wheel.")
+    if before is not None and not (before / "flashdist" / "cli" / "main.py").is_file():
+        raise ConfigError(f"--before {str(before)!r} is not a flashdist checkout (no flashdist/cli/main.py in it).",
+                          hint="give the root of another clone or worktree, e.g. `git worktree add /tmp/before <commit>`.")
+
+
+def _median(values: list[float]) -> float:
+    import statistics
+
+    return statistics.median(values)
+
+
+def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per workload, in the order first run: each side's median time to first step and the paired ratios.
+
+    Warm-up rows are left out. A ratio is the median of ``a / b`` over the rounds that timed both sides,
+    never a ratio of medians from different moments of a shared machine.
+
+    Example:
+        >>> rows = [{"workload": "llm", "side": side, "round": r, "warmup": False, "first_step_s": t, "load_1min": 1.0}
+        ...         for r, times in enumerate([(12.0, 10.0), (9.0, 10.0), (11.0, 10.0)]) for side, t in zip(("flashdist", "lightning"), times)]
+        >>> summary = summarize(rows)[0]
+        >>> summary["first_step_s"], summary["ratios"]["flashdist/lightning"]["per_round"]
+        ({'flashdist': 11.0, 'lightning': 10.0}, [1.2, 0.9, 1.1])
+    """
+    summary = []
+    for workload in dict.fromkeys(row["workload"] for row in rows if not row["warmup"]):
+        mine = [row for row in rows if row["workload"] == workload and not row["warmup"]]
+        by_round: dict[int, dict[str, float]] = {}
+        for row in mine:
+            by_round.setdefault(row["round"], {})[row["side"]] = row["first_step_s"]
+        sides_seen = list(dict.fromkeys(row["side"] for row in mine))
+        ratios = {}
+        for top, bottom in RATIOS:
+            per_round = [round(times[top] / times[bottom], 3) for _, times in sorted(by_round.items()) if top in times and bottom in times]
+            if per_round:
+                ratios[f"{top}/{bottom}"] = {"median": _median(per_round), "per_round": per_round}
+        loads = [row["load_1min"] for row in mine]
+        summary.append({"workload": workload, "rounds": len(by_round), "load_1min_range": [min(loads), max(loads)],
+                        "first_step_s": {side: _median([r["first_step_s"] for r in mine if r["side"] == side]) for side in sides_seen},
+                        "ratios": ratios})
+    return summary
+
+
+def print_summary(summary: list[dict[str, Any]], console: Any) -> None:
+    """The summary as a table: medians per side (s), then each paired ratio with its per-round values."""
+    from rich.table import Table
+
+    if not summary:
+        console.print("no reported round: round 0 is the warm-up (give --rounds 2 or more)")
         return
-    workloads = [w.strip() for w in args.workloads.split(",") if w.strip()]
-    unknown = [w for w in workloads if w not in WORKLOADS]
-    if unknown:
-        parser.error(f"unknown workloads {unknown}; known: {', '.join(WORKLOADS)}")
-    root = args.root or Path(tempfile.mkdtemp(prefix="flashdist-startup-"))
-    print("workload            side       round  load(1min)  first step (s)  rank0 fit start  rank1 start  rank1 fit start"
-          "  rank0 built  rank1 built", flush=True)
-    for round_index in range(args.first_round, args.first_round + args.rounds):
+    sides_seen = list(dict.fromkeys(side for entry in summary for side in entry["first_step_s"]))
+    ratio_names = [f"{a}/{b}" for a, b in RATIOS if any(f"{a}/{b}" in entry["ratios"] for entry in summary)]
+    table = Table(title="time to the first optimizer step: medians (s) and paired ratios (median [per round])")
+    for column in ["workload", "rounds", "load", *(f"{side} s" for side in sides_seen), *(f"{n.replace('/', ' ÷ ')}" for n in ratio_names)]:
+        table.add_column(column, justify="left" if column == "workload" else "right")
+    for entry in summary:
+        low, high = entry["load_1min_range"]
+        cells = [entry["workload"], str(entry["rounds"]), f"{low:.1f}-{high:.1f}"]
+        cells += [f"{entry['first_step_s'][side]:.1f}" if side in entry["first_step_s"] else "-" for side in sides_seen]
+        for name in ratio_names:
+            ratio = entry["ratios"].get(name)
+            cells.append("-" if ratio is None else f"{ratio['median']:.2f} [{', '.join(f'{r:.2f}' for r in ratio['per_round'])}]")
+        table.add_row(*cells)
+    console.print(table)
+    console.print(f"method: {METHOD}")
+
+
+def run(workloads: list[str], rounds: int, root: Path, before: Path | None = None, first_round: int = 0,
+        progress: Any = print) -> dict[str, Any]:
+    """Time every workload's sides for ``rounds`` rounds under ``root``; the rows, their summary and the method.
+
+    Example:
+        >>> result = run(["quickstart"], rounds=3, root=Path("bench-results/startup"))  # doctest: +SKIP
+    """
+    check_request(workloads, before)
+    progress("workload            side       round  load(1min)  first step (s)  rank0 fit start  rank1 start  rank1 fit start"
+             "  rank0 built  rank1 built")
+    rows = []
+    for round_index in range(first_round, first_round + rounds):
         for workload in workloads:
-            runs = sides(workload, root, args.before)
+            runs = sides(workload, root, before)
             order = list(runs) if round_index % 2 == 0 else list(reversed(runs))  # alternate who goes first
             for side in order:
                 command, env = runs[side]
                 result = time_to_first_step(command, root / "stamps.jsonl", env)
                 result |= {"workload": workload, "side": side, "round": round_index, "warmup": round_index == 0}
+                rows.append(result)
                 fmt = lambda v: "-" if v is None else f"{v:.1f}"  # noqa: E731
-                print(f"{workload:<19} {side:<10} {round_index:>5}{' (w)' if round_index == 0 else '    '} {result['load_1min']:>6.1f}  "
-                      f"{result['first_step_s']:>14.1f}  {fmt(result['rank0_fit_start_s']):>15}  "
-                      f"{fmt(result['rank1_process_start_s']):>11}  {fmt(result['rank1_fit_start_s']):>15}  "
-                      f"{fmt(result['rank0_built_s']):>11}  {fmt(result['rank1_built_s']):>11}", flush=True)
-                if args.json_path:
-                    with open(args.json_path, "a") as out:
-                        out.write(json.dumps(result) + "\n")
+                progress(f"{workload:<19} {side:<10} {round_index:>5}{' (w)' if round_index == 0 else '    '} {result['load_1min']:>6.1f}  "
+                         f"{result['first_step_s']:>14.1f}  {fmt(result['rank0_fit_start_s']):>15}  "
+                         f"{fmt(result['rank1_process_start_s']):>11}  {fmt(result['rank1_fit_start_s']):>15}  "
+                         f"{fmt(result['rank0_built_s']):>11}  {fmt(result['rank1_built_s']):>11}")
+    return {"method": METHOD, "settings": {"workloads": workloads, "rounds": rounds, "first_round": first_round,
+                                           "before": None if before is None else str(before), "root": str(root)},
+            "rows": rows, "summary": summarize(rows)}
 
 
-if __name__ == "__main__":
-    main()
+if __name__ == "__main__":  # the docs' older spelling; the options are flashdist bench startup's
+    from flashdist.cli.bench import run as bench
+
+    sys.exit(bench(["startup", *sys.argv[1:]]))

@@ -5,6 +5,7 @@
     flashdist bench compile [--workloads mlp,gpt2] [--backend inductor] [--json out.json]
     flashdist bench fit [--workloads mlp,gpt2] [--devices 1,2] [--strategies ddp,deepspeed,fsdp] [--repeats R] [--json out.json]
     flashdist bench llm [--variants ddp,fsdp+lora,...] [--rounds R] [--json out.json]   (--hf: against the HF Trainer)
+    flashdist bench startup [--workloads quickstart,llm,lora] [--rounds R] [--before CHECKOUT] [--json out.json]
 
 Each prints a table with ratios against a baseline measured in the same run, and the method.
 Charts go to ``--out`` (default ``./bench-results/``), never into the package: a ``./flashdist/``
@@ -14,17 +15,19 @@ folder in the working directory would shadow the installed package for ``import 
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
 import sys
 from typing import Any
 
-HELP = "measure per-step overhead: bench schedulers | bench compile | bench fit"
+HELP = "measure per-step overhead: bench schedulers | compile | fit | syncs | ckpt | llm; and start-up: bench startup"
 
 DEFAULT_OUT = "bench-results"  # under the working directory
 WORKLOADS = ("mlp", "gpt2")  # flashdist.bench.workloads.WORKLOADS, without importing torch to parse arguments
 # flashdist.bench.llm_worker.VARIANTS' names, without importing torch to parse arguments (a test keeps them equal)
 LLM_VARIANTS = ("ddp", "ddp+lora", "deepspeed_stage_2", "deepspeed_stage_2+lora", "deepspeed_stage_3", "deepspeed_stage_3+lora",
                 "fsdp", "fsdp/keep-gathered", "fsdp+lora", "fsdp+lora/keep-gathered")
+STARTUP_WORKLOADS = ("quickstart", "quickstart-launch", "llm", "lora")  # flashdist.bench.startup.WORKLOADS (a test keeps them equal)
 
 
 def _int_list(text: str) -> list[int]:
@@ -140,6 +143,24 @@ def parser() -> argparse.ArgumentParser:
     llm.add_argument("--batch-size", type=_positive, default=None, help="per process (default 4; --hf 8)")
     llm.add_argument("--json", dest="json_path", default=None, help="write the results here")
     llm.add_argument("--table", dest="table_path", default=None, help="strategies only: also write the printed table here (.txt)")
+
+    startup = commands.add_parser("startup", help="seconds from a command's start to rank 0's first optimizer step: the shipped "
+                                  "configs under flashdist against plain Lightning (and flashdist from another checkout)")
+    startup.add_argument("--workloads", type=lambda t: [n.strip() for n in t.split(",") if n.strip()],
+                         default=["quickstart", "llm", "lora"],
+                         help=f"comma-separated, of {', '.join(STARTUP_WORKLOADS)} (default quickstart,llm,lora)")
+    startup.add_argument("--rounds", type=_positive, default=3, help="rounds; round 0 is a warm-up, not reported (default 3)")
+    startup.add_argument("--first-round", type=int, default=0,
+                         help="number of the first round: who goes first alternates by it, and only round 0 is a warm-up (default 0)")
+    startup.add_argument("--before", default=None, metavar="CHECKOUT",
+                         help="also time flashdist from this checkout, e.g. `git worktree add /tmp/before <commit>`")
+    startup.add_argument("--checks", action="store_true",
+                         help="instead: time in this process the pre-launch checks a later rank no longer repeats (needs a run's "
+                         "data cache under --out)")
+    startup.add_argument("--json", dest="json_path", default=None, help="write the results here")
+    startup.add_argument("--out", default=DEFAULT_OUT,
+                         help=f"the runs' logs and data caches go to OUT/startup, kept so a later invocation starts warm "
+                         f"(default ./{DEFAULT_OUT})")
     return root
 
 
@@ -207,6 +228,22 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
         from flashdist.bench import ckpt
 
         return ckpt.measure(args)
+    elif args.what == "startup":
+        from pathlib import Path
+
+        from flashdist.bench import startup
+
+        root = Path(args.out).resolve() / "startup"  # absolute: the runs' working directory is the checkout
+        before = None if args.before is None else Path(args.before).resolve()
+        startup.check_request(args.workloads, before)
+        if args.checks:
+            for workload in args.workloads:
+                cpu_s = startup.time_checks(workload.removesuffix("-launch"), root)["checks_cpu_s"]
+                console.print(f"{workload}: rank 1's pre-launch checks, {cpu_s:.2f} s CPU (load {os.getloadavg()[0]:.1f})")
+            return 0
+        result = startup.run(args.workloads, rounds=args.rounds, root=root, before=before, first_round=args.first_round,
+                             progress=lambda line: console.print(line, highlight=False, markup=False))
+        startup.print_summary(result["summary"], console)
     elif args.what == "llm" and not args.hf:
         from flashdist.bench import llm_strategies
 
@@ -262,8 +299,6 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
 
 def _output(args: argparse.Namespace, default_name: str) -> str:
     """``--plot`` as given, else ``--out``/``default_name``: relative to the working directory."""
-    import os
-
     return args.plot if args.plot is not None else os.path.join(args.out, default_name)
 
 

@@ -26,7 +26,7 @@ SUMMARIES = {
     "plan": "print the step plan for a hypothetical cluster, without launching anything",
     "launch": "run a command under torchrun (one or many nodes)",
     "slurm": "write (and optionally submit) an sbatch script for a config",
-    "bench": "measure scheduler step overhead: bench schedulers | bench fit",
+    "bench": "measure overheads: bench schedulers | fit | llm | ... | startup (time to the first step)",
     "export": "write a Hugging Face model directory (save_pretrained) from a CausalLM checkpoint",
 }
 

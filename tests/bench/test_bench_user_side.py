@@ -48,7 +48,7 @@ def test_out_folder_holds_the_default_chart(user_folder, capsys):
     assert not (user_folder / "bench-results").exists()
 
 
-@pytest.mark.parametrize("what", ["fit", "compile", "llm"])
+@pytest.mark.parametrize("what", ["fit", "compile", "llm", "startup"])
 def test_no_other_bench_writes_into_a_package_path_by_default(what):
     from flashdist.cli import bench
 

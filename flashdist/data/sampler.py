@@ -31,6 +31,7 @@ from typing import Any
 from torch.utils.data import BatchSampler, DistributedSampler, RandomSampler, Sampler, SequentialSampler
 
 from flashdist.compat.torch import distributed_sampler_global_order
+from flashdist.compat.torchdata import shuffle_sampler_as_torch
 from flashdist.errors import ConfigError
 
 
@@ -221,7 +222,7 @@ def sampler_for_loader(loader: Any, num_replicas: int, rank: int, **_: Any) -> R
     if isinstance(loader.sampler, ResumableDistributedSampler):
         return None
     try:
-        return sampler_for_user_choice(loader.sampler, loader.dataset, num_replicas=num_replicas, rank=rank)
+        return sampler_for_user_choice(shuffle_sampler_as_torch(loader), loader.dataset, num_replicas=num_replicas, rank=rank)
     except ConfigError:
         if num_replicas > 1:
             raise

@@ -7,7 +7,7 @@ import torch
 from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, Sampler, SequentialSampler
 
 from flashdist import ConfigError
-from flashdist.data.sampler import describe_order, install_resumable_sampler, sampler_for_user_choice
+from flashdist.data.sampler import describe_order, install_resumable_sampler, sampler_for_loader, sampler_for_user_choice
 
 DATA = list(range(10))
 
@@ -67,6 +67,23 @@ def test_shuffled_is_a_permutation_of_seed_and_epoch_only():
 def test_a_seeded_generator_gives_the_seed():
     generator = torch.Generator().manual_seed(11)
     assert sampler_for_user_choice(RandomSampler(DATA, generator=generator), DATA, 1, 0).describe() == "shuffled (seed 11)"
+
+
+def test_a_stateful_dataloader_shuffled_on_2_ranks_is_split_as_a_dataloader_shuffled():
+    from torchdata.stateful_dataloader import StatefulDataLoader
+
+    ranks = []
+    for rank in (0, 1):
+        torch.manual_seed(100 + rank)  # unseeded ranks: each draws its own (torchdata seeds its sampler from it)
+        stateful = sampler_for_loader(StatefulDataLoader(DATA, batch_size=2, shuffle=True), num_replicas=2, rank=rank)
+        plain = sampler_for_loader(DataLoader(DATA, batch_size=2, shuffle=True), num_replicas=2, rank=rank)
+        for sampler in (stateful, plain):
+            sampler.set_epoch(1)
+        assert list(stateful) == list(plain) and stateful.describe() == "shuffled (seed 0)"
+        ranks.append(list(stateful))
+    assert sorted(ranks[0] + ranks[1]) == DATA  # each sample once over the ranks
+    given = torch.Generator().manual_seed(11)
+    assert sampler_for_loader(StatefulDataLoader(DATA, shuffle=True, generator=given), 2, 0).describe() == "shuffled (seed 11)"
 
 
 @pytest.mark.parametrize("world", [1, 2, 3])

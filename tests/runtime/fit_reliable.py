@@ -11,6 +11,7 @@
   record_samples (write the sample ids and the loss of every trained micro-batch to samples-rank<r>.jsonl,
     and the final weights: under DDP rank 0's whole to weights-attempt<a>.pt, under a sharded strategy
     each rank's part to weights-rank<r>-attempt<a>.pt), shuffle (the train DataLoader's), num_workers,
+  stateful_loader: the train loader is torchdata's StatefulDataLoader (same arguments; Lightning saves its state),
   kill_at_step {"step", "rank"}: SIGKILL that rank after that optimizer step (first attempt only),
   kill_after_micro_batches {"count", "attempt"}: SIGKILL rank 0 after its count-th micro-batch (mid-window
     under accumulation), dropout (a Dropout layer of that p: the step draws from the global RNG),
@@ -228,8 +229,11 @@ def main(config: dict) -> None:
         async_checkpoint=config.get("async_checkpoint", False),
     )
     dataset = Stream(x, y) if config.get("iterable") else TensorDataset(x, y)
-    loader = DataLoader(dataset, batch_size=config.get("batch_size", 8), drop_last=config.get("drop_last", False),
-                        shuffle=config.get("shuffle", False), num_workers=config.get("num_workers", 0))
+    loader_class = DataLoader
+    if config.get("stateful_loader"):
+        from torchdata.stateful_dataloader import StatefulDataLoader as loader_class
+    loader = loader_class(dataset, batch_size=config.get("batch_size", 8), drop_last=config.get("drop_last", False),
+                          shuffle=config.get("shuffle", False), num_workers=config.get("num_workers", 0))
     val_loader = DataLoader(dataset, batch_size=config.get("batch_size", 8)) if config.get("val_batches") else None
     ckpt_path = config.get("ckpt_path")
     if int(os.environ.get("SLURM_RESTART_COUNT") or 0) > 0 and "ckpt_path_when_requeued" in config:

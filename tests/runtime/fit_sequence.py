@@ -9,10 +9,10 @@ matrix of resumes inside the CI budget (as tests/scripts/fit_matrix.py does for 
 Under ``torchrun --max-restarts``, a restarted attempt skips the fits whose summary says they
 completed and goes on from the one the failure interrupted (which resumes as any restart does).
 
-A fit that raises writes its traceback to ``<root>/error-rank<r>.txt``. In one process the next
-fit then runs; under torchrun the sequence stops there (a rank that failed alone would leave the
-others inside a collective of that fit, out of step with its next one), so the tests of the fits
-after it fail at once, naming the missing summary, instead of hanging.
+A fit that raises writes ``attempt <a>`` and its traceback to ``<root>/error-rank<r>.txt``. In
+one process the next fit then runs; under torchrun the sequence stops there (a rank that failed
+alone would leave the others inside a collective of that fit, out of step with its next one), so
+the tests of the fits after it fail at once, naming the missing summary, instead of hanging.
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ def run_all(configs: list[dict]) -> int:
             main(config)
         except Exception:  # noqa: BLE001 - recorded for the test to read; the next fit runs
             failed += 1
-            (root / f"error-rank{rank}.txt").write_text(traceback.format_exc())
+            (root / f"error-rank{rank}.txt").write_text(f"attempt {attempt()}\n{traceback.format_exc()}")
             print(f"fit_sequence: {root.name} failed:\n{traceback.format_exc()}", file=sys.stderr, flush=True)
             if int(os.environ.get("WORLD_SIZE", "1")) > 1:
                 raise

@@ -244,13 +244,14 @@ def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def print_summary(summary: list[dict[str, Any]], console: Any) -> None:
     """The summary as a table: medians per side (s), then each paired ratio with its per-round values."""
     from rich.table import Table
+    from rich.text import Text
 
     if not summary:
         console.print("no reported round: round 0 is the warm-up (give --rounds 2 or more)")
         return
     sides_seen = list(dict.fromkeys(side for entry in summary for side in entry["first_step_s"]))
     ratio_names = [f"{a}/{b}" for a, b in RATIOS if any(f"{a}/{b}" in entry["ratios"] for entry in summary)]
-    table = Table(title="time to the first optimizer step: medians (s) and paired ratios (median [per round])")
+    table = Table(title=Text("time to the first optimizer step: medians (s) and paired ratios (median [per round])"))  # Text: no markup
     for column in ["workload", "rounds", "load", *(f"{side} s" for side in sides_seen), *(f"{n.replace('/', ' ÷ ')}" for n in ratio_names)]:
         table.add_column(column, justify="left" if column == "workload" else "right")
     for entry in summary:

@@ -55,7 +55,7 @@ def test_the_printed_table_shows_medians_and_per_round_ratios():
     console = Console(record=True, width=200)
     startup.print_summary(startup.summarize(_rows("llm", {1: {"flashdist": 12.0, "lightning": 10.0}}, warmup_round=None)), console)
     text = console.export_text()
-    assert "flashdist ÷ lightning" in text and "1.20 [1.20]" in text and "12.0" in text and "method:" in text
+    assert "ratios (median [per" in text and "flashdist ÷ lightning" in text and "1.20 [1.20]" in text and "12.0" in text and "method:" in text
     console = Console(record=True, width=200)
     startup.print_summary(startup.summarize(_rows("llm", {0: {"flashdist": 12.0, "lightning": 10.0}})), console)
     assert "no reported round" in console.export_text()

@@ -81,12 +81,16 @@ def process_start_time() -> float:
     return boot + ticks / os.sysconf("SC_CLK_TCK")
 
 
-def flashdist_command(workload: str, root: Path, stamp_class: str = "flashdist.bench.startup.FirstStepStamp") -> list[str]:
-    """``flashdist fit --config <workload's config>`` (under ``flashdist launch`` for quickstart-launch), logging under ``root``."""
+def flashdist_command(workload: str, root: Path, stamp_class: str = "flashdist.bench.startup.FirstStepStamp",
+                      entry: str = "flashdist.cli.main") -> list[str]:
+    """``flashdist fit --config <workload's config>`` (under ``flashdist launch`` for quickstart-launch), logging under ``root``.
+
+    ``entry``: the module run as ``python -m`` for the fit (``flashdist.bench.startup_calls`` profiles it).
+    """
     root.mkdir(parents=True, exist_ok=True)
-    stamp_config = root / "stamp.yaml"  # a second --config: flashdist's checks read config files, not `callbacks+=`
+    stamp_config = root / f"{stamp_class.rsplit('.', 1)[1]}.yaml"  # a second --config: flashdist's checks read config files
     stamp_config.write_text(f"trainer:\n  callbacks:\n    - class_path: {stamp_class}\n")
-    command = [sys.executable, "-m", "flashdist.cli.main", "fit", "--config", CONFIGS[workload], "--config", str(stamp_config),
+    command = [sys.executable, "-m", entry, "fit", "--config", CONFIGS[workload], "--config", str(stamp_config),
                f"--trainer.default_root_dir={root}"]
     if workload == "lora":
         command.append(LORA)
@@ -95,28 +99,31 @@ def flashdist_command(workload: str, root: Path, stamp_class: str = "flashdist.b
     return command
 
 
-def sides(workload: str, root: Path, before: Path | None) -> dict[str, tuple[list[str], dict[str, str]]]:
-    """Each side's command and environment: flashdist (this checkout), plain Lightning, and flashdist from ``before``.
+def sides(workload: str, root: Path, before: Path | None) -> dict[str, tuple[list[str], dict[str, str], Path]]:
+    """Each side's command, environment and working directory: flashdist (this checkout), plain Lightning, flashdist from ``before``.
 
     Each side logs under its own folder of ``root``, the same for every workload: llm and lora share the tokenized data.
+    Each flashdist side runs in its own checkout: ``python -m`` puts the working directory first on ``sys.path``, so
+    ``before`` run from this checkout would import this checkout's flashdist, whatever ``PYTHONPATH`` says.
     """
     here = str(CHECKOUT)
     runs = {
-        "flashdist": (flashdist_command(workload, root / "flashdist"), {"PYTHONPATH": here}),
+        "flashdist": (flashdist_command(workload, root / "flashdist"), {"PYTHONPATH": here}, CHECKOUT),
         "lightning": ([sys.executable, "-m", "flashdist.bench.startup_lightning", workload.removesuffix("-launch"),
-                       "--root", str(root / "lightning")], {"PYTHONPATH": here}),
+                       "--root", str(root / "lightning")], {"PYTHONPATH": here}, CHECKOUT),
     }
     if before is not None:  # an older checkout has no stamp callback: this module, copied beside it under another name
         stamps = root / "stamp_module"
         stamps.mkdir(parents=True, exist_ok=True)
         (stamps / "fd_startup_stamp.py").write_text(Path(__file__).read_text())
         runs["before"] = (flashdist_command(workload, root / "before", "fd_startup_stamp.FirstStepStamp"),
-                          {"PYTHONPATH": os.pathsep.join([str(before), str(stamps)])})
+                          {"PYTHONPATH": os.pathsep.join([str(before), str(stamps)])}, before)
     return runs
 
 
-def time_to_first_step(command: list[str], stamps: Path, env: dict[str, str], limit_s: float = 600.0) -> dict[str, Any]:
-    """Run ``command`` (in ``CHECKOUT``) until global rank 0's first optimizer step; its stamps relative to the start (seconds).
+def time_to_first_step(command: list[str], stamps: Path, env: dict[str, str], cwd: Path = CHECKOUT,
+                       limit_s: float = 600.0) -> dict[str, Any]:
+    """Run ``command`` (in ``cwd``) until global rank 0's first optimizer step; its stamps relative to the start (seconds).
 
     The command's stderr goes to a file beside ``stamps`` (a pipe nobody reads before the step could fill and stall it).
     """
@@ -125,7 +132,7 @@ def time_to_first_step(command: list[str], stamps: Path, env: dict[str, str], li
     load = os.getloadavg()[0]
     started = time.time()
     with open(errors, "w") as stderr:
-        proc = subprocess.Popen(command, env={**os.environ, **env, STAMPS_ENV: str(stamps)}, start_new_session=True, cwd=CHECKOUT,
+        proc = subprocess.Popen(command, env={**os.environ, **env, STAMPS_ENV: str(stamps)}, start_new_session=True, cwd=cwd,
                                 stdout=subprocess.DEVNULL, stderr=stderr)
     events: dict[tuple[int, str], float] = {}
     try:
@@ -147,6 +154,38 @@ def time_to_first_step(command: list[str], stamps: Path, env: dict[str, str], li
             "rank0_built_s": events.get((0, "built")), "rank1_built_s": events.get((1, "built")),
             "rank0_fit_start_s": events.get((0, "fit_start")), "rank1_process_start_s": events.get((1, "process_start")),
             "rank1_fit_start_s": events.get((1, "fit_start"))}
+
+
+def count_calls(workload: str, root: Path, before: Path | None) -> dict[str, dict[int, dict[str, Any]]]:
+    """Each flashdist side's calls and imports up to each rank's first optimizer step (:mod:`startup_calls`), per rank.
+
+    Each side runs twice in its own folder of ``root``; the second run's counts are kept (the first may tokenize).
+    """
+    from flashdist.bench import startup_calls
+
+    here = Path(startup_calls.__file__)
+    modules = root / "stamp_module"  # an older checkout has no startup_calls: copied beside it under another name
+    modules.mkdir(parents=True, exist_ok=True)
+    (modules / "fd_startup_calls.py").write_text(here.read_text())
+    runs = {"flashdist": ("flashdist.bench.startup_calls", str(CHECKOUT), CHECKOUT)}
+    if before is not None:  # run in its own checkout, as sides() says why
+        runs["before"] = ("fd_startup_calls", os.pathsep.join([str(before), str(modules)]), before)
+    counts = {}
+    for side, (module, path, cwd) in runs.items():
+        command = flashdist_command(workload, root / side, f"{module}.DumpAtFirstStep", entry=module)
+        folder = root / "calls" / workload / side
+        for _ in range(2):
+            folder.mkdir(parents=True, exist_ok=True)
+            for old in folder.iterdir():
+                old.unlink()
+            errors = folder.parent / f"{side}.stderr.txt"
+            with open(errors, "w") as stderr:
+                done = subprocess.run(command, env={**os.environ, "PYTHONPATH": path, startup_calls.CALLS_ENV: str(folder)},
+                                      cwd=cwd, stdout=subprocess.DEVNULL, stderr=stderr, timeout=1800)
+            if done.returncode != 0:
+                raise RuntimeError(f"{command} exited {done.returncode}:\n{errors.read_text()[-3000:]}")
+        counts[side] = startup_calls.count(folder)
+    return counts
 
 
 def time_checks(workload: str, root: Path) -> dict[str, float]:
@@ -201,6 +240,9 @@ def check_request(workloads: list[str], before: Path | None) -> None:
     if before is not None and not (before / "flashdist" / "cli" / "main.py").is_file():
         raise ConfigError(f"--before {str(before)!r} is not a flashdist checkout (no flashdist/cli/main.py in it).",
                           hint="give the root of another clone or worktree, e.g. `git worktree add /tmp/before <commit>`.")
+    missing = [CONFIGS[name] for name in workloads if before is not None and not (before / CONFIGS[name]).is_file()]
+    if missing:  # the before side runs in its own checkout, on its own configs
+        raise ConfigError(f"--before {str(before)!r} has no {missing}.", hint="a checkout with the shipped configs, or other --workloads.")
 
 
 def _median(values: list[float]) -> float:
@@ -282,8 +324,8 @@ def run(workloads: list[str], rounds: int, root: Path, before: Path | None = Non
             runs = sides(workload, root, before)
             order = list(runs) if round_index % 2 == 0 else list(reversed(runs))  # alternate who goes first
             for side in order:
-                command, env = runs[side]
-                result = time_to_first_step(command, root / "stamps.jsonl", env)
+                command, env, cwd = runs[side]
+                result = time_to_first_step(command, root / "stamps.jsonl", env, cwd)
                 result |= {"workload": workload, "side": side, "round": round_index, "warmup": round_index == 0}
                 rows.append(result)
                 fmt = lambda v: "-" if v is None else f"{v:.1f}"  # noqa: E731

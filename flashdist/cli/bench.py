@@ -157,6 +157,10 @@ def parser() -> argparse.ArgumentParser:
     startup.add_argument("--checks", action="store_true",
                          help="instead: time in this process the pre-launch checks a later rank no longer repeats (needs a run's "
                          "data cache under --out)")
+    startup.add_argument("--calls", action="store_true",
+                         help="instead: count (not time) the modules imported and the Python calls each rank makes up to its "
+                         "first optimizer step under cProfile, flashdist against --before if given (each side run twice, the "
+                         "second counted)")
     startup.add_argument("--json", dest="json_path", default=None, help="write the results here")
     startup.add_argument("--out", default=DEFAULT_OUT,
                          help=f"the runs' logs and data caches go to OUT/startup, kept so a later invocation starts warm "
@@ -241,9 +245,20 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
                 cpu_s = startup.time_checks(workload.removesuffix("-launch"), root)["checks_cpu_s"]
                 console.print(f"{workload}: rank 1's pre-launch checks, {cpu_s:.2f} s CPU (load {os.getloadavg()[0]:.1f})")
             return 0
-        result = startup.run(args.workloads, rounds=args.rounds, root=root, before=before, first_round=args.first_round,
-                             progress=lambda line: console.print(line, highlight=False, markup=False))
-        startup.print_summary(result["summary"], console)
+        if args.calls:
+            from flashdist.bench import startup_calls
+
+            result = {"calls": {}}
+            for workload in args.workloads:
+                progress(f"{workload}: counting, each side run twice")
+                counts = startup.count_calls(workload, root, before)
+                result["calls"][workload] = counts
+                for line in startup_calls.report(workload, counts):
+                    console.print(line, highlight=False, markup=False)
+        else:
+            result = startup.run(args.workloads, rounds=args.rounds, root=root, before=before, first_round=args.first_round,
+                                 progress=lambda line: console.print(line, highlight=False, markup=False))
+            startup.print_summary(result["summary"], console)
     elif args.what == "llm" and not args.hf:
         from flashdist.bench import llm_strategies
 

@@ -147,3 +147,87 @@ def test_time_to_first_step_reads_rank_0s_stamp_and_stops_the_run(tmp_path):
 def test_a_run_that_ends_before_a_step_is_an_error_with_its_stderr(tmp_path):
     with pytest.raises(RuntimeError, match="ended \\(3\\) before a step:\n.*no such config"):
         startup.time_to_first_step(_child("import sys; print('no such config', file=sys.stderr); sys.exit(3)"), tmp_path / "stamps.jsonl", {})
+
+
+# --calls: what a fit does before its first step, counted (flashdist/bench/startup_calls.py)
+
+@pytest.mark.parametrize("filename, package", [
+    ("/v/lib/python3.11/site-packages/torch/nn/modules/module.py", "torch"),
+    ("/v/lib/python3.11/site-packages/typing_extensions.py", "typing_extensions"),
+    ("/work/main/flashdist/text/causal_lm.py", "flashdist"),
+    ("~", "builtins"),
+    ("<frozen importlib._bootstrap>", "import machinery"),
+    ("/usr/lib/python3.11/dataclasses.py", "stdlib"),
+])
+def test_each_profiled_function_is_put_under_its_package(filename, package):
+    from flashdist.bench.startup_calls import package_of
+
+    assert package_of(filename) == package
+
+
+def test_compare_pairs_the_counts_of_one_rank():
+    from flashdist.bench.startup_calls import compare
+
+    before = {"calls": {"builtins": 100, "peft": 7, "torch": 50, "flashdist": 10}, "modules": ["torch", "peft", "peft.tuners"]}
+    after = {"calls": {"builtins": 90, "torch": 50, "flashdist": 13}, "modules": ["torch", "flashdist.text.token_weighting"]}
+    diff = compare(before, after)
+    assert diff["calls"] == (167, 153) and diff["modules"] == (3, 2)
+    assert diff["calls_changed"] == [("builtins", 100, 90), ("peft", 7, 0), ("flashdist", 10, 13)]  # torch unchanged: left out
+    assert diff["modules_only_before"] == ["peft", "peft.tuners"] and diff["modules_only_after"] == ["flashdist.text.token_weighting"]
+
+
+def test_the_profile_is_written_at_the_first_optimizer_step_and_the_fit_stops(tmp_path, monkeypatch):
+    import cProfile
+
+    from flashdist.bench import startup_calls
+
+    profile = cProfile.Profile()
+    monkeypatch.setattr(sys.modules["__main__"], "PROFILE", profile, raising=False)  # as `python -m ...startup_calls` sets it
+    monkeypatch.setenv(startup_calls.CALLS_ENV, str(tmp_path))
+    trainer = Trainer(accelerator="cpu", devices=1, max_steps=5, accumulate_grad_batches=2, callbacks=[startup_calls.DumpAtFirstStep()],
+                      logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                      default_root_dir=tmp_path)
+    profile.enable()
+    try:
+        trainer.fit(_Tiny(), DataLoader(TensorDataset(torch.randn(16, 2)), batch_size=2))
+    finally:
+        profile.disable()  # a no-op after the callback's, and the profile off if the fit failed first
+    assert trainer.global_step == 1  # stopped after the first of 5 steps
+    counts = startup_calls.count(tmp_path)
+    assert list(counts) == [0] and "lightning.pytorch" in counts[0]["modules"]
+    assert counts[0]["calls"]["lightning"] > 0 and counts[0]["calls"]["torch"] > 0
+    assert any("first optimizer step" in line for line in startup_calls.report("tiny", {"flashdist": counts}))
+
+
+def test_the_before_side_imports_the_before_checkouts_flashdist(tmp_path):
+    # `python -m` puts the working directory first on sys.path: run from this checkout, the before side
+    # would import this checkout's flashdist whatever PYTHONPATH says. A stand-in checkout whose
+    # flashdist.cli.main says which flashdist was imported, and stamps rank 0's step.
+    before = tmp_path / "before"
+    (before / "flashdist" / "cli").mkdir(parents=True)
+    (before / "flashdist" / "__init__.py").write_text("")
+    (before / "flashdist" / "cli" / "__init__.py").write_text("")
+    (before / "flashdist" / "cli" / "main.py").write_text(
+        "import json, os, signal, time\n"
+        "import flashdist\n"
+        "open(os.environ['PROBE'], 'w').write(flashdist.__file__)\n"
+        "with open(os.environ['FLASHDIST_STARTUP_STAMPS'], 'a') as out:\n"
+        "    out.write(json.dumps({'rank': 0, 'event': 'first_step', 't': time.time()}) + '\\n')\n"
+        "signal.pause()\n")
+    for config in set(startup.CONFIGS.values()):
+        (before / config).parent.mkdir(parents=True, exist_ok=True)
+        (before / config).write_text("")
+    startup.check_request(["llm"], before)
+    command, env, cwd = startup.sides("llm", tmp_path / "runs", before)["before"]
+    assert command[1:4] == ["-m", "flashdist.cli.main", "fit"]
+    assert startup.time_to_first_step(command, tmp_path / "stamps.jsonl", {**env, "PROBE": str(tmp_path / "probe")}, cwd)["first_step_s"] >= 0
+    assert (tmp_path / "probe").read_text() == str(before / "flashdist" / "__init__.py")
+
+
+def test_a_before_checkout_without_the_configs_is_refused(tmp_path):
+    from flashdist.errors import ConfigError
+
+    (tmp_path / "flashdist" / "cli").mkdir(parents=True)
+    (tmp_path / "flashdist" / "cli" / "main.py").write_text("")
+    with pytest.raises(ConfigError, match="has no \\['configs/llm_finetune.yaml'\\]"):
+        startup.check_request(["llm"], tmp_path)

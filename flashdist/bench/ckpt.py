@@ -9,7 +9,9 @@ the order flipped every round). Each fit takes ``--steps`` optimizer steps and s
 ``ModelCheckpoint`` takes), into a fresh temporary directory.
 
 Reported per strategy and mode (rank 0; both ranks are blocked either way): the median seconds
-``save_checkpoint`` held the training thread (``blocked``), the ratio async ÷ sync of those
+``save_checkpoint`` held the training thread plus, for FSDP2's asynchronous staging, the seconds
+the next optimizer step then waited for the copy to finish (``blocked``; that wait is also
+reported alone), the ratio async ÷ sync of those
 medians, paired per round with a bootstrap CI, and the median step time with no save in flight
 and, asynchronous, while one was in flight (the background writer shares the CPU with
 training). The first step of each fit is dropped (warm-up). The load average is printed
@@ -65,6 +67,8 @@ def _fit(strategy: str, asynchronous: bool, config: dict, directory: Path) -> di
             self.save_due: list[float] = []  # when a save was due (before the bench's wait)
             self.save_started: list[float] = []
             self.step_s: dict[str, list[float]] = {"idle": [], "in_flight": []}
+            self.staging_wait_s: list[float] = []  # per save: the next optimizer step's wait for FSDP2's staging copy
+            self._staging_waits_before = 0  # how many waits the writer had recorded at the last save
             self._last_end: float | None = None
             self._busy = False
 
@@ -73,6 +77,11 @@ def _fit(strategy: str, asynchronous: bool, config: dict, directory: Path) -> di
             if self._last_end is not None and trainer.global_step > 2:  # the first steps warm up
                 self.step_s["in_flight" if self._busy else "idle"].append(now - self._last_end)
             writer = background_writer(trainer.strategy)
+            if writer is not None and len(self.staging_wait_s) < len(self.blocked_s):
+                # the step after a save: what it waited for the save's staging is blocking too
+                waited = sum(writer.staging_waited_s[self._staging_waits_before:])
+                self.staging_wait_s.append(waited)
+                self.blocked_s[-1] += waited
             if trainer.global_step % config["save_every"] == 0:
                 self.save_due.append(time.perf_counter())
                 if writer is not None and config.get("spacing", "wait") == "wait":
@@ -85,6 +94,7 @@ def _fit(strategy: str, asynchronous: bool, config: dict, directory: Path) -> di
                 self.save_started.append(started)
                 trainer.save_checkpoint(directory / f"step={trainer.global_step}.ckpt")
                 self.blocked_s.append(time.perf_counter() - started)
+                self._staging_waits_before = len(writer.staging_waited_s) if writer is not None else 0
             self._busy = writer is not None and writer.busy
             self._last_end = time.perf_counter()
 
@@ -102,7 +112,7 @@ def _fit(strategy: str, asynchronous: bool, config: dict, directory: Path) -> di
     # how long each save had to be written before the next one was due
     due_after = [due - started for started, due in zip(timed.save_started, timed.save_due[1:])]
     return {"blocked_s": timed.blocked_s, **{f"step_{k}_s": v for k, v in timed.step_s.items()},
-            "backpressure_s": timed.backpressure_s, "waited_in_save_s": list(writer.waited_s) if writer else [],
+            "backpressure_s": timed.backpressure_s, "staging_wait_s": timed.staging_wait_s, "waited_in_save_s": list(writer.waited_s) if writer else [],
             "written_s": list(writer.written_s) if writer else [],
             "in_strategy_save_s": list(writer.blocked_s) if writer else [], "save_interval_s": due_after}
 
@@ -170,6 +180,8 @@ def summarize(raw: dict[str, list[dict[str, list[float]]]]) -> dict[str, Any]:
             # of the later saves' blocked time, what flashdist's own save took (the rest: Lightning's
             # dump_checkpoint, which builds the state dicts, and its barrier after the save)
             "async_later_in_strategy_save_s": optional(flat(asynchronous, "in_strategy_save_s", later)),
+            # of the later saves' blocked time, the next optimizer step's wait for FSDP2's staging copy
+            "async_later_staging_wait_s": optional(flat(asynchronous, "staging_wait_s", later)),
         }
     return out
 
@@ -254,11 +266,13 @@ def _print(result: dict[str, Any]) -> None:
         print(f"{strategy:8} {fmt(r['sync_blocked_s']):>13} {fmt(r['async_first_blocked_s']):>10} {fmt(r['async_later_blocked_s']):>12} "
               f"{ratio_text:>26} {fmt(r['sync_step_s']):>10} {fmt(r['async_step_idle_s']):>16} {fmt(r['async_step_in_flight_s']):>21}")
     print(f"{'strategy':8} {'async write':>12} {'next save due after':>20} {'saves due before written':>25} "
-          f"{'back-pressure (bench wait)':>27} {'longest wait inside a save':>27} {'async later, in flashdist save':>31}")
+          f"{'back-pressure (bench wait)':>27} {'longest wait inside a save':>27} {'async later, in flashdist save':>31} "
+          f"{'async later, next step waits for staging':>41}")
     for strategy, r in result["results"].items():
         print(f"{strategy:8} {fmt(r['async_write_s']):>12} {fmt(r['async_save_interval_s']):>20} "
               f"{r['async_saves_due_before_previous_written']:>25} {fmt(r['async_backpressure_s']):>27} "
-              f"{fmt(r['async_waited_in_save_s_max']):>27} {fmt(r['async_later_in_strategy_save_s']):>31}")
+              f"{fmt(r['async_waited_in_save_s_max']):>27} {fmt(r['async_later_in_strategy_save_s']):>31} "
+              f"{fmt(r.get('async_later_staging_wait_s')):>41}")
 
 
 if __name__ == "__main__":

@@ -9,10 +9,14 @@ order as a synchronous save (runtime/checkpoint.py), so a checkpoint is still wh
   background (Lightning's experimental ``AsyncCheckpointIO`` takes the same snapshot, but
   queues saves without bound and writes no manifest);
 - FSDP2 (``ModelParallelStrategy``'s torch DCP directories): ``torch.distributed.checkpoint.
-  async_save`` stages the shards to CPU before it returns (pinned where CUDA is present) and
-  writes them on its own thread; the flashdist thread then waits for that, hashes the rank's
-  shards, and (rank 0) writes the manifest and renames the directory into place. Its
-  collectives run on a gloo process group of their own, never the one training uses;
+  async_save`` with DCP's asynchronous stager: the copy of the rank's shards to CPU (pinned
+  where CUDA is present) runs on the stager's thread while the next step's forward and backward
+  run, and the next optimizer step waits for it (after its closure, before the update) so the
+  copy holds the saved step's values; buffers (which a forward may change, e.g. BatchNorm's
+  running statistics) are copied before the save returns. DCP writes the shards on its own
+  thread; the flashdist thread then waits for that, hashes the rank's shards, and (rank 0)
+  writes the manifest and renames the directory into place. Its collectives run on a gloo
+  process group of their own, never the one training uses;
 - DeepSpeed is refused: its engine's ``save_checkpoint`` writes the live optimizer state
   itself, synchronously, and offers no snapshot to hand to a background writer.
 
@@ -112,6 +116,10 @@ class BackgroundWriter:
         # of which waiting for the previous save (back-pressure: saves closer together than a write)
         self.waited_s: list[float] = []
         self.written_s: list[float] = []  # seconds each save took on the background thread, once complete
+        # FSDP2: the copy of the state still being made on DCP's staging thread, and the seconds
+        # each save's first optimizer step waited for it (training blocked after the save returned)
+        self.staging: Future | None = None
+        self.staging_waited_s: list[float] = []
 
     @property
     def busy(self) -> bool:
@@ -127,7 +135,19 @@ class BackgroundWriter:
                 self._say(f"flashdist: checkpoint {next_name} waits for {name}, still being written in the background")
             future.exception()  # waits; the error itself is recorded by the job
             self._in_flight = None
+            self.staging = None  # complete with the save
         self.raise_error()
+
+    def wait_for_staging(self) -> None:
+        """Block until the save in flight has copied the state it saves (a no-op once it has); the wait is recorded.
+
+        A staging failure is not raised here: the save fails with it, and that is raised at the next save or wait.
+        """
+        staging, self.staging = self.staging, None
+        if staging is not None:
+            started = time.perf_counter()
+            staging.exception()  # waits
+            self.staging_waited_s.append(time.perf_counter() - started)
 
     def wait_before_save(self, name: str, announce: bool = True) -> None:
         """A save's first step: wait for the save in flight (saying so if ``announce``); the wait is recorded."""
@@ -251,9 +271,11 @@ def make_sharded_saves_async(strategy: Any) -> None:
         make_sharded_saves_atomic(strategy)
         return
     writer = _WRITERS[strategy] = BackgroundWriter()
-    original_remove = strategy.remove_checkpoint
+    original_remove, original_step = strategy.remove_checkpoint, strategy.optimizer_step
     group: list[Any] = []  # the checkpoint's own gloo process group, made by every rank at the first save
-    stager = _stager()  # one for the strategy's life: DCP reuses its CPU copies (keyed by storage) save after save
+    # One stager for the strategy's life (DCP reuses its CPU copies, keyed by storage, save after
+    # save), made at the first save: with CUDA its copy stream must be made after training's.
+    stager: list[Any] = []
 
     def save_checkpoint(checkpoint: dict, filepath: Any, storage_options: Any = None) -> None:
         if storage_options is not None:
@@ -269,18 +291,48 @@ def make_sharded_saves_async(strategy: Any) -> None:
             target.parent.mkdir(parents=True, exist_ok=True)
             remove_partials(target.parent)
         strategy.barrier("flashdist_checkpoint_begin")
-        state = {"state_dict": checkpoint.pop("state_dict")}
+        state = {"state_dict": copy_buffers(checkpoint.pop("state_dict"))}
         state.update({f"optimizer_{i}": s for i, s in enumerate(checkpoint.pop("optimizer_states", []))})
         metadata = snapshot(checkpoint) if strategy.is_global_zero else None
-        upload = _dcp_async_save(state, partial, group[0], stager)
+        if not stager:
+            stager.append(_stager())
+        upload, writer.staging = _dcp_async_save(state, partial, group[0], stager[0])
+        for optimizer in strategy.optimizers:
+            if optimizer not in hooked:
+                hooked.add(optimizer)
+                optimizer.register_step_pre_hook(raw_step_waits)
         writer.submit_save(target.name, lambda: _finish_sharded(strategy, upload, metadata, partial, target, group[0]))
         writer.blocked_s.append(time.perf_counter() - started)
 
     def remove_checkpoint(filepath: Any) -> None:
         writer.submit_after(lambda: original_remove(filepath))
 
+    def optimizer_step(optimizer: Any, closure: Callable[[], Any], model: Any = None, **kwargs: Any) -> Any:
+        def closure_then_staged() -> Any:
+            # The forward and backward overlapped the copy; the update must not change what it copies.
+            result = closure()
+            writer.wait_for_staging()  # a no-op unless a save's copy is in flight
+            return result
+
+        # torch runs an optimizer's pre-step hooks before the closure: raw_step_waits stands aside
+        inside_lightning_step.append(True)
+        try:
+            return original_step(optimizer, closure_then_staged, model, **kwargs)
+        finally:
+            inside_lightning_step.pop()
+
+    inside_lightning_step: list[bool] = []
+    hooked: weakref.WeakSet[Any] = weakref.WeakSet()
+
+    def raw_step_waits(optimizer: Any, args: Any, kwargs: Any) -> None:
+        # A step on the torch optimizer itself (not through Lightning's optimizer_step, e.g. a
+        # manual-optimization user's), before its update: it waits for the copy too.
+        if writer.staging is not None and not inside_lightning_step:
+            writer.wait_for_staging()
+
     save_checkpoint.atomic = True  # type: ignore[attr-defined]
     strategy.save_checkpoint, strategy.remove_checkpoint = save_checkpoint, remove_checkpoint
+    strategy.optimizer_step = optimizer_step
 
 
 def _new_gloo_group() -> Any:
@@ -290,20 +342,46 @@ def _new_gloo_group() -> Any:
     return dist.new_group(backend="gloo") if dist.is_available() and dist.is_initialized() else None
 
 
+def copy_buffers(model_state: dict[str, Any]) -> dict[str, Any]:
+    """The model's state with every tensor but FSDP2's sharded parameters (DTensors) copied now.
+
+    The asynchronous staging copies the rest while the next step runs, and only the optimizer
+    step (which waits for it) changes a sharded parameter; a buffer can change in the forward.
+
+    Example:
+        >>> live = {"bn.running_mean": torch.zeros(2)}; saved = copy_buffers(live); live["bn.running_mean"] += 1
+        >>> saved["bn.running_mean"].tolist()
+        [0.0, 0.0]
+    """
+    from torch.distributed.tensor import DTensor
+
+    def copy(tensor: torch.Tensor) -> torch.Tensor:
+        return tensor if isinstance(tensor, DTensor) else tensor.detach().clone()
+
+    return apply_to_collection(model_state, torch.Tensor, copy)
+
+
 def _stager() -> Any:
-    """DCP's stager: a CPU copy made before ``async_save`` returns (pinned, and non-blocking, with CUDA)."""
+    """DCP's stager: the CPU copy made on its own thread (pinned, and non-blocking on a copy stream, with CUDA)."""
     from torch.distributed.checkpoint.staging import DefaultStager, StagingOptions
 
     cuda = torch.cuda.is_available()
-    return DefaultStager(StagingOptions(use_pinned_memory=cuda, use_shared_memory=False, use_async_staging=False, use_non_blocking_copy=cuda))
+    return DefaultStager(StagingOptions(use_pinned_memory=cuda, use_shared_memory=False, use_async_staging=True, use_non_blocking_copy=cuda))
 
 
-def _dcp_async_save(state: dict, partial: Path, group: Any, stager: Any) -> Future:
-    """torch DCP's ``async_save``: staged to CPU by ``stager`` before it returns, written on DCP's thread."""
+def _dcp_async_save(state: dict, partial: Path, group: Any, stager: Any) -> tuple[Future, Future | None]:
+    """torch DCP's ``async_save``: the upload (written on DCP's thread) and the staging (None when staged before it returned)."""
     import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict_saver import AsyncSaveResponse
 
     partial.mkdir(parents=True, exist_ok=True)
-    return dcp.async_save(state, checkpoint_id=partial, process_group=group, async_stager=stager, no_dist=group is None)
+    if torch.cuda.is_available():
+        # DCP's copy stream does not wait for training's: the last optimizer step's kernels finish first.
+        torch.cuda.current_stream().synchronize()
+    response = dcp.async_save(state, checkpoint_id=partial, process_group=group, async_stager=stager, no_dist=group is None)
+    if isinstance(response, AsyncSaveResponse):
+        return response.upload_completion, response.staging_completion
+    return response, None
 
 
 def _finish_sharded(strategy: Any, upload: Future, metadata: Any, partial: Path, target: Path, group: Any) -> None:

@@ -34,13 +34,14 @@ def test_bench_ckpt_is_a_subcommand_with_its_defaults():
 def test_back_pressure_is_reported_apart_from_blocking():
     sync = [_run([1.0, 1.0, 1.0], [1.0], [])] * 2
     spaced = {**_run([0.3, 0.1, 0.1], [], [1.0]), "backpressure_s": [0.0, 0.5, 0.0], "written_s": [2.0, 2.0, 0.5],
-              "save_interval_s": [1.5, 2.5], "waited_in_save_s": [0.0, 0.0, 0.0]}
+              "save_interval_s": [1.5, 2.5], "waited_in_save_s": [0.0, 0.0, 0.0], "staging_wait_s": [0.9, 0.0, 0.2]}
     result = summarize({"ddp/sync": sync, "ddp/async": [spaced, spaced]})["ddp"]
     assert result["async_later_blocked_s"] == pytest.approx(0.1) and result["async_later_over_sync_blocked"] == pytest.approx(0.1)
     # the first write (2.0 s) outlasted the 1.5 s before the next save was due, in both runs; the second did not
     assert result["async_saves_due_before_previous_written"] == 2
     assert result["async_backpressure_s"] == pytest.approx(0.25) and result["async_write_s"] == pytest.approx(2.0)
     assert result["async_waited_in_save_s_max"] == 0.0
+    assert result["async_later_staging_wait_s"] == pytest.approx(0.1)  # FSDP2's next step, later saves: median of 0.0, 0.2
 
 
 def test_spacing_defaults_to_waiting_for_the_previous_save():

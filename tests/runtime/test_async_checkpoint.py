@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from lightning.pytorch import LightningModule
 
 import flashdist
 from flashdist import ConfigError
@@ -114,8 +115,8 @@ def test_a_failed_background_save_is_raised_on_the_training_thread_and_keeps_the
     assert [p.name for p in tmp_path.glob("*.ckpt")] == ["step=1.ckpt"] and verify(tmp_path / "step=1.ckpt") == []
 
 
-def test_dcp_async_save_stages_a_copy_before_it_returns(tmp_path: Path):
-    # The FSDP2 route relies on it: the tensors training changes after async_save returned are not the ones written.
+def test_dcp_async_save_stages_a_copy_that_later_changes_do_not_reach(tmp_path: Path):
+    # The FSDP2 route relies on it: once the staging is complete, what training changes is not what is written.
     import torch.distributed.checkpoint as dcp
 
     from flashdist.runtime.async_checkpoint import _dcp_async_save, _stager
@@ -123,7 +124,8 @@ def test_dcp_async_save_stages_a_copy_before_it_returns(tmp_path: Path):
     weights, stager = torch.zeros(8), _stager()  # one stager for every save, as the FSDP2 route keeps it
     for value, name in ((0.0, "a"), (1.0, "b")):
         weights.fill_(value)
-        upload = _dcp_async_save({"w": weights}, tmp_path / name, None, stager)
+        upload, staging = _dcp_async_save({"w": weights}, tmp_path / name, None, stager)
+        staging.result()  # what the next optimizer step waits for
         weights += 10  # training goes on
         upload.result()
     stager.close()
@@ -189,3 +191,105 @@ def test_a_fit_that_raises_waits_for_the_save_in_flight(tmp_path: Path):
     with pytest.raises(RuntimeError, match="the user's bug"):
         trainer.fit(task, DataLoader(TensorDataset(x, (x[:, 0] > 0).long()), batch_size=4))
     assert verify(tmp_path / "step=2.ckpt") == []  # written, hashed and renamed before fit raised
+
+
+class RawOptimizerStep(LightningModule):
+    """Manual optimization that steps the torch optimizer itself, past Lightning's ``optimizer_step``."""
+
+    def __init__(self, model: torch.nn.Module):
+        super().__init__()
+        self.automatic_optimization, self.model = False, model
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        optimizer = self.optimizers().optimizer
+        optimizer.zero_grad()
+        self.manual_backward(torch.nn.functional.cross_entropy(self.model(x), y))
+        optimizer.step()
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+
+@pytest.mark.parametrize("step", ["lightning", "raw"])
+def test_an_fsdp2_step_during_the_staging_waits_for_it_and_the_checkpoint_holds_the_saved_steps_values(tmp_path: Path, monkeypatch, step):
+    # FSDP2 (1 process, gloo): DCP's stager copies the shards on its own thread, held here until the
+    # next optimizer step is waiting for it; the forward and backward ran meanwhile (BatchNorm's
+    # running mean changed: buffers are copied before the save returns). "lightning": the Task's
+    # step through Lightning's optimizer_step; "raw": a step on the torch optimizer itself.
+    import torch.distributed as dist
+    import torch.distributed.checkpoint as dcp
+    from lightning.pytorch import Callback
+    from torch.distributed.checkpoint.staging import DefaultStager
+    from torch.utils.data import DataLoader, TensorDataset
+
+    import flashdist.runtime.async_checkpoint as async_checkpoint
+    from flashdist.tasks.classification import ClassificationTask
+
+    staging_inside, release, step_waits = threading.Event(), threading.Event(), threading.Event()
+    make_stager = async_checkpoint._stager
+
+    class HeldStager(DefaultStager):
+        def _stage(self, state_dict, **kwargs):  # on the stager's thread
+            staging_inside.set()
+            assert release.wait(timeout=60), "the test never released the staging"
+            return super()._stage(state_dict, **kwargs)
+
+    def held_stager():
+        stager = make_stager()
+        stager.__class__ = HeldStager
+        return stager
+
+    monkeypatch.setattr(async_checkpoint, "_stager", held_stager)
+
+    def full(tensors):
+        return {k: (v.full_tensor() if hasattr(v, "full_tensor") else v).detach().clone() for k, v in tensors.items()}
+
+    seen: dict = {}
+
+    class SaveAfterTwoSteps(Callback):
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            if batch_idx == 1:
+                seen["saved"] = full(pl_module.state_dict())
+                trainer.save_checkpoint(tmp_path / "step=2.ckpt")
+                assert staging_inside.wait(timeout=60)  # save_checkpoint returned with the copy not made
+                writer = async_checkpoint.background_writer(trainer.strategy)
+                wait_for_staging = writer.wait_for_staging
+
+                def observed_wait():
+                    step_waits.set()
+                    wait_for_staging()
+
+                writer.wait_for_staging = observed_wait
+
+                def release_once_the_step_waits():
+                    seen["step_waited"] = step_waits.wait(timeout=60)
+                    seen["at_the_wait"] = full(pl_module.state_dict())  # the forward ran, the update did not
+                    release.set()
+
+                threading.Thread(target=release_once_the_step_waits, daemon=True).start()
+            if batch_idx == 2:
+                seen["after"] = full(pl_module.state_dict())
+
+    x = torch.randn(32, 4, generator=torch.Generator().manual_seed(0))
+    model = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.BatchNorm1d(4), torch.nn.Linear(4, 2))
+    task = ClassificationTask(model, num_classes=2, optimizer="sgd", learning_rate=0.1) if step == "lightning" else RawOptimizerStep(model)
+    trainer = flashdist.Trainer(default_root_dir=tmp_path, accelerator="cpu", devices=1, strategy="fsdp", max_epochs=1, limit_train_batches=3,
+                                logger=False, enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False,
+                                async_checkpoint=True, callbacks=[SaveAfterTwoSteps()])
+    try:
+        trainer.fit(task, DataLoader(TensorDataset(x, (x[:, 0] > 0).long()), batch_size=4))
+    finally:
+        release.set()
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+    saved, at_the_wait, after = seen["saved"], seen["at_the_wait"], seen["after"]
+    assert seen["step_waited"], "step 3 updated the parameters without waiting for the staging"
+    weight, buffer = "model.0.weight", "model.1.running_mean"
+    assert torch.equal(at_the_wait[weight], saved[weight]) and not torch.equal(at_the_wait[buffer], saved[buffer])
+    assert not torch.equal(after[weight], saved[weight])  # step 3 did update, once the copy was made
+    loaded = {"state_dict": {k: torch.empty_like(v) for k, v in saved.items()}}
+    dcp.load(loaded, checkpoint_id=tmp_path / "step=2.ckpt", no_dist=True)
+    assert all(torch.equal(loaded["state_dict"][k], v) for k, v in saved.items())  # step 2's values, buffers included
+    assert verify(tmp_path / "step=2.ckpt") == []

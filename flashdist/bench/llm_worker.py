@@ -16,7 +16,6 @@ import random
 import sys
 import tempfile
 import time
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -183,10 +182,10 @@ def _median_interval_ms(stamps_ns: list[int]) -> float:
 
 
 def _quiet() -> None:
-    warnings.filterwarnings("ignore")
-    for name in ("lightning.pytorch", "lightning.fabric", "lightning", "DeepSpeed", "deepspeed", "transformers", "flashdist"):
-        logging.getLogger(name).setLevel(logging.ERROR)  # per-fit banners would flood the log
-    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    from flashdist.bench.fit_worker import _quiet as quiet_dependencies
+
+    quiet_dependencies()
+    logging.getLogger("flashdist").setLevel(logging.ERROR)  # flashdist's per-fit plan too: ten fits a round
 
 
 def main(config_path: str) -> None:

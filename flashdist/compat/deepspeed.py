@@ -195,3 +195,27 @@ def shm_op_announcement_dropped() -> Iterator[None]:
         yield
     finally:
         ds_torch.build_shm_op = original
+
+
+def forget_destroyed_world_group() -> None:
+    """Drop DeepSpeed's cached clone of the world group when the process group it cloned is gone.
+
+    ``deepspeed.utils.groups._clone_world_group`` caches ``_WORLD_GROUP`` for the process's life.
+    A second DeepSpeed fit in the same process after ``torch.distributed.destroy_process_group()``
+    (a notebook, a test session) gets the dead clone, and ``deepspeed.initialize`` dies with
+    "Group … is not registered". With the cache cleared, DeepSpeed clones the live world again.
+    Assumption (tests/compat/test_deepspeed.py): the cache is the module global ``_WORLD_GROUP``.
+    """
+    import torch.distributed as dist
+    from deepspeed.utils import groups
+
+    cached = getattr(groups, "_WORLD_GROUP", None)
+    if cached is None:
+        return
+    if dist.is_initialized():
+        try:
+            dist.get_global_rank(cached, 0)  # what DeepSpeed calls on it; raises for a destroyed group
+            return
+        except ValueError:
+            pass
+    groups._WORLD_GROUP = None

@@ -36,7 +36,7 @@ from lightning.pytorch.strategies import DeepSpeedStrategy
 from lightning.pytorch.strategies.ddp import DDPStrategy
 from lightning.pytorch.utilities.rank_zero import rank_zero_warn
 
-from flashdist.compat.deepspeed import ZeroStepCounter, zero_step_grad_norm
+from flashdist.compat.deepspeed import ZeroStepCounter, forget_destroyed_world_group, zero_step_grad_norm
 from flashdist.compat.lightning import init_deepspeed_distributed, private_override, should_accumulate
 from flashdist.errors import ConfigError
 from flashdist.optim.specs import OptimizerSpec
@@ -107,6 +107,7 @@ class FlashDeepSpeedStrategy(DeepSpeedStrategy, RouteAware):  # mixin last: a pl
 
     @private_override(DeepSpeedStrategy, "where Lightning calls deepspeed.initialize; no hook passes it param groups")
     def _setup_model_and_optimizer(self, model: Any, optimizer: Any, lr_scheduler: Any = None) -> tuple[Any, Any]:
+        forget_destroyed_world_group()  # a process group destroyed since an earlier DeepSpeed fit in this process
         task = self.lightning_module
         grouping = getattr(task, "grouping", None)
         if optimizer is None and (getattr(task, "weight_decay", None) is not None or (grouping is not None and grouping.active)):

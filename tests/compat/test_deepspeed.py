@@ -139,3 +139,36 @@ def test_build_shm_op_announces_the_cpu_shared_memory_op_on_stdout_and_is_droppe
         ds_torch.build_shm_op()
     assert capsys.readouterr().out == ""
     assert ds_torch.build_shm_op.__name__ == "build_shm_op"  # put back
+
+
+def test_deepspeed_caches_its_world_group_clone_and_a_destroyed_one_is_forgotten(monkeypatch):
+    """Assumption: DeepSpeed keeps its clone of the world group in ``groups._WORLD_GROUP`` for the
+    process's life, so after ``destroy_process_group()`` a second DeepSpeed fit would get a dead group."""
+    import deepspeed
+    import torch.distributed as dist
+    from deepspeed.utils import groups
+
+    from tests.fitting import free_port
+
+    def init() -> None:  # as Lightning's DeepSpeed strategy does, through deepspeed.comm
+        monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
+        monkeypatch.setenv("MASTER_PORT", str(free_port()))
+        deepspeed.init_distributed("gloo", auto_mpi_discovery=False, rank=0, world_size=1)
+
+    monkeypatch.setattr(groups, "_WORLD_GROUP", None)
+    init()
+    try:
+        live = groups._clone_world_group()
+        compat.forget_destroyed_world_group()
+        assert groups._WORLD_GROUP is live  # a live clone is kept
+        dist.destroy_process_group()
+        init()
+        assert groups._clone_world_group() is live  # DeepSpeed hands back the dead clone ...
+        with pytest.raises(ValueError, match="not registered"):
+            dist.get_global_rank(live, 0)  # ... on which deepspeed.initialize fails
+        compat.forget_destroyed_world_group()
+        fresh = groups._clone_world_group()
+        assert fresh is not live and dist.get_global_rank(fresh, 0) == 0
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()

@@ -85,22 +85,32 @@ DEFAULT_WARMUP_STEPS = {"mlp": 50, "gpt2": 10}
 
 
 def _launch(config: dict[str, Any], timeout_s: float, progress: Callable[[str], None] | None) -> list[dict[str, Any]]:
-    with tempfile.TemporaryDirectory(prefix="flashdist-bench-fit-") as tmp:
-        config = {**config, "out": str(Path(tmp) / "fits.json")}
+    return launch_worker("flashdist.bench.fit_worker", config, config["devices"], f"bench fit {config['workload']}", timeout_s, progress)
+
+
+def launch_worker(module: str, config: dict[str, Any], processes: int, label: str, timeout_s: float,
+                  progress: Callable[[str], None] | None) -> list[dict[str, Any]]:
+    """Run a bench worker (``python -m module config.json``; under torchrun for several processes) and return its fits.
+
+    The worker gets ``config`` plus ``out`` (where it writes ``{"fits": [...]}``) and ``scratch``
+    (a folder of its own, removed afterwards), one thread per process.
+    """
+    with tempfile.TemporaryDirectory(prefix="flashdist-bench-") as tmp:
+        config = {**config, "out": str(Path(tmp) / "fits.json"), "scratch": tmp}
         config_path = Path(tmp) / "config.json"
         config_path.write_text(json.dumps(config))
-        worker = ["-m", "flashdist.bench.fit_worker", str(config_path)]
-        if config["devices"] == 1:
+        worker = ["-m", module, str(config_path)]
+        if processes == 1:
             command = [sys.executable, *worker]
         else:
-            torchrun = ["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={config['devices']}"]
+            torchrun = ["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}"]
             command = [sys.executable, *torchrun, *worker]
         if progress:
-            progress(f"bench fit {config['workload']}: {' '.join(command)}")
+            progress(f"{label}: {' '.join(command)}")
         env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
         proc = subprocess.run(command, env=env, capture_output=True, text=True, timeout=timeout_s)
         if proc.returncode != 0:
-            raise RuntimeError(f"bench fit worker failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}")
+            raise RuntimeError(f"{label} worker failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}")
         return json.loads(Path(config["out"]).read_text())["fits"]
 
 

@@ -16,15 +16,10 @@ percentile-bootstrap CI (flashdist/bench/stats.py).
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
-import tempfile
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
+from flashdist.bench.fit import launch_worker
 from flashdist.bench.llm_worker import BASELINE, VARIANTS
 from flashdist.bench.stats import bootstrap_ci, environment, median
 
@@ -47,19 +42,7 @@ def run(variants: list[str] | None = None, rounds: int = 4, steps: int = 8, warm
     config = {"variants": names, "rounds": rounds, "steps": steps, "warmup_steps": warmup_steps, "profile_steps": profile_steps,
               "seq_length": seq_length, "batch_size": batch_size, "seed": 0}
     env = environment()
-    with tempfile.TemporaryDirectory(prefix="flashdist-bench-llm-") as tmp:
-        launch = {**config, "cache": str(Path(tmp) / "cache"), "out": str(Path(tmp) / "fits.json")}
-        config_path = Path(tmp) / "config.json"
-        config_path.write_text(json.dumps(launch))
-        command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={WORLD_SIZE}",
-                   "-m", "flashdist.bench.llm_worker", str(config_path)]
-        if progress:
-            progress(f"bench llm: {' '.join(command)}")
-        child_env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
-        proc = subprocess.run(command, env=child_env, capture_output=True, text=True, timeout=timeout_s)
-        if proc.returncode != 0:
-            raise RuntimeError(f"bench llm worker failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}")
-        fits = json.loads(Path(launch["out"]).read_text())["fits"]
+    fits = launch_worker("flashdist.bench.llm_worker", config, WORLD_SIZE, "bench llm", timeout_s, progress)
     env["load_average_after"] = environment()["load_average_1_5_15min"]
     return {"method": __doc__.split("Method (also written into the JSON): ", 1)[1].strip(), "settings": config,
             "environment": env, **summarize(config, fits)}

@@ -200,7 +200,7 @@ def main(config_path: str) -> None:
         order = list(variants)
         order_rng.shuffle(order)
         for variant in order:
-            record = one_fit(variant, config, config["cache"], profile=round_index < 0)
+            record = one_fit(variant, config, str(Path(config["scratch"]) / "cache"), profile=round_index < 0)
             if rank == 0:
                 fits.append({**record, "round": round_index})  # round -1: untimed, kept for its profile
         if rank == 0:

@@ -17,7 +17,10 @@ TINY_CONFIGS: dict[str, Any] = {
     "tiny-bert": lambda: BertConfig(
         vocab_size=1000, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, max_position_embeddings=128
     ),
-    "tiny-gpt2": lambda: GPT2Config(vocab_size=1000, n_embd=32, n_layer=2, n_head=2, n_positions=128, pad_token_id=0),
+    # bos/eos inside the vocabulary: GPT2Config's defaults (50256) are out of range for 1000 tokens, and transformers
+    # warns about it on every build (no effect on a classifier, which reads only pad_token_id).
+    "tiny-gpt2": lambda: GPT2Config(vocab_size=1000, n_embd=32, n_layer=2, n_head=2, n_positions=128, pad_token_id=0,
+                                    bos_token_id=1, eos_token_id=2),
 }
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -39,6 +40,17 @@ def finish(proc: subprocess.Popen, timeout_s: float = 240) -> tuple[str, str]:
     stdout, stderr = proc.communicate(timeout=timeout_s)
     assert proc.returncode == 0, f"flashdist fit failed ({proc.returncode}):\n{stdout[-4000:]}\n{stderr[-6000:]}"
     return stdout, stderr
+
+
+# How a warning reaches the console: Python's warnings module ("UserWarning: ...", Lightning's
+# rank_zero_warn too), transformers' logger through flashdist's console ("[transformers] ..."),
+# and a deprecation notice in any other form.
+_WARNING_LINE = re.compile(r"Warning\b|^\[transformers\]|deprecat", re.IGNORECASE | re.MULTILINE)
+
+
+def warning_lines(stdout: str, stderr: str) -> list[str]:
+    """The console lines of a run that warn: a shipped config run as shipped should print none."""
+    return [line for line in (stdout + stderr).splitlines() if _WARNING_LINE.search(line)]
 
 
 def read_summary(tmp_path: Path) -> dict:

@@ -10,7 +10,7 @@ import os
 
 import pytest
 
-from tests.cli.cli_runs import CONFIGS, SHORT, config_copy, finish, flashdist_fit, read_summary
+from tests.cli.cli_runs import CONFIGS, SHORT, config_copy, finish, flashdist_fit, read_summary, warning_lines
 from tests.strategies.conftest import deepspeed_ops_built  # noqa: F401 - builds DeepSpeed's JIT ops once, before the ranks race
 
 pytestmark = [pytest.mark.multiprocess, pytest.mark.timeout(300)]
@@ -33,6 +33,7 @@ def test_quickstart_shows_plan_progress_and_end_table_and_writes_lr_png(tmp_path
     env = {"PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "SLURM_JOB_ID": ""}
     proc = flashdist_fit(config, "--trainer.max_epochs=1", "--trainer.limit_val_batches=2", env=env)
     stdout, stderr = finish(proc)
+    assert warning_lines(stdout, stderr) == [], stdout + stderr
     # The console carries flashdist's lines, the progress bar and real warnings; not these
     # (flashdist/compat/console.py lists each filter and why).
     for noise in ("The `srun` command is available", "💡 Tip", "isinstance(treespec, LeafSpec)"):
@@ -59,7 +60,7 @@ def test_quickstart_shows_plan_progress_and_end_table_and_writes_lr_png(tmp_path
 @pytest.mark.usefixtures("deepspeed_ops_built")
 def test_text_finetune_deepspeed_zero2_plans_what_the_engine_takes(tmp_path):
     config = config_copy("text_finetune_deepspeed.yaml", tmp_path, {"num_samples: 1024": "num_samples: 160"})
-    finish(flashdist_fit(config, *SHORT))
+    assert warning_lines(*finish(flashdist_fit(config, *SHORT))) == []
     summary = read_summary(tmp_path)
     assert summary["strategy"] == "deepspeed_stage_2"
     assert summary["accumulate_grad_batches"] == 2
@@ -71,7 +72,8 @@ def test_fsdp_config_trains_with_warmup_in_epochs(tmp_path):
     config = config_copy("fsdp.yaml", tmp_path, {"num_samples: 768": "num_samples: 160"})
     # 140 train samples / 2 ranks / 16 = 5 batches; max_steps=4 ends inside epoch 1: warmup "1ep" would
     # be longer than the run, so shorten by epochs instead and keep the config's 1ep warmup.
-    finish(flashdist_fit(config, "--trainer.max_epochs=2", "--trainer.limit_val_batches=2", "--trainer.num_sanity_val_steps=0"))
+    output = finish(flashdist_fit(config, "--trainer.max_epochs=2", "--trainer.limit_val_batches=2", "--trainer.num_sanity_val_steps=0"))
+    assert warning_lines(*output) == [], "the tiny GPT-2's own config must not warn (its bos/eos once did)"
     summary = read_summary(tmp_path)
     assert summary["strategy"] == "fsdp"
     assert summary["planned_total_steps"] == summary["optimizer_steps"] == 10
@@ -86,7 +88,7 @@ def test_multinode_slurm_config_runs_as_two_nodes_of_one_process(tmp_path):
     port = str(free_port())
     nodes = [flashdist_fit(config, *SHORT, env={"NODE_RANK": str(rank), "MASTER_PORT": port}) for rank in (0, 1)]
     for proc in nodes:
-        finish(proc)
+        assert warning_lines(*finish(proc)) == []
     summary = read_summary(tmp_path)
     assert summary["num_nodes"] == 2 and summary["world_size"] == 2 and summary["devices"] == 1
     assert summary["planned_total_steps"] == summary["optimizer_steps"] == 4
@@ -97,8 +99,9 @@ def test_llm_finetune_config_trains_zero2_with_a_token_warmup_and_exports(tmp_pa
     config = config_copy("llm_finetune.yaml", tmp_path)
     # 16 sequences of 128 tokens per step (2 ranks × 8): max_tokens 10000 → ceil(10000 / 2048) = 5 steps, warmup 16384 tokens = 8
     # steps would not fit, so the warmup is shortened too; the rest is the config as shipped.
-    stdout, _ = finish(flashdist_fit(config, "--trainer.max_tokens=10000", "--trainer.num_sanity_val_steps=0",
-                                     "--model.init_args.lr_scheduler=[linear_schedule_with_warmup, {num_warmup_steps: 4096tok}]"))
+    stdout, stderr = finish(flashdist_fit(config, "--trainer.max_tokens=10000", "--trainer.num_sanity_val_steps=0",
+                                          "--model.init_args.lr_scheduler=[linear_schedule_with_warmup, {num_warmup_steps: 4096tok}]"))
+    assert warning_lines(stdout, stderr) == []
     summary = read_summary(tmp_path)
     assert summary["strategy"] == "deepspeed_stage_2" and summary["global_batch_size"] == 16
     assert summary["planned_total_steps"] == summary["optimizer_steps"] == summary["scheduler_steps"] == 5
@@ -114,7 +117,8 @@ def test_chat_finetune_config_learns_assistant_turns_of_packed_conversations_wit
     import re
 
     config = config_copy("chat_finetune.yaml", tmp_path)
-    stdout, _ = finish(flashdist_fit(config, *SHORT))
+    stdout, stderr = finish(flashdist_fit(config, *SHORT))
+    assert warning_lines(stdout, stderr) == []
     summary = read_summary(tmp_path)
     assert summary["strategy"] == "ddp" and summary["global_batch_size"] == 8
     assert summary["planned_total_steps"] == summary["optimizer_steps"] == 4 and summary["tokens_seen"] == 4 * 8 * 256

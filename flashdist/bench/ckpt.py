@@ -8,6 +8,11 @@ the order flipped every round). Each fit takes ``--steps`` optimizer steps and s
 ``trainer.save_checkpoint`` every ``--save-every`` steps from a callback (the path
 ``ModelCheckpoint`` takes), into a fresh temporary directory.
 
+The ranks enter each timed save together (an untimed barrier first, in both modes): on 2 cores
+shared by 2 ranks and a background writer, the ranks drift apart by tens of milliseconds, and the
+first collective inside a save (the path's broadcast) would absorb that drift, which training's
+next collective absorbs when no save is due; it is not what the save costs.
+
 Reported per strategy and mode (rank 0; both ranks are blocked either way): the median seconds
 ``save_checkpoint`` held the training thread plus, for FSDP2's asynchronous staging, the seconds
 the next optimizer step then waited for the copy to finish (``blocked``; that wait is also
@@ -90,9 +95,13 @@ def _fit(strategy: str, asynchronous: bool, config: dict, directory: Path) -> di
                     started = time.perf_counter()
                     wait_for_checkpoints(trainer.strategy)
                     self.backpressure_s.append(time.perf_counter() - started)
+                # The ranks enter the timed save together (untimed barrier, sync and async alike): a save's
+                # first collective would otherwise also absorb their skew, which training's next
+                # collective absorbs when there is no save.
+                trainer.strategy.barrier("bench_ckpt_aligned")
                 started = time.perf_counter()
                 self.save_started.append(started)
-                trainer.save_checkpoint(directory / f"step={trainer.global_step}.ckpt")
+                trainer.save_checkpoint(directory / f"step={trainer.global_step}.ckpt", weights_only=False)
                 self.blocked_s.append(time.perf_counter() - started)
                 self._staging_waits_before = len(writer.staging_waited_s) if writer is not None else 0
             self._busy = writer is not None and writer.busy
@@ -124,6 +133,9 @@ def worker(config: dict) -> None:
     import torch
 
     torch.set_num_threads(1)
+    from flashdist.bench.fit_worker import quiet_flashdist_fits
+
+    quiet_flashdist_fits()  # no per-fit plan, run table or dependency banner: the bench prints one line per fit
     rank = int(os.environ.get("RANK", "0"))
     raw: dict[str, Any] = {}
     for round_index in range(config["rounds"]):
@@ -235,9 +247,9 @@ def measure(args: argparse.Namespace) -> int:
         command = [str(torchrun), "--nproc-per-node", str(args.processes), "--rdzv-backend", "c10d", "--rdzv-endpoint", f"127.0.0.1:{port}",
                    "-m", "flashdist.bench.ckpt", "--worker", json.dumps(config)]
         started = time.perf_counter()
-        proc = subprocess.run(command, env={**os.environ, "PYTHONUNBUFFERED": "1"})
-        if proc.returncode != 0:
-            return proc.returncode
+        returncode = _run_quietly(command)
+        if returncode != 0:
+            return returncode
         raw = json.loads(out.read_text())
     options = ["--model-mb", args.model_mb, "--steps", args.steps, "--save-every", args.save_every, "--rounds", args.rounds,
                "--strategies", ",".join(args.strategies), "--spacing", args.spacing, "--device", device, "--processes", args.processes]
@@ -248,6 +260,28 @@ def measure(args: argparse.Namespace) -> int:
     if args.json_path:
         Path(args.json_path).write_text(json.dumps(result, indent=1))
     return 0
+
+
+def _run_quietly(command: list[str]) -> int:
+    """Run the workers, showing only the bench's own progress lines; everything, on a failure.
+
+    Each of the bench's fits would print its plan, its run table and the dependencies' banners.
+    """
+    from collections import deque
+
+    # OMP_NUM_THREADS given: torchrun prints a banner when it has to choose it (the worker uses one thread anyway)
+    env = {"OMP_NUM_THREADS": "1", **os.environ, "PYTHONUNBUFFERED": "1"}
+    tail: deque[str] = deque(maxlen=300)
+    with subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) as proc:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            tail.append(line)
+            if line.startswith("bench ckpt:"):
+                print(line, end="", file=sys.stderr, flush=True)
+    if proc.returncode != 0:
+        print("".join(tail), end="", file=sys.stderr)
+        print(f"bench ckpt: the workers failed (exit {proc.returncode}); their last lines are above", file=sys.stderr)
+    return proc.returncode
 
 
 def _print(result: dict[str, Any]) -> None:

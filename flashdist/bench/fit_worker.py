@@ -153,6 +153,12 @@ def _quiet() -> None:
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 
+def quiet_flashdist_fits() -> None:
+    """Dependencies quiet, and flashdist's own per-fit plan and run table too: a bench runs many fits."""
+    _quiet()
+    logging.getLogger("flashdist").setLevel(logging.ERROR)
+
+
 def main(config_path: str) -> None:
     from flashdist.bench.workloads import workload
 

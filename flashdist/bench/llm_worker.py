@@ -181,17 +181,14 @@ def _median_interval_ms(stamps_ns: list[int]) -> float:
     return gaps[mid] if len(gaps) % 2 else (gaps[mid - 1] + gaps[mid]) / 2
 
 
-def _quiet() -> None:
-    from flashdist.bench.fit_worker import _quiet as quiet_dependencies
-
-    quiet_dependencies()
-    logging.getLogger("flashdist").setLevel(logging.ERROR)  # flashdist's per-fit plan too: ten fits a round
 
 
 def main(config_path: str) -> None:
     config = json.loads(Path(config_path).read_text())
     torch.set_num_threads(1)  # one thread per rank: 2 ranks on the 2 cores
-    _quiet()
+    from flashdist.bench.fit_worker import quiet_flashdist_fits
+
+    quiet_flashdist_fits()  # ten fits a round: no per-fit plan
     rank = int(os.environ.get("RANK", "0"))
     variants = [BY_NAME[name] for name in config["variants"]]
     order_rng = random.Random(config["seed"])  # the same seed on every rank: the same order everywhere

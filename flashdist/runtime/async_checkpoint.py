@@ -276,6 +276,7 @@ def make_sharded_saves_async(strategy: Any) -> None:
     # One stager for the strategy's life (DCP reuses its CPU copies, keyed by storage, save after
     # save), made at the first save: with CUDA its copy stream must be made after training's.
     stager: list[Any] = []
+    cleaned: set[Path] = set()  # directories whose leftover partials are gone
 
     def save_checkpoint(checkpoint: dict, filepath: Any, storage_options: Any = None) -> None:
         if storage_options is not None:
@@ -287,10 +288,15 @@ def make_sharded_saves_async(strategy: Any) -> None:
         if not group:
             group.append(_new_gloo_group())
         partial = _partial_name(target)
-        if strategy.is_global_zero:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            remove_partials(target.parent)
-        strategy.barrier("flashdist_checkpoint_begin")
+        if target.parent not in cleaned:
+            # What a killed run left in this directory goes once, before any rank writes here; later
+            # partials here are this fit's own, each complete before the next save starts. (Every rank
+            # has the same target, so every rank takes this branch, and its barrier, together.)
+            if strategy.is_global_zero:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                remove_partials(target.parent)
+            strategy.barrier("flashdist_checkpoint_begin")
+            cleaned.add(target.parent)
         state = {"state_dict": copy_buffers(checkpoint.pop("state_dict"))}
         state.update({f"optimizer_{i}": s for i, s in enumerate(checkpoint.pop("optimizer_states", []))})
         metadata = snapshot(checkpoint) if strategy.is_global_zero else None

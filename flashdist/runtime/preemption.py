@@ -153,7 +153,7 @@ class Preemption(Callback):
         state.preempted, state.step = True, trainer.global_step
         directory = checkpoint_dirs(trainer)[0]
         path = directory / f"{PREEMPT_PREFIX}step={trainer.global_step}.ckpt"
-        trainer.save_checkpoint(path)
+        trainer.save_checkpoint(path, weights_only=False)  # explicit: Lightning logs its default otherwise
         state.checkpoint_path = str(path)
         for callback in trainer.checkpoint_callbacks:
             if isinstance(callback, ModelCheckpoint):

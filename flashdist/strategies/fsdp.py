@@ -79,11 +79,26 @@ class FSDP2Strategy(ModelParallelStrategy):
         self.no_decay_param_names = no_decay_names(module)
         self.param_names_before_sharding = tuple(name for name, p in module.named_parameters() if p.requires_grad)
         module.to(self.root_device)
-        shard(module, self.device_mesh["data_parallel"], self.shard_module_classes, self.reshard_after_forward)
+        # fully_shard applies to a module once: a later stage of this Trainer (validate or test
+        # after fit, a Lightning habit) finds the model sharded by the first.
+        if not is_sharded(module):
+            shard(module, self.device_mesh["data_parallel"], self.shard_module_classes, self.reshard_after_forward)
         # ModelParallelStrategy.setup insists on a user configure_model(); flashdist sharded
         # above, so it only has to believe one exists.
         with configure_model_counts_as_overridden(module):
             super().setup(trainer)
+
+
+def is_sharded(module: nn.Module) -> bool:
+    """``fully_shard`` was applied to ``module`` or one of its submodules.
+
+    Example:
+        >>> is_sharded(nn.Linear(2, 2))
+        False
+    """
+    from torch.distributed.fsdp import FSDPModule
+
+    return any(isinstance(m, FSDPModule) for m in module.modules())
 
 
 def shard(module: nn.Module, mesh: Any, block_classes: Sequence[type | str] | None, reshard_after_forward: bool = True) -> list[str]:

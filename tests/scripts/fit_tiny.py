@@ -9,7 +9,8 @@ block class names), accelerator, lightning_fsdp1 (Lightning's FSDPStrategy objec
 layer_decay, dump_params_after_step (k: the full parameters after update k, params_step{k}.pt), list_sampler (the
 loader's sampler a plain list of indices: a custom sampler, whose sharding only the ranks know),
 val_dataset_size (a validation loader of that size; limit_val_batches then applies, default 1.0;
-without it no validation runs), logger and enable_checkpointing (Lightning's defaults: a
+without it no validation runs), validate_after_fit (then ``trainer.validate`` with the same Trainer and
+model; its metrics and batches in fit_extra.json), logger and enable_checkpointing (Lightning's defaults: a
 TensorBoard logger, a ModelCheckpoint). `strategy` may also be a DeepSpeed config dict or a JSON path.
 Writes summary.json / lr.csv into `root`, and fit_extra.json (rank 0: the innermost
 optimizer, its param groups, per-batch losses, validation batches, a schedule-free optimizer's
@@ -216,6 +217,15 @@ def main(config: dict) -> None:
         val_loader = DataLoader(TensorDataset(x_val, (x_val[:, :4].sum(dim=1) > 0).long()), batch_size=config.get("batch_size", 8))
     trainer.fit(task, loader, val_loader, ckpt_path=config.get("ckpt_path"))
     write_extra(trainer, recorder, config["root"])
+    if config.get("validate_after_fit"):
+        # A Lightning habit: the same Trainer and model validated after the fit (a new stage of the strategy).
+        before = recorder.val_batches
+        metrics = trainer.validate(task, val_loader, verbose=False)[0]
+        if trainer.is_global_zero:
+            extra_path = Path(config["root"], "fit_extra.json")
+            extra = json.loads(extra_path.read_text())
+            extra["validate_after_fit"] = {"metrics": metrics, "batches": recorder.val_batches - before}
+            extra_path.write_text(json.dumps(extra, indent=1, default=str))
 
 
 if __name__ == "__main__":

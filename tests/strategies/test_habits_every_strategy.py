@@ -9,7 +9,8 @@ One ``torchrun`` of 2 CPU processes runs every fit of this module one after the 
   ``fast_dev_run=3``, ``limit_train_batches=1`` (an int: one batch per epoch), ``=1.0`` (every
   batch) and ``limit_val_batches=0``. Each fit's ledger is exact (planned = optimizer steps =
   scheduler steps = Lightning's ``global_step`` = the DeepSpeed engine's own count), and the
-  batches trained and validated are what Lightning documents. A ``fast_dev_run`` fit with a
+  batches trained and validated are what Lightning documents; after the ``=1.0`` fit the same
+  Trainer validates the model again (a second stage: FSDP2 must not shard it twice). A ``fast_dev_run`` fit with a
   logger and checkpointing on leaves neither logs nor checkpoints (Lightning's rule); the same
   fit with ``limit_train_batches=1`` leaves both. The single-device strategy (``devices=1``)
   runs the same five settings in one process: tests/runtime/test_lightning_habits.py.
@@ -47,8 +48,8 @@ HABITS = {
     "fast_dev_run=3": (dict(WITH_LOGS, trainer={"fast_dev_run": 3}), 3, 3, 3),
     # the int 1: one batch per epoch for 2 epochs; validation on all 4 batches each epoch
     "limit_train_batches=1": (dict(WITH_LOGS, limit_train_batches=1), 2, 2, 8),
-    # the float 1.0: every batch
-    "limit_train_batches=1.0": (dict(limit_train_batches=1.0), 8, 8, 8),
+    # the float 1.0: every batch; then trainer.validate(model) on the same Trainer
+    "limit_train_batches=1.0": (dict(limit_train_batches=1.0, validate_after_fit=True), 8, 8, 8),
     # no validation at all
     "limit_val_batches=0": (dict(limit_val_batches=0), 8, 8, 0),
 }
@@ -118,6 +119,9 @@ def test_lightning_debug_settings_under_every_strategy_name_keep_the_ledger_exac
                           limit_train_batches=settings.get("limit_train_batches"), fast_dev_run=settings.get("trainer", {}).get("fast_dev_run", 0))
     assert (planned["planned_total_steps"], planned["optimizer_steps_per_epoch"]) == (steps, summary["optimizer_steps_per_epoch"])
 
+    if settings.get("validate_after_fit"):  # the fitted model validated again by the same Trainer, every batch
+        validated = extra["validate_after_fit"]
+        assert validated["batches"] == 4 and math.isfinite(validated["metrics"]["val_loss"]), validated
     logs, checkpoints = root / "lightning_logs", sorted(p.name for p in root.rglob("*.ckpt"))
     if habit.startswith("fast_dev_run"):  # Lightning: a smoke run logs nothing and saves no checkpoint
         assert not logs.exists() and checkpoints == []

@@ -10,7 +10,6 @@ what explains the gaps between strategies on gloo (each collective is a blocking
 from __future__ import annotations
 
 import json
-import logging
 import os
 import random
 import sys

@@ -15,7 +15,7 @@ from lightning.pytorch import LightningModule
 
 import flashdist
 from flashdist import ConfigError
-from flashdist.runtime.async_checkpoint import AsyncAtomicCheckpointIO
+from flashdist.runtime.async_checkpoint import AsyncAtomicCheckpointIO, background_writer
 from flashdist.runtime.checkpoint import find_resume_checkpoint
 from flashdist.runtime.trust import verify
 
@@ -119,7 +119,7 @@ def test_dcp_async_save_stages_a_copy_that_later_changes_do_not_reach(tmp_path: 
     # The FSDP2 route relies on it: once the staging is complete, what training changes is not what is written.
     import torch.distributed.checkpoint as dcp
 
-    from flashdist.runtime.async_checkpoint import _dcp_async_save, _stager
+    from flashdist.runtime.async_sharded import _dcp_async_save, _stager
 
     weights, stager = torch.zeros(8), _stager()  # one stager for every save, as the FSDP2 route keeps it
     for value, name in ((0.0, "a"), (1.0, "b")):
@@ -223,11 +223,11 @@ def test_an_fsdp2_step_during_the_staging_waits_for_it_and_the_checkpoint_holds_
     from torch.distributed.checkpoint.staging import DefaultStager
     from torch.utils.data import DataLoader, TensorDataset
 
-    import flashdist.runtime.async_checkpoint as async_checkpoint
+    import flashdist.runtime.async_sharded as async_sharded
     from flashdist.tasks.classification import ClassificationTask
 
     staging_inside, release, step_waits = threading.Event(), threading.Event(), threading.Event()
-    make_stager = async_checkpoint._stager
+    make_stager = async_sharded._stager
 
     class HeldStager(DefaultStager):
         def _stage(self, state_dict, **kwargs):  # on the stager's thread
@@ -240,7 +240,7 @@ def test_an_fsdp2_step_during_the_staging_waits_for_it_and_the_checkpoint_holds_
         stager.__class__ = HeldStager
         return stager
 
-    monkeypatch.setattr(async_checkpoint, "_stager", held_stager)
+    monkeypatch.setattr(async_sharded, "_stager", held_stager)
 
     def full(tensors):
         return {k: (v.full_tensor() if hasattr(v, "full_tensor") else v).detach().clone() for k, v in tensors.items()}
@@ -253,7 +253,7 @@ def test_an_fsdp2_step_during_the_staging_waits_for_it_and_the_checkpoint_holds_
                 seen["saved"] = full(pl_module.state_dict())
                 trainer.save_checkpoint(tmp_path / "step=2.ckpt")
                 assert staging_inside.wait(timeout=60)  # save_checkpoint returned with the copy not made
-                writer = async_checkpoint.background_writer(trainer.strategy)
+                writer = background_writer(trainer.strategy)
                 wait_for_staging = writer.wait_for_staging
 
                 def observed_wait():
@@ -293,3 +293,55 @@ def test_an_fsdp2_step_during_the_staging_waits_for_it_and_the_checkpoint_holds_
     dcp.load(loaded, checkpoint_id=tmp_path / "step=2.ckpt", no_dist=True)
     assert all(torch.equal(loaded["state_dict"][k], v) for k, v in saved.items())  # step 2's values, buffers included
     assert verify(tmp_path / "step=2.ckpt") == []
+
+
+def test_an_fsdp2_fit_releases_its_writer_stager_and_checkpoint_group(tmp_path: Path, monkeypatch):
+    # A notebook trains Trainer after Trainer: each async FSDP2 fit used to leave an idle writer
+    # thread, DCP's stager (its thread and CPU copies) and a gloo process group behind.
+    import torch.distributed as dist
+    from lightning.pytorch.callbacks import ModelCheckpoint
+    from torch.utils.data import DataLoader, TensorDataset
+
+    import flashdist.runtime.async_sharded as async_sharded
+    from flashdist.tasks.classification import ClassificationTask
+
+    stagers, groups, make_stager, make_group = [], [], async_sharded._stager, async_sharded._new_gloo_group
+
+    def recorded_stager():
+        stager = make_stager()
+        close = stager.close
+        stager.closed = False
+
+        def recorded_close():
+            stager.closed = True
+            close()
+
+        stager.close = recorded_close
+        stagers.append(stager)
+        return stager
+
+    monkeypatch.setattr(async_sharded, "_stager", recorded_stager)
+    monkeypatch.setattr(async_sharded, "_new_gloo_group", lambda: groups.append(make_group()) or groups[-1])
+
+    def writer_threads():
+        return [t.name for t in threading.enumerate() if t.name.startswith("flashdist-checkpoint")]
+
+    x = torch.randn(32, 4, generator=torch.Generator().manual_seed(0))
+    data = DataLoader(TensorDataset(x, (x[:, 0] > 0).long()), batch_size=4)
+    task = ClassificationTask(torch.nn.Linear(4, 2), num_classes=2, optimizer="sgd", learning_rate=0.1)
+    trainer = flashdist.Trainer(default_root_dir=tmp_path, accelerator="cpu", devices=1, strategy="fsdp", max_epochs=1,
+                                logger=False, enable_progress_bar=False, enable_model_summary=False, async_checkpoint=True,
+                                callbacks=[ModelCheckpoint(dirpath=tmp_path / "checkpoints", every_n_train_steps=4, save_top_k=-1)])
+    try:
+        trainer.fit(task, data)
+        assert len(stagers) == len(groups) == 1 and stagers[0].closed
+        assert writer_threads() == []
+        with pytest.raises(ValueError):  # no longer a registered group
+            dist.get_backend(groups[0])
+        trainer.validate(task, data)  # a later stage tears the strategy down again: nothing left to release
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+    saved = sorted(p.name for p in (tmp_path / "checkpoints").iterdir() if p.suffix == ".ckpt")
+    assert saved == ["epoch=0-step=4.ckpt", "epoch=0-step=8.ckpt"]
+    assert all(verify(tmp_path / "checkpoints" / name) == [] for name in saved)

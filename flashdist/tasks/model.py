@@ -90,6 +90,9 @@ class Task(LightningModule):
             self._step_call_refusal = refusal
         self.grouping = grouping_for(self, param_groups, layer_decay)
         self.val_metrics = torchmetrics.MetricCollection(_as_metric_dict(metrics), prefix="val_")
+        # trainer.test's own copies (Flash's tasks test as they validate); metric states are not
+        # persistent, so checkpoints do not change.
+        self.test_metrics = self.val_metrics.clone(prefix="test_")
         # Whether a callback of this fit monitors a training metric (tasks/log_cadence.py): decided
         # once per fit at on_train_start, not by scanning trainer.callbacks every step; None until then.
         self._training_metric_monitored: bool | None = None
@@ -156,12 +159,26 @@ class Task(LightningModule):
             self.log(name, value.detach().cpu() if bar else value, prog_bar=bar)
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:
+        self._evaluate(batch, "val_", self.val_metrics)
+
+    def test_step(self, batch: Any, batch_idx: int) -> None:
+        """``trainer.test``: what validation computes, as ``test_loss`` and ``test_<metric>``."""
+        self._evaluate(batch, "test_", self.test_metrics)
+
+    def predict_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> Any:
+        """``trainer.predict``: the model's outputs for a batch of inputs, or of ``(inputs, targets)`` as the fit's loaders give."""
+        if isinstance(batch, torch.Tensor):
+            return self(batch)
+        inputs, _ = self.unpack_batch(batch)
+        return self(inputs)
+
+    def _evaluate(self, batch: Any, prefix: str, metrics: torchmetrics.MetricCollection) -> None:
         inputs, targets = self.unpack_batch(batch)
         outputs = self(inputs)
-        self.log("val_loss", self.compute_loss(outputs, targets), prog_bar=True, sync_dist=True)
-        if len(self.val_metrics):
-            self.val_metrics.update(outputs, targets)
-            self.log_dict(self.val_metrics, prog_bar=True)
+        self.log(f"{prefix}loss", self.compute_loss(outputs, targets), prog_bar=True, sync_dist=True)
+        if len(metrics):
+            metrics.update(outputs, targets)
+            self.log_dict(metrics, prog_bar=True)
 
     def compute_loss(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         if self.loss_fn is None:

@@ -74,7 +74,7 @@ class CausalLM(Task):
         self.lora = settings
         self.export = export
         self.activation_checkpointing = activation_checkpointing
-        self._val_sums: list[torch.Tensor] = []
+        self._eval_sums: list[torch.Tensor] = []  # (token loss sum, learned tokens) per validation or test batch
         self._token_weighting = TokenWeightedLoss()
 
     # ---- what the data module and the throughput meter read ---------------------------------
@@ -141,19 +141,38 @@ class CausalLM(Task):
         super().on_train_epoch_start()
         self._token_weighting.start_epoch()  # accumulation windows count from the epoch's first micro-batch
 
+    # Validation and test: the mean token loss over every learned token of the loader on all ranks
+    # (token sums and counts, reduced once at the epoch's end), and its perplexity.
     def validation_step(self, batch: Mapping[str, torch.Tensor], batch_idx: int) -> None:
-        self._val_sums.append(torch.stack([self.summed_token_loss(batch).detach(), learned_tokens(batch["labels"]).float()]))
+        self._eval_sums.append(torch.stack([self.summed_token_loss(batch).detach(), learned_tokens(batch["labels"]).float()]))
+
+    def test_step(self, batch: Mapping[str, torch.Tensor], batch_idx: int) -> None:
+        self.validation_step(batch, batch_idx)
+
+    def predict_step(self, batch: Mapping[str, torch.Tensor], batch_idx: int, dataloader_idx: int = 0) -> torch.Tensor:
+        """``trainer.predict``: the next-token logits of each row (for generation, export the model and use ``generate``)."""
+        inputs = {key: value for key, value in batch.items() if key != "labels"}
+        return self.model(**inputs, use_cache=False).logits
 
     def on_validation_epoch_start(self) -> None:
-        self._val_sums = []
+        self._eval_sums = []
+
+    def on_test_epoch_start(self) -> None:
+        self._eval_sums = []
 
     def on_validation_epoch_end(self) -> None:
-        local = torch.stack(self._val_sums).sum(0) if self._val_sums else torch.zeros(2, device=self.device)
+        self._log_eval_loss("val_")
+
+    def on_test_epoch_end(self) -> None:
+        self._log_eval_loss("test_")
+
+    def _log_eval_loss(self, prefix: str) -> None:
+        local = torch.stack(self._eval_sums).sum(0) if self._eval_sums else torch.zeros(2, device=self.device)
         total = self.trainer.strategy.reduce(local, reduce_op="sum")
         loss = (total[0] / total[1].clamp(min=1)).item()
         # Already reduced over ranks: every rank logs the same number, no second sync.
-        self.log("val_loss", loss, prog_bar=True, rank_zero_only=False)
-        self.log("val_perplexity", math.exp(min(loss, 80.0)), rank_zero_only=False)
+        self.log(f"{prefix}loss", loss, prog_bar=True, rank_zero_only=False)
+        self.log(f"{prefix}perplexity", math.exp(min(loss, 80.0)), rank_zero_only=False)
 
     # ---- checkpoint and export -----------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:

@@ -219,3 +219,22 @@ def test_build_lr_scheduler_refuses_a_length_other_than_num_training_steps(spec)
     optimizer = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=0.1)
     with pytest.raises(ConfigError, match=r"a schedule of (15|21) steps\), but this fit plans 40"):
         build_lr_scheduler(optimizer, spec, num_training_steps=40)
+
+
+def test_a_flash_task_is_tested_and_predicts_as_it_validates(tmp_path):
+    # Flash's tasks had test_step and predict_step: trainer.test gives validation's numbers under
+    # test_ names, trainer.predict the model's outputs, from the fit's own (inputs, targets) loader.
+    task = ClassificationTask(nn.Linear(4, 2), num_classes=2, optimizer="adamw", learning_rate=0.1)
+    trainer = flashdist.Trainer(default_root_dir=tmp_path, accelerator="cpu", devices=1, max_epochs=2, logger=False,
+                                enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
+    trainer.fit(task, _loader(), _loader())
+    validated = trainer.validate(task, _loader(), verbose=False)[0]
+    tested = trainer.test(task, _loader(), verbose=False)[0]
+    assert tested == pytest.approx({name.replace("val_", "test_"): value for name, value in validated.items()})
+    assert set(tested) == {"test_loss", "test_accuracy"}
+    predicted = trainer.predict(task, _loader())
+    x = torch.cat([inputs for inputs, _ in _loader()])
+    with torch.no_grad():
+        torch.testing.assert_close(torch.cat(predicted), task.model(x))
+    inputs_only = DataLoader(x, batch_size=4)  # a loader of inputs alone works too
+    torch.testing.assert_close(torch.cat(trainer.predict(task, inputs_only)), torch.cat(predicted))

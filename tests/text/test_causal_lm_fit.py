@@ -10,6 +10,7 @@ model's logits, and `flashdist export --ckpt` writes the same model from the che
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 import torch
@@ -42,6 +43,12 @@ def test_fine_tune_lowers_val_loss_and_the_export_reloads_with_the_same_logits(t
     trainer.fit(lm, datamodule=data)
     after = trainer.validate(lm, datamodule=data, verbose=False)[0]["val_loss"]
     assert after < before - 0.5, (before, after)
+    # trainer.test on the same rows says the same, as test_; trainer.predict gives each row's next-token logits
+    tested = trainer.test(lm, dataloaders=data.val_dataloader(), verbose=False)[0]
+    assert tested == pytest.approx({"test_loss": after, "test_perplexity": math.exp(after)})
+    logits = trainer.predict(lm, dataloaders=data.val_dataloader())
+    rows = sum(len(batch["input_ids"]) for batch in data.val_dataloader())
+    assert sum(len(x) for x in logits) == rows and logits[0].shape[1:] == (SEQ_LENGTH, lm.model.config.vocab_size)
 
     summary = json.loads((root / "summary.json").read_text())
     assert summary["optimizer_steps"] == summary["planned_total_steps"] == 40  # max_tokens / (8 × 32) steps

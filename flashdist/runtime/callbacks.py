@@ -12,6 +12,7 @@ from typing import Any
 
 from lightning.pytorch import Callback
 
+from flashdist.errors import ConfigError
 from flashdist.runtime.async_checkpoint import AwaitCheckpoint
 from flashdist.runtime.checkpoint import check_monitored_metrics
 from flashdist.runtime.export import HFExport
@@ -31,6 +32,15 @@ class Preflight(Callback):
         self.run = run
 
     def on_train_start(self, trainer: Any, pl_module: Any) -> None:
+        if trainer.global_step > 0 and trainer.ckpt_path is None:
+            # Lightning keeps a Trainer's loop counters across fit calls and builds a new optimizer
+            # and scheduler: the schedule would restart mid-run, from a plan counted from step 0.
+            raise ConfigError(
+                f"this Trainer already took {trainer.global_step} optimizer steps in an earlier fit: a second "
+                "trainer.fit would continue its step and epoch counters with a new optimizer and a restarted LR schedule.",
+                hint="resume with a new flashdist.Trainer and ckpt_path='last' (or a checkpoint path), "
+                "or build a new Trainer to train from the start.",
+            )
         check_monitored_metrics(trainer)
         self.run.plan  # noqa: B018 - computing it raises the plan's ConfigError here, before any step
 

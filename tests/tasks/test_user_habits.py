@@ -238,3 +238,18 @@ def test_a_flash_task_is_tested_and_predicts_as_it_validates(tmp_path):
         torch.testing.assert_close(torch.cat(predicted), task.model(x))
     inputs_only = DataLoader(x, batch_size=4)  # a loader of inputs alone works too
     torch.testing.assert_close(torch.cat(trainer.predict(task, inputs_only)), torch.cat(predicted))
+
+
+def test_a_second_fit_of_the_same_trainer_is_refused_before_it_trains(tmp_path):
+    # Lightning continues the loop counters of a Trainer fit twice, with a new optimizer and scheduler:
+    # the schedule would restart at step 8 of a plan counted from 0. Refused before the first step.
+    task = ClassificationTask(nn.Linear(4, 2), num_classes=2, optimizer="adamw", learning_rate=0.1,
+                              lr_scheduler=("linear_schedule_with_warmup", {"num_warmup_steps": 0.1}))
+    trainer = flashdist.Trainer(default_root_dir=tmp_path, accelerator="cpu", devices=1, max_epochs=2, logger=False,
+                                enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
+    trainer.fit(task, _loader())
+    weights = task.model.weight.detach().clone()
+    trainer.fit_loop.max_epochs = 4
+    with pytest.raises(ConfigError, match=r"already took 8 optimizer steps.*HINT: resume with a new flashdist.Trainer"):
+        trainer.fit(task, _loader())
+    assert torch.equal(task.model.weight, weights), "no step was taken"

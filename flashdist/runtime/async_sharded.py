@@ -121,6 +121,7 @@ def make_sharded_saves_async(strategy: Any) -> None:
                 stager.pop().close()
             while group:
                 _destroy_group(group.pop())
+            cleaned.clear()  # a later fit looks for leftovers again
             original_teardown()
 
     save_checkpoint.atomic = True  # type: ignore[attr-defined]

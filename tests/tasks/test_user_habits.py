@@ -253,3 +253,20 @@ def test_a_second_fit_of_the_same_trainer_is_refused_before_it_trains(tmp_path):
     with pytest.raises(ConfigError, match=r"already took 8 optimizer steps.*HINT: resume with a new flashdist.Trainer"):
         trainer.fit(task, _loader())
     assert torch.equal(task.model.weight, weights), "no step was taken"
+
+
+def test_lightnings_lr_finder_then_fit_trains_the_plan_at_the_suggested_rate(tmp_path):
+    # Tuner.lr_find runs its own short fit on this Trainer, then restores the step counters: the fit
+    # after it is a first fit (not refused as a second one), planned and taken exactly, at the suggestion.
+    from lightning.pytorch.tuner import Tuner
+
+    task = ClassificationTask(nn.Linear(4, 2), num_classes=2, optimizer="adamw", learning_rate=0.01,
+                              lr_scheduler=("linear_schedule_with_warmup", {"num_warmup_steps": 0.1}))
+    trainer = flashdist.Trainer(default_root_dir=tmp_path, accelerator="cpu", devices=1, max_epochs=2, logger=False,
+                                enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
+    finder = Tuner(trainer).lr_find(task, _loader(n=64), num_training=40)
+    assert task.learning_rate == finder.suggestion() != 0.01
+    trainer.fit(task, _loader(n=64))
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["planned_total_steps"] == summary["optimizer_steps"] == summary["scheduler_steps"] == 32
+    assert max(row[0] for row in read_lr_csv(tmp_path)) == pytest.approx(finder.suggestion())  # the peak LR used

@@ -155,11 +155,23 @@ class Hooks(Callback):
 
     def on_save_checkpoint(self, trainer, pl_module, checkpoint):
         self._pause("save", trainer)
-        if self.training_went_on is not None:
-            self.training_went_on.set()  # the save that carries the kill returned: the training thread is here
-        elif self._hits("kill_in_save_at_step", trainer):
+        if self.training_went_on is None and self._hits("kill_in_save_at_step", trainer):
             self.training_went_on = threading.Event() if self.config.get("async_checkpoint") else None
             checkpoint["kill_while_pickled"] = KillWhilePickled(self.training_went_on)
+            if self.training_went_on is not None:
+                # A next save in the same step (last.ckpt) waits for this one, and says so first: the
+                # kill comes once it has said it (setting the event at this hook instead raced the kill
+                # against the message). Otherwise the next step's end sets it.
+                from flashdist.runtime.async_checkpoint import background_writer
+
+                writer, went_on = background_writer(trainer.strategy), self.training_went_on
+                say = writer._say
+
+                def say_then_go_on(line: str) -> None:
+                    say(line)
+                    went_on.set()
+
+                writer._say = say_then_go_on
 
 
 def local_parameters(module: nn.Module) -> dict[str, torch.Tensor]:

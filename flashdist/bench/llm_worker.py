@@ -180,8 +180,6 @@ def _median_interval_ms(stamps_ns: list[int]) -> float:
     return gaps[mid] if len(gaps) % 2 else (gaps[mid - 1] + gaps[mid]) / 2
 
 
-
-
 def main(config_path: str) -> None:
     config = json.loads(Path(config_path).read_text())
     torch.set_num_threads(1)  # one thread per rank: 2 ranks on the 2 cores

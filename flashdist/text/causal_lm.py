@@ -121,11 +121,15 @@ class CausalLM(Task):
         # position_ids (flashdist.compat.transformers), and training never reads the cache.
         return self.model(**batch, use_cache=False)
 
-    def summed_token_loss(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
-        """Sum of the next-token cross-entropies over the learned tokens of ``batch`` (float32)."""
+    def next_token_logits(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """The model's logits for every position of ``batch``."""
         # The model gets no labels: its own loss (a mean) would be computed and thrown away.
         inputs = {key: value for key, value in batch.items() if key != "labels"}
-        return token_loss_sum(self.model(**inputs, use_cache=False).logits, batch["labels"])
+        return self.model(**inputs, use_cache=False).logits
+
+    def summed_token_loss(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """Sum of the next-token cross-entropies over the learned tokens of ``batch`` (float32)."""
+        return token_loss_sum(self.next_token_logits(batch), batch["labels"])
 
     def training_step(self, batch: Mapping[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         trainer = self.trainer
@@ -151,8 +155,7 @@ class CausalLM(Task):
 
     def predict_step(self, batch: Mapping[str, torch.Tensor], batch_idx: int, dataloader_idx: int = 0) -> torch.Tensor:
         """``trainer.predict``: the next-token logits of each row (for generation, export the model and use ``generate``)."""
-        inputs = {key: value for key, value in batch.items() if key != "labels"}
-        return self.model(**inputs, use_cache=False).logits
+        return self.next_token_logits(batch)
 
     def on_validation_epoch_start(self) -> None:
         self._eval_sums = []
